@@ -1,0 +1,1 @@
+"""Batch work on files: reading patients, deduplicating them, evaluating the result."""

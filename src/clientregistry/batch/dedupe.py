@@ -1,0 +1,186 @@
+"""Deduplicating a file of Patients in memory, exactly as the registry would receive them.
+
+Records are taken in input order; each is matched against the records before it, classified
+the OpenCR way and given a golden record (a cluster). Potential matches and conflicts do not
+join a cluster; they are kept for review.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clientregistry.errors import InvalidRecord
+from clientregistry.matching.blocking import MemoryIndex
+from clientregistry.matching.classify import Classification, classify
+from clientregistry.matching.features import Features
+from clientregistry.matching.matcher import Matcher, PreparedRecord
+from clientregistry.matching.term_frequency import TermCounts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class DedupeStats:
+    """What a run did, for the summary line and the benchmark."""
+
+    records: int = 0
+    skipped: int = 0
+    clusters: int = 0
+    auto_links: int = 0
+    potential_matches: int = 0
+    conflicts: int = 0
+    candidate_pairs: int = 0
+    capped_queries: int = 0
+    true_pairs_compared: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "skipped": self.skipped,
+            "clusters": self.clusters,
+            "auto_links": self.auto_links,
+            "potential_matches": self.potential_matches,
+            "conflicts": self.conflicts,
+            "candidate_pairs": self.candidate_pairs,
+            "capped_queries": self.capped_queries,
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.records_per_second, 1),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """A pair a person should look at: a potential match or a conflict."""
+
+    record_id: str
+    other_id: str
+    score: float
+    kind: str
+
+
+class Deduplicator:
+    """Holds the records seen so far: features, blocking index, term counts, clusters."""
+
+    def __init__(self, matcher: Matcher, *, entity_of: Mapping[str, str] | None = None):
+        self.matcher = matcher
+        self.index = MemoryIndex()
+        self.term_counts = TermCounts(matcher.extractor)
+        self.ids: list[str] = []
+        self.features: list[Features] = []
+        self.cluster: list[int] = []
+        self._positions: dict[str, int] = {}
+        self.review: list[ReviewItem] = []
+        self.stats = DedupeStats()
+        self._entity_of = entity_of
+        self._warned_cap = False
+
+    def add(
+        self, record_id: str, resource: Mapping[str, Any], line: int | None = None
+    ) -> Classification:
+        """Match one record against those before it and place it in a cluster."""
+        self.check_new(record_id, line)
+        return self.add_prepared(record_id, self.matcher.prepare(resource))
+
+    def check_new(self, record_id: str, line: int | None = None) -> None:
+        """Raise :class:`InvalidRecord` if ``record_id`` was seen before."""
+        if record_id in self._positions:
+            raise InvalidRecord(
+                f"duplicate Patient id {record_id!r}", line=line, record_id=record_id
+            )
+
+    def add_prepared(self, record_id: str, prepared: PreparedRecord) -> Classification:
+        """:meth:`add` for a record whose features and keys are already computed."""
+        self.check_new(record_id)
+        matcher = self.matcher
+        found = self.index.candidates(prepared.keys, matcher.candidate_limit)
+        if found.capped:
+            self.stats.capped_queries += 1
+            if not self._warned_cap:
+                log.warning(
+                    "record %s has %d candidates; only the %d sharing most blocking keys are "
+                    "scored (further capped queries are counted, not logged)",
+                    record_id,
+                    found.considered,
+                    matcher.candidate_limit,
+                )
+                self._warned_cap = True
+        features = self.features
+        cluster = self.cluster
+        self.stats.candidate_pairs += len(found.ids)
+        if self._entity_of is not None:
+            entity = self._entity_of.get(record_id)
+            if entity is not None:
+                self.stats.true_pairs_compared += sum(
+                    1 for j in found.ids if self._entity_of.get(self.ids[j]) == entity
+                )
+        stored = ((j, cluster[j], features[j]) for j in found.ids)
+        scored = matcher.candidates(prepared.features, stored, self.term_counts.tf)
+        result = classify(scored)
+        position = len(self.ids)
+        if result.golden_id is None:
+            golden = position
+            self.stats.clusters += 1
+        else:
+            golden = int(result.golden_id)  # type: ignore[call-overload]
+            self.stats.auto_links += 1
+        for kind, items in (("potential", result.potential), ("conflict", result.conflicts)):
+            for item in items:
+                other = self.ids[int(item.record_id)]  # type: ignore[call-overload]
+                self.review.append(ReviewItem(record_id, other, item.score.score, kind))
+        self.stats.potential_matches += len(result.potential)
+        self.stats.conflicts += len(result.conflicts)
+        self.ids.append(record_id)
+        features.append(prepared.features)
+        cluster.append(golden)
+        self._positions[record_id] = position
+        self.index.add(position, prepared.keys)
+        self.term_counts.add(prepared.features)
+        self.stats.records += 1
+        return result
+
+    def golden_ids(self) -> list[tuple[str, str]]:
+        """(patient id, golden id) for every record; golden ids number clusters as created."""
+        names: dict[int, str] = {}
+        out = []
+        for record_id, golden in zip(self.ids, self.cluster, strict=True):
+            name = names.get(golden)
+            if name is None:
+                name = names[golden] = f"golden-{len(names) + 1}"
+            out.append((record_id, name))
+        return out
+
+    def write(self, output: Path) -> Path:
+        """Write ``output`` (clusters) and its ``.potential.csv`` sibling; return the latter."""
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["patient_id", "golden_id"])
+            writer.writerows(self.golden_ids())
+        potential_path = potential_path_for(output)
+        with potential_path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["patient_id", "other_id", "score"])
+            for item in self.review:
+                writer.writerow([item.record_id, item.other_id, f"{item.score:.4f}"])
+        return potential_path
+
+
+def potential_path_for(output: Path) -> Path:
+    """``CLUSTERS.csv`` -> ``CLUSTERS.potential.csv``."""
+    return output.with_name(f"{output.stem}.potential{output.suffix or '.csv'}")

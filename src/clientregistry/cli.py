@@ -1,0 +1,437 @@
+"""The ``clientregistry`` command line: thin wrappers over the library.
+
+User mistakes (a bad rules file, a malformed record, a missing file) end in a clear message
+naming the file, line and field, and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from clientregistry.batch.dedupe import Deduplicator
+from clientregistry.batch.evaluate import evaluate_files
+from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
+from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS
+from clientregistry.errors import ClientRegistryError, ConfigError, InvalidRecord
+from clientregistry.matching.matcher import Matcher, PreparedRecord
+from clientregistry.matching.rules import DecisionRules, default_rules, load_rules
+
+app = typer.Typer(
+    help="An open client registry (master patient index) for FHIR R4, in the spirit of OpenCR.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+rules_app = typer.Typer(help="Check and inspect decision-rules files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+err = Console(stderr=True)
+out = Console()
+
+RulesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--rules", "-r", help="Decision-rules JSON (OpenCR format). Default: the built-in rules."
+    ),
+]
+RecordIdOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--record-id-system",
+        help="Identifier system holding record ids, never compared (repeatable). "
+        "Default: the configured internal-id systems.",
+    ),
+]
+
+
+class OnError(StrEnum):
+    skip = "skip"
+    stop = "stop"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _load_rules(path: Path | None) -> DecisionRules:
+    try:
+        rules = default_rules() if path is None else load_rules(path)
+    except ConfigError as error:
+        err.print(f"[bold red]error:[/] {error.source}: the decision rules are not valid")
+        for problem in error.problems:
+            err.print(f"  - {problem}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    for warning in rules.warnings:
+        err.print(f"[yellow]warning:[/] {rules.source}: {warning}", highlight=False)
+    return rules
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+def _read_single(path: Path) -> dict[str, Any]:
+    try:
+        document = orjson.loads(path.read_bytes())
+    except OSError as error:
+        raise _fail(f"{path}: cannot read: {error.strerror}") from None
+    except orjson.JSONDecodeError as error:
+        raise _fail(f"{path}: not JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("resourceType") != "Patient":
+        kind = document.get("resourceType") if isinstance(document, dict) else type(document)
+        raise _fail(f"{path}: expected a FHIR Patient, found resourceType {kind!r}")
+    return document
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="First Patient (FHIR JSON).")],
+    b: Annotated[Path, typer.Argument(help="Second Patient (FHIR JSON).")],
+    rules_path: RulesOption = None,
+    record_id_system: RecordIdOption = None,
+) -> None:
+    """Compare two Patients and explain, field by field, why they match or not (JSON)."""
+    rules = _load_rules(rules_path)
+    systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
+    matcher = Matcher(rules, record_id_systems=systems)
+    left = matcher.extractor.extract(_read_single(a))
+    right = matcher.extractor.extract(_read_single(b))
+    results = matcher.scorer.explain(left, right)
+    best = matcher.scorer.best(results)
+    report = {
+        "score": None if best is None else round(best.score, 4),
+        "decision": "none" if best is None else best.decision,
+        "rule_set": None if best is None else best.name,
+        "rule_sets": [r.to_json() for r in results],
+    }
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def _count_lines(path: Path) -> int | None:
+    if path.suffix.lower() == ".json":
+        return None
+    with path.open("rb") as fh:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return max(lines - 1, 1) if path.suffix.lower() == ".csv" else lines
+
+
+def _records(
+    path: Path, mapping: CsvMapping, on_error: OnError, skipped: list[InvalidRecord]
+) -> Iterator[SourceRecord]:
+    results: Iterator[ReadResult] = read_patients(path, mapping)
+    for result in results:
+        if isinstance(result, InvalidRecord):
+            if on_error is OnError.stop:
+                raise _fail(f"{path}:{result.line}: {result.message}", code=1)
+            skipped.append(result)
+            continue
+        yield result
+
+
+def _progress(total: int | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]dedupe"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} rec/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    )
+
+
+@app.command()
+def dedupe(
+    input_path: Annotated[
+        Path,
+        typer.Argument(metavar="INPUT", help="Patients: NDJSON, a FHIR Bundle (.json) or CSV."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Clusters CSV: patient_id,golden_id.")
+    ],
+    rules_path: RulesOption = None,
+    train: Annotated[
+        bool, typer.Option("--train", help="Estimate m and u from INPUT before matching.")
+    ] = False,
+    record_id_system: RecordIdOption = None,
+    on_error: Annotated[
+        OnError, typer.Option("--on-error", help="On a bad record: skip it (listed) or stop.")
+    ] = OnError.skip,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            help="CSV only: ELEMENT=COLUMN (elements: id, given, family, gender, birth_date, "
+            "phone, identifier:SYSTEM). Defaults fit OpenCR's benchmark CSV.",
+        ),
+    ] = None,
+    candidate_limit: Annotated[
+        int, typer.Option("--candidate-limit", min=1, help="Most candidates scored per record.")
+    ] = 200,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    """Find the records of one person in a file of Patients; write clusters and potential matches.
+
+    Records are processed in input order, each matched against those before it, exactly as the
+    registry receives them. Potential matches and conflicts go to CLUSTERS.potential.csv.
+    """
+    _setup_logging(verbose)
+    if not input_path.is_file():
+        raise _fail(f"{input_path}: no such file")
+    try:
+        mapping = CsvMapping().with_overrides(column or [])
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    rules = _load_rules(rules_path)
+    systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
+    matcher = Matcher(rules, record_id_systems=systems, candidate_limit=candidate_limit)
+    skipped: list[InvalidRecord] = []
+    total = _count_lines(input_path)
+    try:
+        if train:
+            dedup = _dedupe_trained(matcher, input_path, mapping, on_error, skipped)
+        else:
+            dedup = Deduplicator(matcher)
+            with _progress(total) as progress:
+                task = progress.add_task("dedupe", total=total, rate="-")
+                for record in _records(input_path, mapping, on_error, skipped):
+                    try:
+                        dedup.add(record.record_id, record.resource, record.line)
+                    except InvalidRecord as error:
+                        if on_error is OnError.stop:
+                            raise _fail(f"{input_path}:{error.line}: {error.message}", 1) from None
+                        skipped.append(error)
+                        continue
+                    if dedup.stats.records % 500 == 0:
+                        rate = f"{dedup.stats.records_per_second:,.0f}"
+                        progress.update(task, completed=dedup.stats.records, rate=rate)
+    except OSError as error:
+        raise _fail(f"{input_path}: {error}") from None
+    dedup.stats.skipped = len(skipped)
+    dedup.stats.finished = time.perf_counter()
+    potential_path = dedup.write(output)
+    if skipped:
+        _write_skipped(output, skipped)
+    _summary(dedup, output, potential_path, skipped)
+
+
+def _dedupe_trained(
+    matcher: Matcher,
+    input_path: Path,
+    mapping: CsvMapping,
+    on_error: OnError,
+    skipped: list[InvalidRecord],
+) -> Deduplicator:
+    from clientregistry.matching.training import train
+
+    records: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for record in _records(input_path, mapping, on_error, skipped):
+        if record.record_id in seen:
+            error = InvalidRecord(f"duplicate Patient id {record.record_id!r}", line=record.line)
+            if on_error is OnError.stop:
+                raise _fail(f"{input_path}:{error.line}: {error.message}", 1)
+            skipped.append(error)
+            continue
+        seen.add(record.record_id)
+        records.append((record.record_id, matcher.extractor.extract(record.resource)))
+    try:
+        result = train(matcher, [features for _, features in records])
+    except ValueError as error:
+        raise _fail(f"cannot train on {input_path}: {error}") from None
+    err.print(
+        f"trained on {result.candidate_pairs:,} candidate pairs and {result.random_pairs:,} "
+        f"random pairs ({result.iterations} EM iterations)"
+    )
+    trained = Matcher(
+        result.rules,
+        record_id_systems=matcher.extractor.record_id_systems,
+        candidate_limit=matcher.candidate_limit,
+    )
+    dedup = Deduplicator(trained)
+    for record_id, features in records:
+        prepared = PreparedRecord(features, tuple(trained.blocker.keys(features)))
+        dedup.add_prepared(record_id, prepared)
+    return dedup
+
+
+def _write_skipped(output: Path, skipped: list[InvalidRecord]) -> None:
+    path = output.with_name(f"{output.stem}.skipped.csv")
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["line", "patient_id", "reason"])
+        for error in skipped:
+            writer.writerow([error.line or "", error.record_id or "", error.message])
+
+
+def _summary(
+    dedup: Deduplicator, output: Path, potential_path: Path, skipped: list[InvalidRecord]
+) -> None:
+    stats = dedup.stats
+    err.print(
+        f"[bold]{stats.records:,}[/] records, [bold]{stats.clusters:,}[/] clusters, "
+        f"{stats.auto_links:,} auto links, {stats.potential_matches:,} potential matches, "
+        f"{stats.conflicts:,} conflicts, {stats.records_per_second:,.0f} records/s "
+        f"({stats.seconds:.1f} s)"
+    )
+    if stats.capped_queries:
+        err.print(
+            f"[yellow]warning:[/] {stats.capped_queries:,} records had more candidates than "
+            f"--candidate-limit {dedup.matcher.candidate_limit}; only the best were scored"
+        )
+    if skipped:
+        skipped_path = output.with_name(f"{output.stem}.skipped.csv")
+        err.print(f"[yellow]skipped {len(skipped):,} records[/] (listed in {skipped_path}):")
+        for error in skipped[:10]:
+            err.print(f"  line {error.line}: {error.message}", highlight=False, markup=False)
+        if len(skipped) > 10:
+            err.print(f"  ... and {len(skipped) - 10:,} more")
+    err.print(f"clusters: {output}\npotential matches and conflicts: {potential_path}")
+
+
+@app.command()
+def evaluate(
+    clusters: Annotated[Path, typer.Argument(help="Clusters CSV: patient_id,golden_id.")],
+    truth: Annotated[Path, typer.Option("--truth", help="Truth CSV: patient_id,entity_id.")],
+) -> None:
+    """Pairwise precision, recall and F1 of clusters against the truth (JSON)."""
+    try:
+        scores = evaluate_files(clusters, truth)
+    except ClientRegistryError as error:
+        raise _fail(str(error)) from None
+    print(json.dumps(scores.to_json(), indent=2))
+    if scores.missing_from_truth:
+        err.print(f"[yellow]warning:[/] {scores.missing_from_truth} records are not in the truth")
+
+
+@app.command("train")
+def train_command(
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Patients: NDJSON, a FHIR Bundle or CSV.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write trained rules.")],
+    rules_path: RulesOption = None,
+    record_id_system: RecordIdOption = None,
+    on_error: Annotated[OnError, typer.Option("--on-error")] = OnError.skip,
+) -> None:
+    """Estimate m and u from the data (EM over candidate pairs, u from random pairs)."""
+    from clientregistry.matching.training import train
+
+    rules = _load_rules(rules_path)
+    if not any(rs.probabilistic for rs in rules.rule_sets):
+        raise _fail(f"{rules.source}: no probabilistic rule set to train")
+    systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
+    matcher = Matcher(rules, record_id_systems=systems)
+    skipped: list[InvalidRecord] = []
+    features = [
+        matcher.extractor.extract(record.resource)
+        for record in _records(input_path, CsvMapping(), on_error, skipped)
+    ]
+    try:
+        result = train(matcher, features)
+    except ValueError as error:
+        raise _fail(f"cannot train on {input_path}: {error}") from None
+    output.write_text(json.dumps(result.rules.to_json(), indent=2) + "\n", encoding="utf-8")
+    table = Table(title=f"m and u learned from {len(features):,} records")
+    for name in ("rule set", "field", "level", "m", "u", "weight log10(m/u)"):
+        table.add_column(name, justify="right" if name in ("m", "u") else "left")
+    for row in result.estimates:
+        table.add_row(
+            str(row.rule_set + 1),
+            row.field,
+            row.level,
+            f"{row.m:.4f}",
+            f"{row.u:.6f}",
+            f"{row.weight:+.2f}",
+        )
+    out.print(table)
+    err.print(
+        f"match share among candidate pairs {result.match_probability:.4f}; "
+        f"{result.candidate_pairs:,} candidate pairs, {result.random_pairs:,} random pairs, "
+        f"{result.iterations} iterations{'' if result.converged else ' (not converged)'}"
+    )
+    if skipped:
+        err.print(f"[yellow]skipped {len(skipped)} bad records[/]")
+    err.print(f"trained rules written to {output}")
+
+
+@rules_app.command("check")
+def rules_check(
+    path: Annotated[Path, typer.Argument(help="Decision-rules JSON to check.")],
+) -> None:
+    """Check a decision-rules file and describe how it will match and block."""
+    rules = _load_rules(path)
+    matcher = Matcher(rules)
+    for rs in rules.rule_sets:
+        out.print(
+            f"[bold]{rs.name}[/]: {rs.matching_type}, {len(rs.fields)} fields, potential ≥ "
+            f"{rs.potential_threshold:g}, auto ≥ {rs.auto_threshold:g}, highest possible score "
+            f"{rs.max_score():.2f}"
+        )
+    out.print("blocking keys:")
+    for line in matcher.blocker.describe():
+        out.print(f"  {line}")
+    out.print(f"{path}: OK")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("out/demo-clusters.csv"),
+) -> None:
+    """Deduplicate the bundled demo patients and show the clusters."""
+    source = Path(__file__).resolve().parent / "demo" / "patients.ndjson"
+    if not source.is_file():
+        raise _fail(f"demo data missing: {source}")
+    matcher = Matcher(default_rules(), record_id_systems=DEFAULT_RECORD_ID_SYSTEMS)
+    dedup = Deduplicator(matcher)
+    names: dict[str, str] = {}
+    for result in read_patients(source):
+        assert isinstance(result, SourceRecord), result
+        dedup.add(result.record_id, result.resource, result.line)
+        name = (result.resource.get("name") or [{}])[0]
+        names[result.record_id] = f"{' '.join(name.get('given', []))} {name.get('family', '')}"
+    dedup.stats.finished = time.perf_counter()
+    potential_path = dedup.write(output)
+    table = Table(title="demo: who is who")
+    table.add_column("golden record")
+    table.add_column("patient")
+    table.add_column("name")
+    for record_id, golden in sorted(dedup.golden_ids(), key=lambda row: row[1]):
+        table.add_row(golden, record_id, names[record_id])
+    out.print(table)
+    _summary(dedup, output, potential_path, [])
+
+
+def main() -> None:
+    """Entry point of the ``clientregistry`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

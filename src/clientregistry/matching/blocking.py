@@ -1,0 +1,261 @@
+"""Blocking: which stored records a new record is compared with.
+
+A record is never compared with every other. Each record gets *blocking keys* derived from
+the decision rules; records sharing a key are candidates. For every rule set:
+
+1. Each field yields keys from its value: the value itself for exact comparisons, the
+   double-metaphone code of each word for fuzzy names, year-month / month-day / year-day for
+   fuzzy dates, the value and its last six characters for a phone number or identifier compared
+   with edit distance, each
+   identifier for ``shared-identifier``.
+2. The minimal sets of fields whose agreement can reach the rule set's potential-match
+   threshold are worked out from the weights. A field that can do it alone is a key on its own;
+   otherwise keys combine two fields drawn from such a set (the most selective pair), so a true
+   match that agrees on enough fields to matter shares at least one key.
+3. Filters (hard blocks) and ``phonetic`` fields are part of every key of the rule set.
+
+Keys are plain strings. :class:`BlockingIndex` is the storage interface (in memory here; the
+registry keeps the same keys in SQLite or PostgreSQL); :class:`MemoryIndex` serves files.
+A query returns at most ``limit`` candidates, those sharing most keys first; when the cap bites
+the caller is told, so it can log a warning.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jellyfish
+from doublemetaphone import doublemetaphone
+
+from clientregistry.matching.features import FeatureExtractor, Features
+from clientregistry.matching.rules import BASE_SCORE, Field, RuleSet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CANDIDATE_LIMIT = 200
+"""Most candidates scored for one record (those sharing most keys win)."""
+
+_SELECTIVITY = {"identifier": 3, "phone": 3, "date": 2, "text": 1, "code": 0}
+"""How finely a field's keys split records; below 2 a field is only a key in a pair."""
+_MAX_TOKENS = 3
+_MAX_SET_SIZE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """Candidate record ids, best first, and whether the cap cut the list short."""
+
+    ids: list[Any]
+    capped: bool
+    considered: int
+
+
+class BlockingIndex(Protocol):
+    """Where blocking keys are kept: record id -> keys, queried by keys."""
+
+    def add(self, record: Hashable, keys: Sequence[str]) -> None: ...
+
+    def remove(self, record: Hashable, keys: Sequence[str]) -> None: ...
+
+    def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet: ...
+
+
+class MemoryIndex:
+    """A :class:`BlockingIndex` in a dict; for files and tests."""
+
+    def __init__(self) -> None:
+        self._postings: dict[str, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._postings)
+
+    def add(self, record: Hashable, keys: Sequence[str]) -> None:
+        postings = self._postings
+        for key in keys:
+            found = postings.get(key)
+            if found is None:
+                postings[key] = [record]
+            else:
+                found.append(record)
+
+    def remove(self, record: Hashable, keys: Sequence[str]) -> None:
+        for key in keys:
+            found = self._postings.get(key)
+            if found is not None and record in found:
+                found.remove(record)
+                if not found:
+                    del self._postings[key]
+
+    def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
+        postings = self._postings
+        lists = [found for key in keys if (found := postings.get(key))]
+        if not lists:
+            return CandidateSet([], False, 0)
+        if len(lists) == 1:
+            only = lists[0]
+            if len(only) <= limit:
+                return CandidateSet(list(only), False, len(only))
+            return CandidateSet(only[-limit:], True, len(only))
+        counts: Counter[Any] = Counter()
+        for found in lists:
+            counts.update(found)
+        if len(counts) <= limit:
+            return CandidateSet(list(counts), False, len(counts))
+        best = [record for record, _ in counts.most_common(limit)]
+        return CandidateSet(best, True, len(counts))
+
+
+# ------------------------------------------------------------------ key derivation
+
+
+def _word_codes(value: str) -> list[str]:
+    codes = []
+    for word in value.split()[:_MAX_TOKENS]:
+        primary = doublemetaphone(word)[0]
+        codes.append(primary or word[:3])
+    return codes
+
+
+def _date_keys(value: str) -> list[str]:
+    if len(value) != 10:
+        return [value]
+    year, month, day = value[:4], value[5:7], value[8:]
+    return [f"ym{year}{month}", f"md{month}{day}", f"yd{year}{day}"]
+
+
+def _value_and_tail(value: str) -> list[str]:
+    """The value, and its last six characters (the start of phone numbers is often shared)."""
+    if len(value) <= 6:
+        return [value]
+    return [value, f"t{value[-6:]}"]
+
+
+def field_keys(f: Field, value: Any) -> list[str]:
+    """The blocking keys one field's value gives (empty when the value is missing)."""
+    if not value:
+        return []
+    if f.is_identifier_set:
+        return sorted(value)
+    assert isinstance(value, str)
+    exact = _exact_only(f)
+    if f.value_type == "date":
+        return [value] if exact else _date_keys(value)
+    if f.value_type in ("phone", "identifier"):
+        return [value] if exact else _value_and_tail(value)
+    if exact or f.value_type == "code":
+        return [value]
+    return _word_codes(value)
+
+
+def _strict(comparator: Any, threshold: float) -> bool:
+    """Whether an algorithm at this threshold only accepts equal strings."""
+    if comparator is None or comparator.name == "exact":
+        return True
+    if comparator.kind == "phonetic":
+        return False
+    if comparator.kind == "distance":
+        return bool(threshold <= 0.0)
+    return bool(threshold >= 1.0)
+
+
+def _exact_only(f: Field) -> bool:
+    """Whether every agreement that adds weight needs equal values (keys can be the value)."""
+    if f.levels:
+        return all(_strict(lv.comparator, lv.threshold) for lv in f.levels if lv.weight > 0)
+    return _strict(f.comparator, f.threshold)
+
+
+def _best_weight(rs: RuleSet, f: Field) -> float:
+    if rs.probabilistic:
+        return max(level.weight for level in f.levels)
+    return f.weight
+
+
+def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
+    """Which fields (by position in ``rs.fields``) form keys, alone or in pairs."""
+    fields = rs.fields
+    if rs.blocking:
+        position = {f.name: i for i, f in enumerate(fields)}
+        return [tuple(position[name] for name in group) for group in rs.blocking]
+    need = rs.potential_threshold - (BASE_SCORE if rs.probabilistic else 0.0)
+    weights = [_best_weight(rs, f) for f in fields]
+    minimal: list[tuple[int, ...]] = []
+    for size in range(1, min(len(fields), _MAX_SET_SIZE) + 1):
+        for combo in itertools.combinations(range(len(fields)), size):
+            if any(set(m) <= set(combo) for m in minimal):
+                continue
+            if sum(weights[i] for i in combo) >= need:
+                minimal.append(combo)
+    if not minimal:  # even four fields cannot do it: any pair of the strongest may
+        minimal = [tuple(range(len(fields)))]
+    groups: list[tuple[int, ...]] = []
+    for combo in sorted(minimal, key=len):
+        if any(set(g) <= set(combo) for g in groups):
+            continue
+        if len(combo) == 1 and _SELECTIVITY[fields[combo[0]].value_type] >= 2:
+            groups.append(combo)
+            continue
+        pairs = itertools.combinations(combo, 2) if len(combo) > 1 else [(combo[0],)]
+        best = max(
+            pairs,
+            key=lambda pair: (sum(_SELECTIVITY[fields[i].value_type] for i in pair), -max(pair)),
+        )
+        if any(set(g) <= set(best) for g in groups):
+            continue
+        groups.append(tuple(best))
+    return groups
+
+
+class Blocker:
+    """Derives every blocking key of a record from its features."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+        self._plans = []
+        for rs in extractor.rules.rule_sets:
+            groups = [
+                tuple((extractor.slot(rs.fields[i]), rs.fields[i]) for i in group)
+                for group in plan_key_groups(rs)
+            ]
+            filters = tuple(extractor.slot(flt) for flt in rs.filters)
+            phonetic = tuple(extractor.slot(f) for f in rs.phonetic_blocks)
+            self._plans.append((rs.index, groups, filters, phonetic))
+
+    def describe(self) -> list[str]:
+        """Human-readable key groups, one line per group, for logs and docs."""
+        lines = []
+        for index, groups, _, _ in self._plans:
+            for group in groups:
+                lines.append(f"rule set {index + 1}: " + " + ".join(f.name for _, f in group))
+        return lines
+
+    def keys(self, features: Features) -> list[str]:
+        """Every blocking key of a record."""
+        out: list[str] = []
+        for index, groups, filters, phonetic in self._plans:
+            prefix = f"{index}"
+            for slot in filters:
+                prefix += f"|{features[slot]}"
+            for slot in phonetic:
+                prefix += "|" + " ".join(jellyfish.metaphone(w) for w in features[slot].split())
+            for number, group in enumerate(groups):
+                parts = [field_keys(f, features[slot]) for slot, f in group]
+                if not all(parts):
+                    continue
+                head = f"{prefix}|g{number}"
+                out.extend(f"{head}|" + "|".join(combo) for combo in itertools.product(*parts))
+        return list(dict.fromkeys(out))
+
+
+def union_candidates(results: Iterable[CandidateSet]) -> list[Any]:
+    """Merge candidate lists, keeping first-seen order."""
+    seen: dict[Any, None] = {}
+    for result in results:
+        for record in result.ids:
+            seen.setdefault(record, None)
+    return list(seen)

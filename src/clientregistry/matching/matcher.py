@@ -1,0 +1,71 @@
+"""The matcher: decision rules compiled once into extraction, blocking and scoring.
+
+It is storage-agnostic: callers give it resources and the features of stored candidates; the
+registry keeps them in a database, ``clientregistry dedupe`` in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, Blocker
+from clientregistry.matching.classify import Candidate
+from clientregistry.matching.features import FeatureExtractor, Features
+from clientregistry.matching.rules import DecisionRules
+from clientregistry.matching.scoring import PairScore, Scorer, TermFrequency, _no_tf
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRecord:
+    """A record's features and blocking keys, computed once."""
+
+    features: Features
+    keys: tuple[str, ...]
+
+
+class Matcher:
+    """Extraction, blocking keys and scoring for one set of decision rules."""
+
+    def __init__(
+        self,
+        rules: DecisionRules,
+        *,
+        record_id_systems: Iterable[str] = (),
+        candidate_limit: int = DEFAULT_CANDIDATE_LIMIT,
+    ) -> None:
+        self.rules = rules
+        self.candidate_limit = candidate_limit
+        self.extractor = FeatureExtractor(rules, record_id_systems)
+        self.scorer = Scorer(self.extractor)
+        self.blocker = Blocker(self.extractor)
+
+    def prepare(self, resource: Mapping[str, Any]) -> PreparedRecord:
+        """Features and blocking keys of one resource."""
+        features = self.extractor.extract(resource)
+        return PreparedRecord(features, tuple(self.blocker.keys(features)))
+
+    def strength(self, score: PairScore) -> float:
+        """How far a score is above its rule set's auto threshold (orders candidates)."""
+        return score.score - self.rules.rule_sets[score.rule_set].auto_threshold
+
+    def candidates(
+        self,
+        features: Features,
+        stored: Iterable[tuple[Hashable, Hashable, Features]],
+        tf: TermFrequency = _no_tf,
+        *,
+        keep_none: bool = False,
+    ) -> list[Candidate]:
+        """Score ``features`` against (record id, golden id, features) of stored records."""
+        score = self.scorer.score
+        strength = self.strength
+        out = []
+        for record_id, golden_id, other in stored:
+            result = score(features, other, tf)
+            if result is None or (result.decision == "none" and not keep_none):
+                continue
+            out.append(Candidate(record_id, golden_id, result, strength(result)))
+        out.sort(key=lambda c: -c.strength)
+        return out

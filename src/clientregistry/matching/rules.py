@@ -1,0 +1,651 @@
+"""Decision rules: OpenCR's ``decisionRules.json``, parsed and checked once.
+
+The format is OpenCR's, so its users' files load unchanged:
+
+* ``rules`` is a list of rule sets (alternatives; a pair's result is the best over them), or
+  the older object form ``{"givenName": {"algorithm", "threshold", "path"}, ...}``, which is one
+  deterministic rule set whose fields must all agree;
+* a rule set has ``matchingType`` (``deterministic`` | ``probabilistic``), ``fields``,
+  ``potentialMatchThreshold``, ``autoMatchThreshold``, optional ``filters`` and rule-level
+  ``null_handling`` / ``null_handling_both`` defaults;
+* a field has ``algorithm``, ``threshold``, ``fhirpath`` (or ``path``), ``weight``,
+  ``mValue``/``uValue``, ``null_handling``, ``null_handling_both`` (camel-case spellings too);
+  ``espath`` and the old ``type``/``systems`` keys are accepted and ignored.
+
+Extensions (documented in ``docs/decision-rules.md``): ``levels`` (several comparison levels,
+each with its own m and u, Splink style), ``else`` (m and u of "no level agreed"),
+``termFrequency`` (weigh agreement on rare values more), ``valueType`` (how values are
+normalised), the ``shared-identifier`` algorithm and a rule set ``name``.
+
+:func:`load_rules` reports every problem at once, each with the file, rule and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from clientregistry.errors import Problem, RuleSetError
+from clientregistry.matching.comparators import ALGORITHMS, Comparator, get_comparator
+from clientregistry.matching.fhirpath import FhirPathError, check_syntax
+from clientregistry.matching.normalize import VALUE_TYPES, ValueType
+
+MatchingType = Literal["deterministic", "probabilistic"]
+NullHandling = Literal["conservative", "moderate", "greedy"]
+NULL_HANDLINGS: tuple[NullHandling, ...] = ("conservative", "moderate", "greedy")
+
+SHARED_IDENTIFIER = "shared-identifier"
+"""Extension algorithm: agree when the records share an identifier system and its value."""
+
+BASE_SCORE = 100.0
+"""OpenCR's probabilistic scores start here; each field adds its log10 weight."""
+
+_FIELD_KEYS = {
+    "algorithm",
+    "threshold",
+    "fhirpath",
+    "path",
+    "weight",
+    "mValue",
+    "uValue",
+    "null_handling",
+    "nullHandling",
+    "null_handling_both",
+    "nullHandlingBothFields",
+    "espath",
+    "type",
+    "systems",
+    "levels",
+    "else",
+    "termFrequency",
+    "valueType",
+}
+_RULE_KEYS = {
+    "matchingType",
+    "fields",
+    "potentialMatchThreshold",
+    "autoMatchThreshold",
+    "filters",
+    "null_handling",
+    "nullHandling",
+    "null_handling_both",
+    "nullHandlingBothFields",
+    "name",
+    "blocking",
+    "__comments",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One comparison level of a probabilistic field: agreement by one algorithm."""
+
+    algorithm: str
+    comparator: Comparator | None  # None for shared-identifier
+    threshold: float
+    m: float
+    u: float
+    term_frequency: bool = False
+
+    @property
+    def weight(self) -> float:
+        """log10(m/u): what agreeing at this level adds to the score."""
+        return math.log10(self.m / self.u)
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One compared field of a rule set.
+
+    Deterministic fields agree when ``comparator.agrees(a, b, threshold)``; they add
+    ``weight``. Probabilistic fields take the first agreeing level of ``levels`` (an OpenCR
+    field has exactly one) and add its weight, or ``else_weight`` when none agrees.
+    """
+
+    name: str
+    fhirpath: str
+    value_type: ValueType
+    algorithm: str
+    comparator: Comparator | None
+    threshold: float
+    weight: float
+    levels: tuple[Level, ...]
+    else_m: float
+    else_u: float
+    null_one: NullHandling | None
+    null_both: NullHandling | None
+
+    @property
+    def else_weight(self) -> float:
+        """log10((1-m)/(1-u)) for an OpenCR field: what disagreeing adds."""
+        return math.log10(self.else_m / self.else_u)
+
+    @property
+    def is_identifier_set(self) -> bool:
+        return self.algorithm == SHARED_IDENTIFIER
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A hard block: candidates must agree exactly on this value."""
+
+    name: str
+    fhirpath: str
+    value_type: ValueType
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """One alternative way of deciding a match."""
+
+    index: int
+    name: str
+    matching_type: MatchingType
+    fields: tuple[Field, ...]
+    filters: tuple[Filter, ...]
+    potential_threshold: float
+    auto_threshold: float
+    phonetic_blocks: tuple[Field, ...] = ()
+    blocking: tuple[tuple[str, ...], ...] = ()
+    """Explicit blocking key groups (field names); empty means derive them from the weights."""
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.matching_type == "probabilistic"
+
+    def max_score(self) -> float:
+        """The highest score any pair can reach under this rule set."""
+        if not self.probabilistic:
+            return sum(max(f.weight, 0.0) for f in self.fields)
+        return BASE_SCORE + sum(
+            max(0.0, f.else_weight, *(lv.weight for lv in f.levels)) for f in self.fields
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRules:
+    """Every rule set of one decision-rules file, checked."""
+
+    rule_sets: tuple[RuleSet, ...]
+    source: str = "<rules>"
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """The rules in OpenCR's JSON format (with extensions where used)."""
+        return {"rules": [_rule_set_json(rs) for rs in self.rule_sets]}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_rules(path: str | Path) -> DecisionRules:
+    """Load and check a decision-rules file; raise :class:`RuleSetError` listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise RuleSetError(source, [Problem("", f"cannot read file: {error.strerror}")]) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem = Problem(f"line {error.lineno}, column {error.colno}", f"not JSON: {error.msg}")
+        raise RuleSetError(source, [problem]) from None
+    return parse_rules(document, source=source)
+
+
+def parse_rules(document: Any, *, source: str = "<rules>") -> DecisionRules:
+    """Check a parsed decision-rules document; raise :class:`RuleSetError` on any problem."""
+    parser = _Parser()
+    rule_sets = parser.document(document)
+    if parser.problems:
+        raise RuleSetError(source, parser.problems)
+    return DecisionRules(tuple(rule_sets), source, tuple(parser.warnings))
+
+
+def infer_value_type(fhirpath: str) -> ValueType:
+    """Guess how to normalise a field's values from its FHIRPath."""
+    path = fhirpath.replace(" ", "")
+    last = path.rsplit(".", 1)[-1]
+    if "Date" in last or last in {"birthDate", "deceasedDateTime"} or path.endswith("birthDate"):
+        return "date"
+    if "telecom" in path and "system='email'" not in path:
+        return "phone"
+    if path.startswith("identifier") or ".identifier" in path:
+        return "identifier"
+    if last in {"gender", "active", "maritalStatus"}:
+        return "code"
+    return "text"
+
+
+class _Parser:
+    """Walks a rules document, collecting every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def problem(self, location: str, message: str) -> None:
+        self.problems.append(Problem(location, message))
+
+    def document(self, document: Any) -> list[RuleSet]:
+        if not isinstance(document, dict):
+            self.problem("", "the file must hold a JSON object with a 'rules' member")
+            return []
+        rules = document.get("rules")
+        if rules is None:
+            self.problem("", "missing 'rules' (a list of rule sets)")
+            return []
+        if isinstance(rules, dict):
+            return self.legacy(rules)
+        if not isinstance(rules, list) or not rules:
+            self.problem("rules", "must be a non-empty list of rule sets")
+            return []
+        out = []
+        for index, raw in enumerate(rules):
+            rule_set = self.rule_set(index, raw)
+            if rule_set is not None:
+                out.append(rule_set)
+        return out
+
+    def legacy(self, rules: dict[str, Any]) -> list[RuleSet]:
+        """The older object form: one deterministic rule set, every field must agree."""
+        where = "rules"
+        fields = []
+        for name, raw in rules.items():
+            built = self.field(f"{where}.{name}", name, raw, "deterministic", None, None)
+            if built is not None:
+                fields.append(built)
+        if not rules:
+            self.problem(where, "no fields")
+        if self.problems:
+            return []
+        total = float(len(fields))
+        return [RuleSet(0, "rules", "deterministic", tuple(fields), (), total, total)]
+
+    def rule_set(self, index: int, raw: Any) -> RuleSet | None:
+        where = f"rules[{index}]"
+        if not isinstance(raw, dict):
+            self.problem(where, "a rule set must be a JSON object")
+            return None
+        for key in raw.keys() - _RULE_KEYS:
+            self.warnings.append(f"{where}: unknown key {key!r} ignored")
+        matching_type = raw.get("matchingType")
+        if matching_type not in ("deterministic", "probabilistic"):
+            self.problem(
+                f"{where}.matchingType",
+                f"must be 'deterministic' or 'probabilistic', not {matching_type!r}",
+            )
+            return None
+        mtype = cast(MatchingType, matching_type)
+        null_one = self.null_handling(where, raw, ("null_handling", "nullHandling"))
+        null_both = self.null_handling(where, raw, ("null_handling_both", "nullHandlingBothFields"))
+        raw_fields = raw.get("fields")
+        fields: list[Field] = []
+        if not isinstance(raw_fields, dict) or not raw_fields:
+            self.problem(f"{where}.fields", "must be an object with at least one field")
+        else:
+            for name, raw_field in raw_fields.items():
+                built = self.field(
+                    f"{where}.fields.{name}", name, raw_field, mtype, null_one, null_both
+                )
+                if built is not None:
+                    fields.append(built)
+        filters = self.filters(where, raw.get("filters"))
+        potential = self.number(where, raw, "potentialMatchThreshold", required=True)
+        auto = self.number(where, raw, "autoMatchThreshold", required=True)
+        if potential is not None and auto is not None and auto < potential:
+            self.problem(
+                f"{where}.autoMatchThreshold",
+                f"auto-match threshold {auto:g} is below the potential-match threshold "
+                f"{potential:g}",
+            )
+        if potential is None or auto is None or len(fields) != len(raw_fields or {}):
+            return None
+        phonetic = tuple(f for f in fields if f.algorithm == "phonetic")
+        scored = tuple(f for f in fields if f.algorithm != "phonetic")
+        name = raw.get("name") if isinstance(raw.get("name"), str) else f"rule {index + 1}"
+        blocking = self.blocking(where, raw.get("blocking"), {f.name for f in scored})
+        rule_set = RuleSet(
+            index, str(name), mtype, scored, filters, potential, auto, phonetic, blocking
+        )
+        if rule_set.max_score() < potential:
+            self.warnings.append(
+                f"{where}: no pair can reach the potential-match threshold {potential:g} "
+                f"(highest possible score {rule_set.max_score():g})"
+            )
+        return rule_set
+
+    def blocking(self, where: str, raw: Any, names: set[str]) -> tuple[tuple[str, ...], ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not all(
+            isinstance(group, list) and group and all(isinstance(n, str) for n in group)
+            for group in raw
+        ):
+            self.problem(f"{where}.blocking", "must be a list of lists of field names")
+            return ()
+        for i, group in enumerate(raw):
+            for name in group:
+                if name not in names:
+                    self.problem(f"{where}.blocking[{i}]", f"{name!r} is not a scored field")
+        return tuple(tuple(group) for group in raw)
+
+    def null_handling(
+        self, where: str, raw: dict[str, Any], keys: tuple[str, str]
+    ) -> NullHandling | None:
+        for key in keys:
+            if key in raw:
+                value = raw[key]
+                if value not in NULL_HANDLINGS:
+                    self.problem(
+                        f"{where}.{key}",
+                        f"must be one of {', '.join(NULL_HANDLINGS)}, not {value!r}",
+                    )
+                    return None
+                return cast(NullHandling, value)
+        return None
+
+    def number(
+        self,
+        where: str,
+        raw: dict[str, Any],
+        key: str,
+        *,
+        required: bool = False,
+        low: float | None = None,
+        high: float | None = None,
+        open_interval: bool = False,
+    ) -> float | None:
+        if key not in raw:
+            if required:
+                self.problem(f"{where}.{key}", "is required")
+            return None
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            self.problem(f"{where}.{key}", f"must be a number, not {value!r}")
+            return None
+        number = float(value)
+        if low is not None and high is not None:
+            inside = low < number < high if open_interval else low <= number <= high
+            if not inside:
+                bounds = f"({low:g}, {high:g})" if open_interval else f"[{low:g}, {high:g}]"
+                self.problem(f"{where}.{key}", f"{number:g} is outside {bounds}")
+                return None
+        elif low is not None and number < low:
+            self.problem(f"{where}.{key}", f"{number:g} must be at least {low:g}")
+            return None
+        return number
+
+    def path(self, where: str, raw: dict[str, Any]) -> str | None:
+        expression = raw.get("fhirpath", raw.get("path"))
+        if not isinstance(expression, str) or not expression.strip():
+            self.problem(f"{where}.fhirpath", "is required (a FHIRPath expression)")
+            return None
+        try:
+            check_syntax(expression)
+        except FhirPathError as error:
+            self.problem(f"{where}.fhirpath", f"FHIRPath {expression!r} does not parse: {error}")
+            return None
+        return expression
+
+    def value_type(self, where: str, raw: dict[str, Any], expression: str) -> ValueType:
+        declared = raw.get("valueType")
+        if declared is None:
+            return infer_value_type(expression)
+        if declared not in VALUE_TYPES:
+            self.problem(
+                f"{where}.valueType", f"must be one of {', '.join(VALUE_TYPES)}, not {declared!r}"
+            )
+            return "text"
+        return cast(ValueType, declared)
+
+    def filters(self, where: str, raw: Any) -> tuple[Filter, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.problem(f"{where}.filters", "must be an object of {name: {fhirpath}}")
+            return ()
+        out = []
+        for name, spec in raw.items():
+            fwhere = f"{where}.filters.{name}"
+            if not isinstance(spec, dict):
+                self.problem(fwhere, "must be an object with a 'fhirpath'")
+                continue
+            expression = self.path(fwhere, spec)
+            if expression is not None:
+                value_type = self.value_type(fwhere, spec, expression)
+                out.append(Filter(name, expression, value_type))
+        return tuple(out)
+
+    def comparator(self, where: str, algorithm: Any) -> tuple[str, Comparator | None] | None:
+        if algorithm == SHARED_IDENTIFIER:
+            return algorithm, None
+        if not isinstance(algorithm, str):
+            self.problem(f"{where}.algorithm", f"must be an algorithm name, not {algorithm!r}")
+            return None
+        try:
+            return algorithm, get_comparator(algorithm)
+        except KeyError:
+            names = ", ".join(sorted([*ALGORITHMS, SHARED_IDENTIFIER]))
+            self.problem(
+                f"{where}.algorithm", f"unknown algorithm {algorithm!r}; known algorithms: {names}"
+            )
+            return None
+
+    def threshold(self, where: str, raw: dict[str, Any], comparator: Comparator | None) -> float:
+        if comparator is None or comparator.name == "exact":
+            value = self.number(where, raw, "threshold")
+            return 1.0 if value is None else value
+        if comparator.kind == "phonetic":
+            return 1.0
+        if comparator.kind == "similarity" or comparator.normalized:
+            value = self.number(where, raw, "threshold", required=True, low=0.0, high=1.0)
+        else:
+            value = self.number(where, raw, "threshold", required=True, low=0.0)
+        return 0.0 if value is None else value
+
+    def m_u(self, where: str, raw: dict[str, Any]) -> tuple[float, float] | None:
+        m = self.number(where, raw, "mValue", required=True, low=0.0, high=1.0, open_interval=True)
+        u = self.number(where, raw, "uValue", required=True, low=0.0, high=1.0, open_interval=True)
+        if m is None or u is None:
+            return None
+        return m, u
+
+    def field(
+        self,
+        where: str,
+        name: str,
+        raw: Any,
+        mtype: MatchingType,
+        null_one: NullHandling | None,
+        null_both: NullHandling | None,
+    ) -> Field | None:
+        if not isinstance(raw, dict):
+            self.problem(where, "a field must be a JSON object")
+            return None
+        before = len(self.problems)
+        for key in raw.keys() - _FIELD_KEYS:
+            self.warnings.append(f"{where}: unknown key {key!r} ignored")
+        expression = self.path(where, raw)
+        own_one = self.null_handling(where, raw, ("null_handling", "nullHandling"))
+        own_both = self.null_handling(where, raw, ("null_handling_both", "nullHandlingBothFields"))
+        one = own_one or null_one
+        # "nullHandling by itself is used with either one value or both null" (OpenCR docs)
+        both = own_both or (own_one if own_one else None) or null_both or null_one
+        levels: tuple[Level, ...] = ()
+        else_m = else_u = 0.5
+        weight = self.number(where, raw, "weight", low=0.0)
+        if "levels" in raw:
+            if mtype != "probabilistic":
+                self.problem(f"{where}.levels", "levels are for probabilistic rule sets only")
+                return None
+            levels, else_m, else_u = self.levels(where, raw)
+            algorithm, comparator, threshold = (
+                (
+                    levels[0].algorithm,
+                    levels[0].comparator,
+                    levels[0].threshold,
+                )
+                if levels
+                else ("exact", None, 1.0)
+            )
+        else:
+            found = self.comparator(where, raw.get("algorithm"))
+            if found is None:
+                return None
+            algorithm, comparator = found
+            threshold = self.threshold(where, raw, comparator)
+            if mtype == "probabilistic":
+                if algorithm == "phonetic":
+                    self.problem(
+                        f"{where}.algorithm",
+                        "'phonetic' is a hard block for deterministic rule sets only",
+                    )
+                    return None
+                mu = self.m_u(where, raw)
+                if mu is not None:
+                    m, u = mu
+                    tf = bool(raw.get("termFrequency", False))
+                    levels = (Level(algorithm, comparator, threshold, m, u, tf),)
+                    else_m, else_u = 1.0 - m, 1.0 - u
+        if expression is None or len(self.problems) > before:
+            return None
+        value_type = self.value_type(where, raw, expression)
+        if algorithm == "dateDamerau" and "valueType" not in raw:
+            value_type = "date"
+        return Field(
+            name=name,
+            fhirpath=expression,
+            value_type=value_type,
+            algorithm=algorithm,
+            comparator=comparator,
+            threshold=threshold,
+            weight=1.0 if weight is None else weight,
+            levels=levels,
+            else_m=else_m,
+            else_u=else_u,
+            null_one=one,
+            null_both=both,
+        )
+
+    def levels(self, where: str, raw: dict[str, Any]) -> tuple[tuple[Level, ...], float, float]:
+        raw_levels = raw["levels"]
+        if not isinstance(raw_levels, list) or not raw_levels:
+            self.problem(f"{where}.levels", "must be a non-empty list of levels")
+            return (), 0.5, 0.5
+        out: list[Level] = []
+        for i, raw_level in enumerate(raw_levels):
+            lwhere = f"{where}.levels[{i}]"
+            if not isinstance(raw_level, dict):
+                self.problem(lwhere, "a level must be a JSON object")
+                continue
+            found = self.comparator(lwhere, raw_level.get("algorithm"))
+            mu = self.m_u(lwhere, raw_level)
+            if found is None or mu is None:
+                continue
+            threshold = self.threshold(lwhere, raw_level, found[1])
+            term_frequency = bool(raw_level.get("termFrequency", False))
+            out.append(Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency))
+        sum_m = sum(level.m for level in out)
+        sum_u = sum(level.u for level in out)
+        raw_else = raw.get("else")
+        if isinstance(raw_else, dict):
+            mu = self.m_u(f"{where}.else", raw_else)
+            else_m, else_u = mu if mu is not None else (0.5, 0.5)
+        else:
+            else_m, else_u = 1.0 - sum_m, 1.0 - sum_u
+            if out and (else_m <= 0.0 or else_u <= 0.0):
+                self.problem(
+                    f"{where}.levels",
+                    "the levels' mValues (or uValues) add up to 1 or more; "
+                    "give an explicit 'else' level",
+                )
+        return tuple(out), max(else_m, 1e-12), max(else_u, 1e-12)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _field_json(f: Field, probabilistic: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"fhirpath": f.fhirpath}
+    if probabilistic and (len(f.levels) > 1 or any(lv.term_frequency for lv in f.levels)):
+        out["levels"] = [_level_json(lv) for lv in f.levels]
+        out["else"] = {"mValue": f.else_m, "uValue": f.else_u}
+    else:
+        out["algorithm"] = f.algorithm
+        if f.comparator is not None and f.comparator.kind != "phonetic":
+            out["threshold"] = f.threshold
+        if probabilistic:
+            out["mValue"] = f.levels[0].m
+            out["uValue"] = f.levels[0].u
+        elif f.weight != 1.0:
+            out["weight"] = f.weight
+    if f.value_type != infer_value_type(f.fhirpath):
+        out["valueType"] = f.value_type
+    if f.null_one is not None:
+        out["null_handling"] = f.null_one
+    if f.null_both is not None:
+        out["null_handling_both"] = f.null_both
+    return out
+
+
+def _level_json(level: Level) -> dict[str, Any]:
+    out: dict[str, Any] = {"algorithm": level.algorithm}
+    if level.comparator is not None and level.comparator.name != "exact":
+        out["threshold"] = level.threshold
+    out["mValue"] = level.m
+    out["uValue"] = level.u
+    if level.term_frequency:
+        out["termFrequency"] = True
+    return out
+
+
+def _rule_set_json(rs: RuleSet) -> dict[str, Any]:
+    fields = {f.name: _field_json(f, rs.probabilistic) for f in (*rs.phonetic_blocks, *rs.fields)}
+    out: dict[str, Any] = {
+        "name": rs.name,
+        "matchingType": rs.matching_type,
+        "fields": fields,
+        "potentialMatchThreshold": rs.potential_threshold,
+        "autoMatchThreshold": rs.auto_threshold,
+    }
+    if rs.blocking:
+        out["blocking"] = [list(group) for group in rs.blocking]
+    if rs.filters:
+        out["filters"] = {flt.name: {"fhirpath": flt.fhirpath} for flt in rs.filters}
+    return out
+
+
+def replace_field(rules: DecisionRules, rule_index: int, new_field: Field) -> DecisionRules:
+    """A copy of ``rules`` with one field of one rule set replaced (by name)."""
+    rule_sets = list(rules.rule_sets)
+    rs = rule_sets[rule_index]
+    fields = tuple(new_field if f.name == new_field.name else f for f in rs.fields)
+    rule_sets[rule_index] = RuleSet(
+        rs.index,
+        rs.name,
+        rs.matching_type,
+        fields,
+        rs.filters,
+        rs.potential_threshold,
+        rs.auto_threshold,
+        rs.phonetic_blocks,
+        rs.blocking,
+    )
+    return DecisionRules(tuple(rule_sets), rules.source, rules.warnings)
+
+
+def rules_from_mapping(document: Mapping[str, Any]) -> DecisionRules:
+    """Shorthand for tests and callers holding a dict already."""
+    return parse_rules(dict(document))
+
+
+def default_rules() -> DecisionRules:
+    """The decision rules shipped with the registry (``matching/default_rules.json``)."""
+    with resources.files("clientregistry.matching").joinpath("default_rules.json").open() as fh:
+        return parse_rules(json.load(fh), source="default rules")

@@ -1,0 +1,354 @@
+"""Scoring a pair of records under decision rules, with OpenCR's semantics.
+
+Deterministic rule sets add the weight (default 1) of each agreeing field. Probabilistic rule
+sets are Fellegi–Sunter as OpenCR computes it: 100, plus log10(m/u) for an agreeing field,
+plus log10((1-m)/(1-u)) for a disagreeing one; a field with several comparison levels adds
+the weight of the first level that agrees, with term-frequency adjustment where asked.
+
+Missing values follow the field's null handling: one side empty uses ``null_handling``, both
+empty ``null_handling_both``; ``moderate`` adds nothing, ``greedy`` counts as agreement,
+``conservative`` as disagreement, and no null handling compares the empty strings (OpenCR).
+
+A pair's result is the best over the rule sets (auto beats potential beats none). The fast
+path (:meth:`Scorer.score`) computes numbers only; :meth:`Scorer.explain` also says, field by
+field, what was compared and what it added — the same code, asked to keep notes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from clientregistry.matching.features import FeatureExtractor, Features
+from clientregistry.matching.rules import BASE_SCORE, DecisionRules, Field, Level, RuleSet
+
+Decision = Literal["auto", "potential", "none"]
+DECISION_RANK: dict[Decision, int] = {"none": 0, "potential": 1, "auto": 2}
+
+TermFrequency = Callable[[int, str], float | None]
+"""(slot, value) -> relative frequency of the value among stored records, if known."""
+
+
+def _no_tf(slot: int, value: str) -> float | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldResult:
+    """How one field of one rule set compared, for people to read."""
+
+    field: str
+    algorithm: str
+    left: str
+    right: str
+    similarity: float | None
+    agrees: bool | None
+    level: str
+    contribution: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "algorithm": self.algorithm,
+            "left": self.left,
+            "right": self.right,
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "agrees": self.agrees,
+            "level": self.level,
+            "contribution": round(self.contribution, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSetResult:
+    """The outcome of one rule set for one pair."""
+
+    rule_set: int
+    name: str
+    score: float
+    decision: Decision
+    blocked_by: str | None = None
+    fields: tuple[FieldResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule_set": self.rule_set,
+            "name": self.name,
+            "score": round(self.score, 4),
+            "decision": self.decision,
+        }
+        if self.blocked_by is not None:
+            out["blocked_by"] = self.blocked_by
+        out["fields"] = [f.to_json() for f in self.fields]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    """The best result over the rule sets: score, decision and which rule set gave it."""
+
+    score: float
+    decision: Decision
+    rule_set: int
+
+    @property
+    def rank(self) -> int:
+        return DECISION_RANK[self.decision]
+
+
+def _decide(rs: RuleSet, score: float) -> Decision:
+    if score >= rs.auto_threshold:
+        return "auto"
+    if score >= rs.potential_threshold:
+        return "potential"
+    return "none"
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, frozenset):
+        return ", ".join(sorted(value))
+    return str(value)
+
+
+class Scorer:
+    """Scores feature tuples made by one :class:`FeatureExtractor` under its rules."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+        self.rules: DecisionRules = extractor.rules
+        self._plans = [
+            (
+                rs,
+                tuple((extractor.slot(f), f) for f in rs.fields),
+                tuple((extractor.slot(f), f) for f in rs.phonetic_blocks),
+                tuple((extractor.slot(flt), flt.name) for flt in rs.filters),
+            )
+            for rs in self.rules.rule_sets
+        ]
+
+    # -------------------------------------------------------------- public
+
+    def score(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
+        """The best result over the rule sets, or ``None`` if every rule set blocks the pair."""
+        best: PairScore | None = None
+        for plan in self._plans:
+            result = self._rule_set(plan, a, b, tf, None)
+            if result is None:
+                continue
+            rs = plan[0]
+            decision = _decide(rs, result)
+            if best is None or _better(rs, result, decision, best, self.rules):
+                best = PairScore(result, decision, rs.index)
+        return best
+
+    def explain(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> list[RuleSetResult]:
+        """One :class:`RuleSetResult` per rule set, with the per-field notes."""
+        out = []
+        for plan in self._plans:
+            rs = plan[0]
+            notes: list[FieldResult] = []
+            blocked = self._blocked(plan, a, b)
+            if blocked is not None:
+                out.append(RuleSetResult(rs.index, rs.name, 0.0, "none", blocked_by=blocked))
+                continue
+            result = self._rule_set(plan, a, b, tf, notes)
+            assert result is not None
+            out.append(
+                RuleSetResult(rs.index, rs.name, result, _decide(rs, result), None, tuple(notes))
+            )
+        return out
+
+    def best(self, results: list[RuleSetResult]) -> RuleSetResult | None:
+        """The deciding result of :meth:`explain`'s list (the one :meth:`score` reports)."""
+        chosen: RuleSetResult | None = None
+        for result in results:
+            if result.blocked_by is not None:
+                continue
+            rs = self.rules.rule_sets[result.rule_set]
+            if chosen is None or _better(
+                rs,
+                result.score,
+                result.decision,
+                PairScore(chosen.score, chosen.decision, chosen.rule_set),
+                self.rules,
+            ):
+                chosen = result
+        return chosen
+
+    # -------------------------------------------------------------- internals
+
+    @staticmethod
+    def _blocked(plan: Any, a: Features, b: Features) -> str | None:
+        _, _, phonetic, filters = plan
+        for slot, name in filters:
+            if a[slot] != b[slot]:
+                return f"filter {name}"
+        for slot, f in phonetic:
+            if not f.comparator.agrees(a[slot], b[slot], f.threshold):
+                return f"phonetic {f.name}"
+        return None
+
+    def _rule_set(
+        self,
+        plan: Any,
+        a: Features,
+        b: Features,
+        tf: TermFrequency,
+        notes: list[FieldResult] | None,
+    ) -> float | None:
+        rs, fields, phonetic, filters = plan
+        for slot, _ in filters:
+            if a[slot] != b[slot]:
+                return None
+        for slot, f in phonetic:
+            if not f.comparator.agrees(a[slot], b[slot], f.threshold):
+                return None
+        probabilistic = rs.probabilistic
+        total = BASE_SCORE if probabilistic else 0.0
+        for slot, f in fields:
+            va = a[slot]
+            vb = b[slot]
+            if not va or not vb:
+                handling = f.null_both if (not va and not vb) else f.null_one
+                if handling is not None:
+                    add = _null_contribution(f, handling, probabilistic)
+                    total += add
+                    if notes is not None:
+                        notes.append(
+                            FieldResult(
+                                f.name,
+                                f.algorithm,
+                                _display(va),
+                                _display(vb),
+                                None,
+                                None if handling == "moderate" else handling == "greedy",
+                                f"null ({handling})",
+                                add,
+                            )
+                        )
+                    continue
+                if f.is_identifier_set:
+                    va = va or frozenset()
+                    vb = vb or frozenset()
+            if probabilistic:
+                add, level_name, agrees = _probabilistic(f, slot, va, vb, tf)
+            else:
+                agrees = _agrees(f, va, vb)
+                add = f.weight if agrees else 0.0
+                level_name = "agree" if agrees else "disagree"
+            total += add
+            if notes is not None:
+                notes.append(
+                    FieldResult(
+                        f.name,
+                        f.algorithm,
+                        _display(va),
+                        _display(vb),
+                        _similarity(f, va, vb),
+                        agrees,
+                        level_name,
+                        add,
+                    )
+                )
+        return total
+
+
+def _better(
+    rs: RuleSet, score: float, decision: Decision, best: PairScore, rules: DecisionRules
+) -> bool:
+    """Whether (rs, score, decision) beats ``best``: higher decision, then larger margin."""
+    rank = DECISION_RANK[decision]
+    if rank != best.rank:
+        return rank > best.rank
+    best_rs = rules.rule_sets[best.rule_set]
+    return score - rs.auto_threshold > best.score - best_rs.auto_threshold
+
+
+def _identifier_agreement(a: frozenset[str], b: frozenset[str]) -> bool | None:
+    """Agree when an identifier is shared; disagree when a shared system differs; else None."""
+    if a & b:
+        return True
+    systems_a = {item.rsplit("|", 1)[0] for item in a}
+    for item in b:
+        if item.rsplit("|", 1)[0] in systems_a:
+            return False
+    return None
+
+
+def _agrees(f: Field, a: Any, b: Any) -> bool:
+    if f.comparator is None:  # shared-identifier
+        return _identifier_agreement(a, b) is True
+    return f.comparator.agrees(a, b, f.threshold)
+
+
+def _similarity(f: Field, a: Any, b: Any) -> float | None:
+    if f.comparator is None:
+        agreement = _identifier_agreement(a, b)
+        return None if agreement is None else float(agreement)
+    return f.comparator.similarity(a, b)
+
+
+def _null_contribution(f: Field, handling: str, probabilistic: bool) -> float:
+    if handling == "moderate":
+        return 0.0
+    if handling == "greedy":
+        if probabilistic:
+            return max(level.weight for level in f.levels)
+        return f.weight
+    return f.else_weight if probabilistic else 0.0
+
+
+def _level_weight(level: Level, slot: int, a: Any, b: Any, tf: TermFrequency) -> float:
+    if level.term_frequency and isinstance(a, str):
+        freq_a = tf(slot, a)
+        freq_b = freq_a if a == b else tf(slot, b)
+        freqs = [x for x in (freq_a, freq_b) if x is not None]
+        if freqs:
+            return math.log10(level.m / max(max(freqs), 1e-9))
+    return level.weight
+
+
+def comparison_level(f: Field, a: Any, b: Any) -> int | None:
+    """Index of the first level of ``f`` at which ``a`` and ``b`` agree; ``len(f.levels)``
+    when none does ("else"); ``None`` for identifier sets with no system in common.
+
+    Values must be present (null handling is the caller's business).
+    """
+    if f.comparator is None:  # shared-identifier
+        agreement = _identifier_agreement(a, b)
+        if agreement is None:
+            return None
+        return 0 if agreement else len(f.levels)
+    measured: dict[str, float] = {}
+    for index, level in enumerate(f.levels):
+        comparator = level.comparator
+        assert comparator is not None
+        if comparator.name == "exact":
+            agrees = a == b
+        else:
+            value = measured.get(comparator.name)
+            if value is None:
+                value = measured[comparator.name] = comparator.measure(a, b)
+            if comparator.kind == "distance":
+                agrees = value <= level.threshold
+            else:
+                agrees = value >= level.threshold
+        if agrees:
+            return index
+    return len(f.levels)
+
+
+def _probabilistic(
+    f: Field, slot: int, a: Any, b: Any, tf: TermFrequency
+) -> tuple[float, str, bool]:
+    """(weight added, name of the level, agreed at some level)."""
+    index = comparison_level(f, a, b)
+    if index is None:
+        return 0.0, "no shared system", False
+    if index == len(f.levels):
+        return f.else_weight, "disagree" if len(f.levels) == 1 else "else", False
+    level = f.levels[index]
+    name = "agree" if len(f.levels) == 1 else f"level {index + 1} ({level.algorithm})"
+    return _level_weight(level, slot, a, b, tf), name, True
