@@ -234,10 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
     )
     if args.truth is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from metrics import pairwise_scores
+        from clientregistry.batch.evaluate import evaluate_files
 
-        result["scores"] = pairwise_scores(args.output, args.truth)
+        result["scores"] = evaluate_files(args.output, args.truth).to_json()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -4,7 +4,8 @@ A record is never compared with every other. Each record gets *blocking keys* de
 the decision rules; records sharing a key are candidates. For every rule set:
 
 1. Each field yields keys from its value: the value itself for exact comparisons, the
-   double-metaphone code of each word for fuzzy names, year-month / month-day / year-day for
+   double-metaphone code of each of the first two words of fuzzy names, the whole value of other
+   text, year-month / month-day / year-day for
    fuzzy dates, the value and its last six characters for a phone number or identifier compared
    with edit distance, each
    identifier for ``shared-identifier``.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +43,7 @@ DEFAULT_CANDIDATE_LIMIT = 200
 
 _SELECTIVITY = {"identifier": 3, "phone": 3, "date": 2, "text": 1, "code": 0}
 """How finely a field's keys split records; below 2 a field is only a key in a pair."""
-_MAX_TOKENS = 3
+_MAX_TOKENS = 2
 _MAX_SET_SIZE = 4
 
 
@@ -135,21 +136,36 @@ def _value_and_tail(value: str) -> list[str]:
     return [value, f"t{value[-6:]}"]
 
 
+def _identity(value: Any) -> list[str]:
+    return [value]
+
+
+def key_function(f: Field) -> Callable[[Any], list[str]]:
+    """How a field's (present) value becomes blocking keys; chosen once per field."""
+    if f.is_identifier_set:
+        return sorted
+    exact = _exact_only(f)
+    if f.value_type == "date":
+        return _identity if exact else _date_keys
+    if f.value_type in ("phone", "identifier"):
+        return _identity if exact else _value_and_tail
+    if exact or f.value_type == "code" or not _is_name(f):
+        return _identity
+    return _word_codes
+
+
 def field_keys(f: Field, value: Any) -> list[str]:
     """The blocking keys one field's value gives (empty when the value is missing)."""
     if not value:
         return []
-    if f.is_identifier_set:
-        return sorted(value)
-    assert isinstance(value, str)
-    exact = _exact_only(f)
-    if f.value_type == "date":
-        return [value] if exact else _date_keys(value)
-    if f.value_type in ("phone", "identifier"):
-        return [value] if exact else _value_and_tail(value)
-    if exact or f.value_type == "code":
-        return [value]
-    return _word_codes(value)
+    return key_function(f)(value)
+
+
+def _is_name(f: Field) -> bool:
+    """Names get phonetic keys; other text (addresses) is keyed on its whole value, since its
+    words ("7", "street") are shared by too many records."""
+    path = f.fhirpath.lower()
+    return "name" in path or "given" in path or "family" in path
 
 
 def _strict(comparator: Any, threshold: float) -> bool:
@@ -211,6 +227,17 @@ def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
     return groups
 
 
+def _swappable(rs: RuleSet, fields: list[Field]) -> bool:
+    """Whether a two-field group's keys ignore order (the fields may be swapped, as given
+    and family names are when a ``swappedWith`` level says so)."""
+    if len(fields) != 2:
+        return False
+    first, second = fields
+    return any(lv.swapped_with == second.name for lv in first.levels) or any(
+        lv.swapped_with == first.name for lv in second.levels
+    )
+
+
 class Blocker:
     """Derives every blocking key of a record from its features."""
 
@@ -218,37 +245,55 @@ class Blocker:
         self.extractor = extractor
         self._plans = []
         for rs in extractor.rules.rule_sets:
-            groups = [
-                tuple((extractor.slot(rs.fields[i]), rs.fields[i]) for i in group)
-                for group in plan_key_groups(rs)
-            ]
+            used: dict[str, int] = {}
+            sources: list[tuple[int, Callable[[Any], list[str]]]] = []
+            groups = []
+            for number, group in enumerate(plan_key_groups(rs)):
+                members = [rs.fields[i] for i in group]
+                positions = []
+                for f in members:
+                    if f.name not in used:
+                        used[f.name] = len(sources)
+                        sources.append((extractor.slot(f), key_function(f)))
+                    positions.append(used[f.name])
+                names = " + ".join(f.name for f in members)
+                groups.append((f"g{number}", tuple(positions), _swappable(rs, members), names))
             filters = tuple(extractor.slot(flt) for flt in rs.filters)
             phonetic = tuple(extractor.slot(f) for f in rs.phonetic_blocks)
-            self._plans.append((rs.index, groups, filters, phonetic))
+            self._plans.append((rs.index, tuple(sources), tuple(groups), filters, phonetic))
 
     def describe(self) -> list[str]:
         """Human-readable key groups, one line per group, for logs and docs."""
-        lines = []
-        for index, groups, _, _ in self._plans:
-            for group in groups:
-                lines.append(f"rule set {index + 1}: " + " + ".join(f.name for _, f in group))
-        return lines
+        return [
+            f"rule set {index + 1}: {names}"
+            for index, _, groups, _, _ in self._plans
+            for _, _, _, names in groups
+        ]
 
     def keys(self, features: Features) -> list[str]:
         """Every blocking key of a record."""
         out: list[str] = []
-        for index, groups, filters, phonetic in self._plans:
-            prefix = f"{index}"
+        for index, sources, groups, filters, phonetic in self._plans:
+            prefix = str(index)
             for slot in filters:
                 prefix += f"|{features[slot]}"
             for slot in phonetic:
                 prefix += "|" + " ".join(jellyfish.metaphone(w) for w in features[slot].split())
-            for number, group in enumerate(groups):
-                parts = [field_keys(f, features[slot]) for slot, f in group]
+            values = [
+                make(value) if (value := features[slot]) else None for slot, make in sources
+            ]
+            for tag, positions, unordered, _ in groups:
+                if len(positions) == 1:
+                    single = values[positions[0]]
+                    if single:
+                        out.extend(f"{prefix}|{tag}|{k}" for k in single)
+                    continue
+                parts = [values[p] for p in positions]
                 if not all(parts):
                     continue
-                head = f"{prefix}|g{number}"
-                out.extend(f"{head}|" + "|".join(combo) for combo in itertools.product(*parts))
+                for combo in itertools.product(*parts):  # type: ignore[arg-type]
+                    joined = "|".join(sorted(combo) if unordered else combo)
+                    out.append(f"{prefix}|{tag}|{joined}")
         return list(dict.fromkeys(out))
 
 

@@ -59,7 +59,7 @@ class Matcher:
         keep_none: bool = False,
     ) -> list[Candidate]:
         """Score ``features`` against (record id, golden id, features) of stored records."""
-        score = self.scorer.score
+        score = self.scorer.exact_score if keep_none else self.scorer.score
         strength = self.strength
         out = []
         for record_id, golden_id, other in stored:

@@ -91,6 +91,9 @@ class Level:
     m: float
     u: float
     term_frequency: bool = False
+    swapped_with: str | None = None
+    """Extension: agree when this field of one record matches field ``swapped_with`` of the
+    other and the other way round (given and family names written in each other's place)."""
 
     @property
     def weight(self) -> float:
@@ -309,7 +312,17 @@ class _Parser:
         phonetic = tuple(f for f in fields if f.algorithm == "phonetic")
         scored = tuple(f for f in fields if f.algorithm != "phonetic")
         name = raw.get("name") if isinstance(raw.get("name"), str) else f"rule {index + 1}"
-        blocking = self.blocking(where, raw.get("blocking"), {f.name for f in scored})
+        names = {f.name for f in scored}
+        for f in scored:
+            for i, level in enumerate(f.levels):
+                if level.swapped_with is not None and (
+                    level.swapped_with not in names or level.swapped_with == f.name
+                ):
+                    self.problem(
+                        f"{where}.fields.{f.name}.levels[{i}].swappedWith",
+                        f"{level.swapped_with!r} is not another field of this rule set",
+                    )
+        blocking = self.blocking(where, raw.get("blocking"), names)
         rule_set = RuleSet(
             index, str(name), mtype, scored, filters, potential, auto, phonetic, blocking
         )
@@ -550,7 +563,13 @@ class _Parser:
                 continue
             threshold = self.threshold(lwhere, raw_level, found[1])
             term_frequency = bool(raw_level.get("termFrequency", False))
-            out.append(Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency))
+            swapped = raw_level.get("swappedWith")
+            if swapped is not None and not isinstance(swapped, str):
+                self.problem(f"{lwhere}.swappedWith", "must be the name of another field")
+                continue
+            out.append(
+                Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency, swapped)
+            )
         sum_m = sum(level.m for level in out)
         sum_u = sum(level.u for level in out)
         raw_else = raw.get("else")
@@ -573,7 +592,9 @@ class _Parser:
 
 def _field_json(f: Field, probabilistic: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"fhirpath": f.fhirpath}
-    if probabilistic and (len(f.levels) > 1 or any(lv.term_frequency for lv in f.levels)):
+    if probabilistic and (
+        len(f.levels) > 1 or any(lv.term_frequency or lv.swapped_with for lv in f.levels)
+    ):
         out["levels"] = [_level_json(lv) for lv in f.levels]
         out["else"] = {"mValue": f.else_m, "uValue": f.else_u}
     else:
@@ -602,6 +623,8 @@ def _level_json(level: Level) -> dict[str, Any]:
     out["uValue"] = level.u
     if level.term_frequency:
         out["termFrequency"] = True
+    if level.swapped_with is not None:
+        out["swappedWith"] = level.swapped_with
     return out
 
 

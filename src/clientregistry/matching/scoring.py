@@ -118,6 +118,14 @@ class Scorer:
     def __init__(self, extractor: FeatureExtractor) -> None:
         self.extractor = extractor
         self.rules: DecisionRules = extractor.rules
+        by_name = {(rs.index, f.name): f for rs in self.rules.rule_sets for f in rs.fields}
+        self._cross = {
+            (rs.index, f.name): extractor.slot(by_name[(rs.index, lv.swapped_with)])
+            for rs in self.rules.rule_sets
+            for f in rs.fields
+            for lv in f.levels
+            if lv.swapped_with is not None
+        }
         self._plans = [
             (
                 rs,
@@ -127,11 +135,37 @@ class Scorer:
             )
             for rs in self.rules.rule_sets
         ]
+        self._compiled: list[tuple[RuleSet, Callable[..., float | None]]] | None = None
 
     # -------------------------------------------------------------- public
 
     def score(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
-        """The best result over the rule sets, or ``None`` if every rule set blocks the pair."""
+        """The best result over the rule sets, or ``None`` if every rule set blocks the pair.
+
+        Pairs that cannot reach a potential match come back with decision ``none`` and a
+        score of ``-inf``: the compiled fast path stops scoring them early. Use
+        :meth:`exact_score` when the number itself matters.
+        """
+        if self._compiled is None:
+            from clientregistry.matching._fastpath import compile_rule_set
+
+            self._compiled = [
+                (rs, compile_rule_set(rs, self.extractor)) for rs in self.rules.rule_sets
+            ]
+        best: PairScore | None = None
+        for rs, compiled in self._compiled:
+            result = compiled(a, b, tf)
+            if result is None:
+                continue
+            decision = _decide(rs, result)
+            if best is None or _better(rs, result, decision, best, self.rules):
+                best = PairScore(result, decision, rs.index)
+        return best
+
+    def exact_score(
+        self, a: Features, b: Features, tf: TermFrequency = _no_tf
+    ) -> PairScore | None:
+        """Like :meth:`score`, but always the full score (no early exit)."""
         best: PairScore | None = None
         for plan in self._plans:
             result = self._rule_set(plan, a, b, tf, None)
@@ -233,7 +267,9 @@ class Scorer:
                     va = va or frozenset()
                     vb = vb or frozenset()
             if probabilistic:
-                add, level_name, agrees = _probabilistic(f, slot, va, vb, tf)
+                other = self._cross.get((rs.index, f.name))
+                cross = None if other is None else (a[other], b[other])
+                add, level_name, agrees = _probabilistic(f, slot, va, vb, tf, cross)
             else:
                 agrees = _agrees(f, va, vb)
                 add = f.weight if agrees else 0.0
@@ -300,20 +336,34 @@ def _null_contribution(f: Field, handling: str, probabilistic: bool) -> float:
     return f.else_weight if probabilistic else 0.0
 
 
+TF_MAX_SHIFT = 1.5
+"""Term frequencies move a level's weight by at most this much (a factor of ~32) either way,
+so that scores stay bounded however rare a value is and candidates can be pruned early."""
+
+
+def tf_weight(level: Level, frequency: float) -> float:
+    """The weight of agreeing at ``level`` on a value with this relative frequency."""
+    base = level.weight
+    adjusted = math.log10(level.m / max(frequency, 1e-12))
+    return min(max(adjusted, base - TF_MAX_SHIFT), base + TF_MAX_SHIFT)
+
+
 def _level_weight(level: Level, slot: int, a: Any, b: Any, tf: TermFrequency) -> float:
     if level.term_frequency and isinstance(a, str):
         freq_a = tf(slot, a)
         freq_b = freq_a if a == b else tf(slot, b)
-        freqs = [x for x in (freq_a, freq_b) if x is not None]
-        if freqs:
-            return math.log10(level.m / max(max(freqs), 1e-9))
+        if freq_a is not None or freq_b is not None:
+            return tf_weight(level, max(x for x in (freq_a, freq_b) if x is not None))
     return level.weight
 
 
-def comparison_level(f: Field, a: Any, b: Any) -> int | None:
+def comparison_level(
+    f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = None
+) -> int | None:
     """Index of the first level of ``f`` at which ``a`` and ``b`` agree; ``len(f.levels)``
     when none does ("else"); ``None`` for identifier sets with no system in common.
 
+    ``cross`` holds the two records' values of the field a ``swappedWith`` level names.
     Values must be present (null handling is the caller's business).
     """
     if f.comparator is None:  # shared-identifier
@@ -325,7 +375,9 @@ def comparison_level(f: Field, a: Any, b: Any) -> int | None:
     for index, level in enumerate(f.levels):
         comparator = level.comparator
         assert comparator is not None
-        if comparator.name == "exact":
+        if level.swapped_with is not None:
+            agrees = cross is not None and _swapped(level, a, b, cross)
+        elif comparator.name == "exact":
             agrees = a == b
         else:
             value = measured.get(comparator.name)
@@ -340,15 +392,34 @@ def comparison_level(f: Field, a: Any, b: Any) -> int | None:
     return len(f.levels)
 
 
+def _swapped(level: Level, a: Any, b: Any, cross: tuple[Any, Any]) -> bool:
+    """Whether a's value matches b's other field and b's value a's other field."""
+    comparator = level.comparator
+    assert comparator is not None
+    other_a, other_b = cross
+    if not other_a or not other_b:
+        return False
+    return comparator.agrees(a, other_b, level.threshold) and comparator.agrees(
+        other_a, b, level.threshold
+    )
+
+
 def _probabilistic(
-    f: Field, slot: int, a: Any, b: Any, tf: TermFrequency
+    f: Field,
+    slot: int,
+    a: Any,
+    b: Any,
+    tf: TermFrequency,
+    cross: tuple[Any, Any] | None = None,
 ) -> tuple[float, str, bool]:
     """(weight added, name of the level, agreed at some level)."""
-    index = comparison_level(f, a, b)
+    index = comparison_level(f, a, b, cross)
     if index is None:
         return 0.0, "no shared system", False
     if index == len(f.levels):
         return f.else_weight, "disagree" if len(f.levels) == 1 else "else", False
     level = f.levels[index]
     name = "agree" if len(f.levels) == 1 else f"level {index + 1} ({level.algorithm})"
+    if level.swapped_with is not None:
+        name = f"level {index + 1} (swapped with {level.swapped_with})"
     return _level_weight(level, slot, a, b, tf), name, True
