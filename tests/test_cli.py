@@ -222,13 +222,6 @@ def test_compare_record_id_systems_are_not_compared(tmp_path: Path) -> None:
     assert ignored["contribution"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: scoring.Scorer._rule_set (src/clientregistry/matching/scoring.py ~l.244-250) "
-    "builds each FieldResult from the field's first level (f.algorithm, _similarity(f, ...)), "
-    "not the level that decided: given 'namaalwa emmanuel' vs 'namalwa emanuel' is reported "
-    "algorithm 'exact', similarity 0.0, agrees true, level 'level 2 (jaro-winkler-similarity)'",
-)
 def test_compare_reports_the_algorithm_of_the_deciding_level(opencr_dir: Path) -> None:
     demo = opencr_dir / "DemoData"
     result = run("compare", demo / "patient1_openmrs.json", demo / "patient2_dhis2.json")
@@ -397,6 +390,24 @@ def test_dedupe_bundle(tmp_path: Path) -> None:
     ]
 
 
+def test_dedupe_bundle_duplicate_id_is_located_by_entry(tmp_path: Path) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": patient("a", **NAKATO)},
+            {"resource": patient("b", **OKELLO)},
+            {"resource": patient("a", **OKELLO)},
+        ],
+    }
+    source = tmp_path / "bundle.json"
+    source.write_text(json.dumps(bundle, indent=2), encoding="utf-8")
+    result = run("dedupe", source, "-o", tmp_path / "c.csv", "--on-error", "stop")
+    assert_clean_failure(result, 1)
+    assert "duplicate Patient id 'a'" in result.stderr
+    assert "entry[2]" in flat(result.stderr)
+
+
 OPENCR_ROWS = [
     "rec-2762-org, f,19671207, zuwena, acile, 712 300633,CF21927470OWMT, KMC-819708",
     "rec-2009-org, f,19761028, zuwena, lusike, 772 614594,CF68167355NUZY, KUB-176148",
@@ -534,12 +545,6 @@ def test_dedupe_with_rules_and_record_id_system(tmp_path: Path) -> None:
     assert {g for _, g in read_rows(tmp_path / "apart.csv")[1:]} == {"golden-1", "golden-2"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a CSV or .json INPUT that is not UTF-8 (e.g. Latin-1 names) ends in a "
-    "UnicodeDecodeError traceback: readers.read_csv / read_json_document decode with "
-    "encoding='utf-8' and cli.dedupe only catches OSError (cli.py ~l.234)",
-)
 @pytest.mark.parametrize(
     ("name", "content"),
     [
@@ -553,10 +558,18 @@ def test_dedupe_with_rules_and_record_id_system(tmp_path: Path) -> None:
 def test_dedupe_input_not_utf8(tmp_path: Path, name: str, content: bytes) -> None:
     source = tmp_path / name
     source.write_bytes(content)
-    result = run("dedupe", source, "-o", tmp_path / "c.csv", "--on-error", "stop")
-    assert result.exit_code in (1, 2)
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert flat(str(source)) in flat(result.stderr)
+    stopped = run("dedupe", source, "-o", tmp_path / "c.csv", "--on-error", "stop")
+    assert_clean_failure(stopped, 1)
+    assert flat(str(source)) in flat(stopped.stderr)
+    assert "notUTF-8" in flat(stopped.stderr)
+
+    skipped = run("dedupe", source, "-o", tmp_path / "c.csv")
+    assert skipped.exit_code == 0, skipped.output
+    assert "Traceback" not in skipped.output
+    rows = read_rows(tmp_path / "c.skipped.csv")
+    assert len(rows) == 2
+    assert "not UTF-8" in rows[1][2]
+    assert "skipped 1 records" in skipped.stderr
 
 
 def test_dedupe_ndjson_not_utf8_is_a_bad_line(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ naming the file, line and field, and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import sys
@@ -25,6 +26,7 @@ from rich.table import Table
 
 from clientregistry.batch.dedupe import Deduplicator
 from clientregistry.batch.evaluate import evaluate_files
+from clientregistry.batch.pipeline import prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS
 from clientregistry.errors import ClientRegistryError, ConfigError, InvalidRecord
@@ -67,6 +69,12 @@ class OnError(StrEnum):
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def _where(path: Path, error: InvalidRecord) -> str:
+    """``FILE:LINE: message`` (or ``FILE: message`` where there is no line)."""
+    line = f":{error.line}" if error.line is not None else ""
+    return f"{path}{line}: {error.message}"
 
 
 def _load_rules(path: Path | None) -> DecisionRules:
@@ -143,7 +151,7 @@ def _records(
     for result in results:
         if isinstance(result, InvalidRecord):
             if on_error is OnError.stop:
-                raise _fail(f"{path}:{result.line}: {result.message}", code=1)
+                raise _fail(_where(path, result), code=1)
             skipped.append(result)
             continue
         yield result
@@ -213,20 +221,9 @@ def dedupe(
         if train:
             dedup = _dedupe_trained(matcher, input_path, mapping, on_error, skipped)
         else:
-            dedup = Deduplicator(matcher)
-            with _progress(total) as progress:
-                task = progress.add_task("dedupe", total=total, rate="-")
-                for record in _records(input_path, mapping, on_error, skipped):
-                    try:
-                        dedup.add(record.record_id, record.resource, record.line)
-                    except InvalidRecord as error:
-                        if on_error is OnError.stop:
-                            raise _fail(f"{input_path}:{error.line}: {error.message}", 1) from None
-                        skipped.append(error)
-                        continue
-                    if dedup.stats.records % 500 == 0:
-                        rate = f"{dedup.stats.records_per_second:,.0f}"
-                        progress.update(task, completed=dedup.stats.records, rate=rate)
+            dedup = _dedupe_streaming(
+                matcher, input_path, mapping, rules_path, on_error, skipped, total
+            )
     except OSError as error:
         raise _fail(f"{input_path}: {error}") from None
     dedup.stats.skipped = len(skipped)
@@ -235,6 +232,47 @@ def dedupe(
     if skipped:
         _write_skipped(output, skipped)
     _summary(dedup, output, potential_path, skipped)
+
+
+def _dedupe_streaming(
+    matcher: Matcher,
+    input_path: Path,
+    mapping: CsvMapping,
+    rules_path: Path | None,
+    on_error: OnError,
+    skipped: list[InvalidRecord],
+    total: int | None,
+) -> Deduplicator:
+    """Match records as a worker process reads and prepares them (see batch.pipeline)."""
+    dedup = Deduplicator(matcher)
+    systems = sorted(matcher.extractor.record_id_systems)
+    gc.disable()  # the loop makes no reference cycles; collections only cost time here
+    records = prepare_in_background(input_path, mapping, rules_path, systems)
+    with _progress(total) as progress:
+        task = progress.add_task("dedupe", total=total, rate="-")
+        for item in records:
+            if isinstance(item, InvalidRecord):
+                if on_error is OnError.stop:
+                    raise _fail(_where(input_path, item), 1)
+                skipped.append(item)
+                continue
+            try:
+                dedup.add_prepared(item.record_id, item.prepared)
+            except InvalidRecord as error:
+                located = InvalidRecord(
+                    error.message if item.entry is None else f"{item.where}: {error.message}",
+                    line=item.line,
+                    record_id=item.record_id,
+                )
+                if on_error is OnError.stop:
+                    raise _fail(_where(input_path, located), 1) from None
+                skipped.append(located)
+                continue
+            if dedup.stats.records % 1000 == 0:
+                rate = f"{dedup.stats.records_per_second:,.0f}"
+                progress.update(task, completed=dedup.stats.records, rate=rate)
+    gc.enable()
+    return dedup
 
 
 def _dedupe_trained(
@@ -252,7 +290,7 @@ def _dedupe_trained(
         if record.record_id in seen:
             error = InvalidRecord(f"duplicate Patient id {record.record_id!r}", line=record.line)
             if on_error is OnError.stop:
-                raise _fail(f"{input_path}:{error.line}: {error.message}", 1)
+                raise _fail(_where(input_path, error), 1)
             skipped.append(error)
             continue
         seen.add(record.record_id)
@@ -262,8 +300,8 @@ def _dedupe_trained(
     except ValueError as error:
         raise _fail(f"cannot train on {input_path}: {error}") from None
     err.print(
-        f"trained on {result.candidate_pairs:,} candidate pairs and {result.random_pairs:,} "
-        f"random pairs ({result.iterations} EM iterations)"
+        f"trained: u from {result.random_pairs:,} random pairs, m by EM over "
+        f"{result.candidate_pairs:,} pairs in {len(result.sessions)} sessions"
     )
     trained = Matcher(
         result.rules,
@@ -305,7 +343,8 @@ def _summary(
         skipped_path = output.with_name(f"{output.stem}.skipped.csv")
         err.print(f"[yellow]skipped {len(skipped):,} records[/] (listed in {skipped_path}):")
         for error in skipped[:10]:
-            err.print(f"  line {error.line}: {error.message}", highlight=False, markup=False)
+            where = f"line {error.line}: " if error.line is not None else ""
+            err.print(f"  {where}{error.message}", highlight=False, markup=False)
         if len(skipped) > 10:
             err.print(f"  ... and {len(skipped) - 10:,} more")
     err.print(f"clusters: {output}\npotential matches and conflicts: {potential_path}")
@@ -336,7 +375,7 @@ def train_command(
     record_id_system: RecordIdOption = None,
     on_error: Annotated[OnError, typer.Option("--on-error")] = OnError.skip,
 ) -> None:
-    """Estimate m and u from the data (EM over candidate pairs, u from random pairs)."""
+    """Estimate m and u from the data: u from random pairs, m by EM (Splink's method)."""
     from clientregistry.matching.training import train
 
     rules = _load_rules(rules_path)
@@ -368,9 +407,9 @@ def train_command(
         )
     out.print(table)
     err.print(
-        f"match share among candidate pairs {result.match_probability:.4f}; "
-        f"{result.candidate_pairs:,} candidate pairs, {result.random_pairs:,} random pairs, "
-        f"{result.iterations} iterations{'' if result.converged else ' (not converged)'}"
+        f"probability two random records match {result.match_probability:.3g}; "
+        f"{result.candidate_pairs:,} pairs in {len(result.sessions)} EM sessions, "
+        f"{result.random_pairs:,} random pairs{'' if result.converged else ' (not converged)'}"
     )
     if skipped:
         err.print(f"[yellow]skipped {len(skipped)} bad records[/]")

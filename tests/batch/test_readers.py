@@ -130,12 +130,6 @@ def test_check_patient_accepts_valid_and_partial_dates(birth: str | None) -> Non
     assert record == SourceRecord(3, "A-1.b", resource)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: readers.FHIR_ID / FHIR_DATE use re.match with '$', which also matches before a "
-    "trailing newline, so id 'a1\\n' and birthDate '1990-01-02\\n' pass check_patient "
-    "(should use fullmatch or \\Z)",
-)
 @pytest.mark.parametrize(
     "resource", [patient("a1\n"), patient("a1", birthDate="1990-01-02\n")], ids=["id", "date"]
 )
@@ -146,101 +140,40 @@ def test_check_patient_rejects_trailing_newline(resource: dict[str, object]) -> 
 
 # --------------------------------------------------------------------------- JSON documents
 
-BUNDLE = """\
-{
-  "resourceType": "Bundle",
-  "type": "collection",
-  "entry": [
-    {
-      "resource": {
-        "resourceType": "Patient",
-        "id": "p1",
-        "birthDate": "1974-12-25"
-      }
-    },
-    {
-      "resource": {
-        "resourceType": "Patient",
-        "id": "p2",
-        "birthDate": "1974-02-30"
-      }
-    },
-    {
-      "resource": {
-        "resourceType": "Patient",
-        "id": "p3"
-      }
-    },
-    {
-      "fullUrl": "urn:uuid:0b7e8e0c-5c5e-4a5e-9a57-3b0c6f9b5f00"
-    }
-  ]
+BUNDLE = {
+    "resourceType": "Bundle",
+    "type": "collection",
+    "entry": [
+        {"fullUrl": "urn:uuid:no-resource"},
+        {"resource": patient("p1", birthDate="1974-12-25")},
+        {"resource": patient("p2", birthDate="1974-02-30")},
+        {"resource": {"resourceType": "Observation", "id": "o1"}},
+        "not an object",
+        {"resource": patient("p5", contained=[{"resourceType": "Organization", "id": "o"}])},
+    ],
 }
-"""
 
 
-def test_bundle_entries_with_line_numbers(tmp_path: Path) -> None:
+def test_bundle_entries(tmp_path: Path) -> None:
     path = tmp_path / "bundle.json"
-    path.write_text(BUNDLE, encoding="utf-8")
+    path.write_text(json.dumps(BUNDLE, indent=2), encoding="utf-8")
     results = list(read_patients(path))
-    assert len(results) == 4
+    assert len(results) == 6  # one result per entry, in order
     good, bad = split(results)
-    assert [r.record_id for r in good] == ["p1", "p3"]
-    # Each entry's line is the line of its resourceType.
-    assert [r.line for r in good] == [7, 21]
-    assert good[0].resource["birthDate"] == "1974-12-25"
-    assert bad[0].record_id == "p2"
-    assert bad[0].line == 14
-    assert "not a valid date" in bad[0].message
-    assert "entry 3 has no resource" in bad[1].message
-    assert isinstance(bad[1].line, int)  # where exactly: see the xfail test below
-
-
-BUNDLE_GAP_FIRST = """\
-{
-  "resourceType": "Bundle",
-  "type": "collection",
-  "entry": [
-    {
-      "fullUrl": "urn:uuid:no-resource"
-    },
-    {
-      "resource": {
-        "resourceType": "Patient",
-        "id": "p2",
-        "birthDate": "2001-13-01"
-      }
-    },
-    {
-      "resource": {
-        "resourceType": "Patient",
-        "id": "p3"
-      }
-    }
-  ]
-}
-"""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: readers._entry_lines pairs the n-th entry with the n-th '\"resourceType\":' "
-    "after the Bundle's; an entry without a resource (or a contained resource) shifts every "
-    "later entry: entry 1 (p2, resourceType on line 10) is reported at line 17 (p3's line) and "
-    "entry 2 (p3, line 17) at line 1; a last entry without a resource is always at line 1",
-)
-def test_bundle_line_numbers_after_an_entry_without_resource(tmp_path: Path) -> None:
-    path = tmp_path / "bundle.json"
-    path.write_text(BUNDLE_GAP_FIRST, encoding="utf-8")
-    missing, p2, p3 = list(read_json_document(path))
-    assert isinstance(missing, InvalidRecord)
-    assert missing.line is not None
-    assert 5 <= missing.line <= 8
-    assert isinstance(p2, InvalidRecord)
-    assert p2.record_id == "p2"
-    assert p2.line == 10
-    assert isinstance(p3, SourceRecord)
-    assert p3.line == 17
+    assert [r.record_id for r in good] == ["p1", "p5"]
+    assert good[0].resource == patient("p1", birthDate="1974-12-25")
+    # Errors in a Bundle are located by entry index (in the message), not by a line.
+    assert [e.message.split(" ", 1)[0].rstrip(":") for e in bad] == [
+        "Bundle.entry[0]",
+        "Bundle.entry[2]",
+        "Bundle.entry[3]",
+        "Bundle.entry[4]",
+    ]
+    assert "has no resource" in bad[0].message
+    assert "birthDate '1974-02-30' is not a valid date" in bad[1].message
+    assert bad[1].record_id == "p2"  # kept for the skipped list
+    assert "Observation" in bad[2].message
+    assert "has no resource" in bad[3].message
 
 
 def test_bundle_without_entries_and_with_bad_entry_list(tmp_path: Path) -> None:
@@ -485,3 +418,48 @@ def test_csv_mapping_unknown_element_lists_the_known_ones() -> None:
         CsvMapping().with_overrides(["dob=x"])
     for known in ("id", "given", "family", "gender", "birth_date", "phone", "identifier:SYSTEM"):
         assert known in str(info.value)
+
+
+# --------------------------------------------------------------------------- not UTF-8
+
+
+def test_csv_not_utf8_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(f"{OPENCR_HEADER}\nr1, f,19671207, z\xe9na, acile,,,\n".encode("latin-1"))
+    (error,) = list(read_csv(path))
+    assert isinstance(error, InvalidRecord)
+    assert "not UTF-8" in error.message
+    assert error.line is not None
+
+
+def test_json_document_not_utf8_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"resourceType": "Patient", "id": "a", "gender": "f\xe9"}'.encode("latin-1"))
+    (error,) = list(read_json_document(path))
+    assert isinstance(error, InvalidRecord)
+    assert "not UTF-8" in error.message
+
+
+def test_ndjson_line_not_utf8_is_one_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(
+        json.dumps(patient("a")).encode()
+        + b"\n"
+        + '{"resourceType": "Patient", "id": "b", "gender": "f\xe9"}'.encode("latin-1")
+        + b"\n"
+        + json.dumps(patient("c")).encode()
+        + b"\n"
+    )
+    good, bad = split(list(read_ndjson(path)))
+    assert [r.record_id for r in good] == ["a", "c"]
+    assert [e.line for e in bad] == [2]
+
+
+def test_csv_not_utf8_late_in_the_file_drops_nothing_silently(tmp_path: Path) -> None:
+    rows = [f"r{i}, f,19671207, name{i}, fam{i}, 712 {i:06d},CF{i}, KMC-{i}" for i in range(1000)]
+    rows[699] = rows[699].replace("name699", "n\xe9me699")  # line 701 (the header is line 1)
+    path = tmp_path / "late.csv"
+    path.write_bytes(("\n".join([OPENCR_HEADER, *rows]) + "\n").encode("latin-1"))
+    good, bad = split(list(read_csv(path)))
+    assert [e.line for e in bad] == [701]
+    assert len(good) + len(bad) == 1000

@@ -284,7 +284,7 @@ def test_legacy_form_needs_every_field_to_agree() -> None:
     assert result is not None
     assert (result.score, result.decision) == (4.0, "auto")
     b["birthDate"] = "1974-12-26"
-    result = scorer.score(scorer.extractor.extract(a), scorer.extractor.extract(b))
+    result = scorer.exact_score(scorer.extractor.extract(a), scorer.extractor.extract(b))
     assert result is not None
     assert (result.score, result.decision) == (3.0, "none")
 
@@ -307,12 +307,14 @@ def test_default_rules_load() -> None:
     assert len(rules.rule_sets) == 1
     rs = rules.rule_sets[0]
     assert rs.probabilistic
-    assert rs.potential_threshold == 104
-    assert rs.auto_threshold == 106
+    assert rs.potential_threshold == 103
+    assert rs.auto_threshold == 105
+    grouped = {f.name for f in rs.fields if f.group == "location"}
+    assert grouped == {"phone", "addressLine", "city", "postalCode"}
     names = [f.name for f in rs.fields]
     assert "identifier" in names
     assert rs.fields[names.index("identifier")].is_identifier_set
-    assert len(rs.fields[names.index("given")].levels) == 3
+    assert len(rs.fields[names.index("given")].levels) >= 3
     assert rs.fields[names.index("given")].levels[0].term_frequency
     assert rs.fields[names.index("postalCode")].value_type == "code"
     assert rs.blocking[0] == ("identifier",)
@@ -651,11 +653,6 @@ def test_unreachable_threshold_is_a_warning() -> None:
     assert "no pair can reach the potential-match threshold 3" in rules.warnings[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rules._Parser.path only checks syntax; an unknown FHIRPath function "
-    "(fhirpathpy compiles it and fails at evaluation) is accepted by load_rules",
-)
 def test_unknown_fhirpath_function_is_a_rule_set_error(tmp_path: Path) -> None:
     doc = {"rules": [_rule_set(fields={"given": {"algorithm": "exact", "fhirpath": "name.foo()"}})]}
     error = _load_error(tmp_path, doc)
@@ -728,11 +725,6 @@ def test_round_trip_of_phonetic_block_and_weights() -> None:
     assert again.fields[0].weight == 2.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rules._field_json writes a single-level field without term frequency in the "
-    "plain OpenCR form, dropping an explicit 'else' level (it becomes 1-m, 1-u on reload)",
-)
 def test_round_trip_keeps_explicit_else_of_single_level() -> None:
     doc = {
         "rules": [
@@ -756,13 +748,10 @@ def test_round_trip_keeps_explicit_else_of_single_level() -> None:
     assert (again.else_m, again.else_u) == (0.02, 0.7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rules._rule_set_json writes filters as {'fhirpath'} only, dropping a declared "
-    "valueType (it is re-inferred on reload)",
-)
 def test_round_trip_keeps_filter_value_type() -> None:
-    doc = {"rules": [_rule_set(filters={"city": {"fhirpath": "address.city", "valueType": "code"}})]}
+    doc = {
+        "rules": [_rule_set(filters={"city": {"fhirpath": "address.city", "valueType": "code"}})]
+    }
     rules = parse_rules(doc)
     assert rules.rule_sets[0].filters[0].value_type == "code"
     again = parse_rules(rules.to_json())

@@ -1,6 +1,7 @@
 """Reading Patients from files: FHIR NDJSON, a FHIR Bundle (or one Patient), or CSV.
 
-Every record comes with its line number; a record that cannot be used comes as an
+Every record comes with its line number (its entry index in a Bundle, where JSON parsers give
+no positions); a record that cannot be used comes as an
 :class:`~clientregistry.errors.InvalidRecord` saying why and where, so the caller can skip it
 or stop, and count it either way.
 """
@@ -20,22 +21,30 @@ from clientregistry.errors import InvalidRecord
 from clientregistry.matching.normalize import parse_date
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+"""Bytes that were not UTF-8, as ``errors="surrogateescape"`` decodes them."""
 FHIR_DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$")
 
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """One Patient read from a file."""
+    """One Patient read from a file: its line, or its entry index in a Bundle."""
 
-    line: int
+    line: int | None
     record_id: str
     resource: dict[str, Any]
+    entry: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``line N`` or ``Bundle.entry[N]``."""
+        return f"Bundle.entry[{self.entry}]" if self.entry is not None else f"line {self.line}"
 
 
 ReadResult = SourceRecord | InvalidRecord
 
 
-def check_patient(resource: Any, line: int) -> SourceRecord:
+def check_patient(resource: Any, line: int | None, entry: int | None = None) -> SourceRecord:
     """Check the little ``dedupe`` needs of a Patient; raise :class:`InvalidRecord` if unusable."""
     if not isinstance(resource, dict):
         raise InvalidRecord("not a JSON object", line=line)
@@ -45,18 +54,18 @@ def check_patient(resource: Any, line: int) -> SourceRecord:
     record_id = resource.get("id")
     if not isinstance(record_id, str) or not record_id:
         raise InvalidRecord("Patient has no id", line=line)
-    if not FHIR_ID.match(record_id):
+    if not FHIR_ID.fullmatch(record_id):
         raise InvalidRecord(f"Patient id {record_id!r} is not a valid FHIR id", line=line)
     birth = resource.get("birthDate")
     if birth is not None and (
-        not isinstance(birth, str) or not FHIR_DATE.match(birth) or parse_date(birth) is None
+        not isinstance(birth, str) or not FHIR_DATE.fullmatch(birth) or parse_date(birth) is None
     ):
         raise InvalidRecord(
             f"birthDate {birth!r} is not a valid date (YYYY, YYYY-MM or YYYY-MM-DD)",
             line=line,
             record_id=record_id,
         )
-    return SourceRecord(line, record_id, resource)
+    return SourceRecord(line, record_id, resource, entry)
 
 
 def read_ndjson(path: Path) -> Iterator[ReadResult]:
@@ -76,24 +85,13 @@ def read_ndjson(path: Path) -> Iterator[ReadResult]:
                 yield error
 
 
-def _entry_lines(text: str) -> list[int]:
-    """Approximate line of each Bundle entry's resource (by where its resourceType occurs)."""
-    lines = []
-    offset = 0
-    for match in re.finditer(r'"resourceType"\s*:', text):
-        lines.append(text.count("\n", offset, match.start()))
-        offset = match.start()
-    running = 1
-    out = []
-    for delta in lines:
-        running += delta
-        out.append(running)
-    return out
-
-
 def read_json_document(path: Path) -> Iterator[ReadResult]:
     """A FHIR Bundle of Patients, or a single Patient, in one JSON document."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        yield InvalidRecord(f"not UTF-8 text (byte {error.start}): FHIR JSON must be UTF-8")
+        return
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as error:
@@ -104,17 +102,17 @@ def read_json_document(path: Path) -> Iterator[ReadResult]:
         if not isinstance(entries, list):
             yield InvalidRecord("Bundle.entry is not a list", line=1)
             return
-        lines = _entry_lines(text)[1:]
         for index, entry in enumerate(entries):
-            line = lines[index] if index < len(lines) else 1
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if resource is None:
-                yield InvalidRecord(f"Bundle entry {index} has no resource", line=line)
+                yield InvalidRecord(f"Bundle.entry[{index}] has no resource")
                 continue
             try:
-                yield check_patient(resource, line)
+                yield check_patient(resource, None, index)
             except InvalidRecord as error:
-                yield error
+                yield InvalidRecord(
+                    f"Bundle.entry[{index}]: {error.message}", record_id=error.record_id
+                )
         return
     try:
         yield check_patient(document, 1)
@@ -173,7 +171,7 @@ def _csv_date(value: str) -> str | None:
     digits = value.replace("-", "").replace("/", "")
     if len(digits) == 8 and digits.isdigit() and "/" not in value:
         return parse_date(f"{digits[:4]}-{digits[4:6]}-{digits[6:]}")
-    return parse_date(value) if FHIR_DATE.match(value) else None
+    return parse_date(value) if FHIR_DATE.fullmatch(value) else None
 
 
 def csv_patient(row: Mapping[str, str], mapping: CsvMapping, line: int) -> SourceRecord:
@@ -226,9 +224,12 @@ def csv_patient(row: Mapping[str, str], mapping: CsvMapping, line: int) -> Sourc
 def read_csv(path: Path, mapping: CsvMapping | None = None) -> Iterator[ReadResult]:
     """CSV with a header row; each row a Patient built by ``mapping``."""
     mapping = mapping or CsvMapping()
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh, skipinitialspace=True)
         header = reader.fieldnames or []
+        if any(_NOT_UTF8.search(name) for name in header):
+            yield InvalidRecord("header is not UTF-8 text; save the CSV as UTF-8", line=1)
+            return
         if mapping.id not in header:
             yield InvalidRecord(
                 f"no column {mapping.id!r} for the record id; columns are {', '.join(header)}",
@@ -236,6 +237,13 @@ def read_csv(path: Path, mapping: CsvMapping | None = None) -> Iterator[ReadResu
             )
             return
         for row in reader:
+            if any(
+                _NOT_UTF8.search(value or "") for value in row.values() if isinstance(value, str)
+            ):
+                yield InvalidRecord(
+                    "not UTF-8 text; save the CSV as UTF-8 and try again", line=reader.line_num
+                )
+                continue
             try:
                 yield csv_patient(row, mapping, reader.line_num)
             except InvalidRecord as error:

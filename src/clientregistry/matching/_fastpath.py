@@ -13,8 +13,8 @@ from typing import Any
 
 from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import BASE_SCORE, Field, Level, RuleSet
+from clientregistry.matching.rules import max_contribution as _max_contribution
 from clientregistry.matching.scoring import (
-    TF_MAX_SHIFT,
     TermFrequency,
     _identifier_agreement,
     _null_contribution,
@@ -49,9 +49,7 @@ def _probabilistic_field(f: Field, slot: int, other_slot: int | None) -> CrossSc
         agree = f.levels[0]
         agree_weight = agree.weight
 
-        def identifiers(
-            a: Any, b: Any, tf: TermFrequency, fa: Features, fb: Features
-        ) -> float:
+        def identifiers(a: Any, b: Any, tf: TermFrequency, fa: Features, fb: Features) -> float:
             agreement = _identifier_agreement(a, b)
             if agreement is None:
                 return 0.0
@@ -111,13 +109,6 @@ def _deterministic_field(f: Field) -> CrossScore:
     return field_score
 
 
-def _max_contribution(rs: RuleSet, f: Field) -> float:
-    if not rs.probabilistic:
-        return max(f.weight, 0.0)
-    tops = [lv.weight + (TF_MAX_SHIFT if lv.term_frequency else 0.0) for lv in f.levels]
-    return max(0.0, f.else_weight, *tops)
-
-
 def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
     """A function (a, b, tf) -> score, ``None`` when a filter or phonetic block fails, or
     :data:`PRUNED` when the pair cannot reach the potential-match threshold."""
@@ -134,22 +125,18 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
         swap = next((lv.swapped_with for lv in f.levels if lv.swapped_with), None)
         other_slot = None if swap is None else extractor.slot(by_name[swap])
         scorer = (
-            _probabilistic_field(f, slot, other_slot)
-            if probabilistic
-            else _deterministic_field(f)
+            _probabilistic_field(f, slot, other_slot) if probabilistic else _deterministic_field(f)
         )
-        compiled.append((slot, null_one, null_both, scorer, f.is_identifier_set))
+        compiled.append((slot, null_one, null_both, scorer, f.is_identifier_set, f.group))
     # remaining[i]: the most fields i.. can still add
     remaining = [0.0] * (len(fields) + 1)
     for i in range(len(fields) - 1, -1, -1):
         f = fields[i]
-        best_null = max(
-            x for x in (compiled[i][1], compiled[i][2], 0.0) if x is not None
-        )
+        best_null = max(x for x in (compiled[i][1], compiled[i][2], 0.0) if x is not None)
         remaining[i] = remaining[i + 1] + max(_max_contribution(rs, f), best_null)
     plan = tuple(
-        (slot, one, both, scorer, is_set, remaining[i + 1])
-        for i, (slot, one, both, scorer, is_set) in enumerate(compiled)
+        (slot, one, both, scorer, is_set, group, remaining[i + 1])
+        for i, (slot, one, both, scorer, is_set, group) in enumerate(compiled)
     )
     filters = tuple(extractor.slot(flt) for flt in rs.filters)
     phonetic = tuple(
@@ -168,22 +155,32 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
             if not agrees(a[slot], b[slot], threshold):
                 return None
         total = start
-        for slot, one, both, scorer, is_set, rest in plan:
+        held: dict[str, float] | None = None  # best agreement of each field group so far
+        extra = 0.0
+        for slot, one, both, scorer, is_set, group, rest in plan:
             va = a[slot]
             vb = b[slot]
             if not va or not vb:
                 handling = both if (not va and not vb) else one
-                if handling is not None:
-                    total += handling
-                    if total + rest < potential:
-                        return PRUNED
-                    continue
-                if is_set:
-                    va = va or frozenset()
-                    vb = vb or frozenset()
-            total += scorer(va, vb, tf, a, b)
-            if total + rest < potential:
+                if handling is None:
+                    if is_set:
+                        va = va or frozenset()
+                        vb = vb or frozenset()
+                    add = scorer(va, vb, tf, a, b)
+                else:
+                    add = handling
+            else:
+                add = scorer(va, vb, tf, a, b)
+            if group is not None and add > 0.0:
+                if held is None:
+                    held = {}
+                if add > held.get(group, 0.0):
+                    held[group] = add
+                    extra = sum(held.values())
+            else:
+                total += add
+            if total + extra + rest < potential:
                 return PRUNED
-        return total
+        return total + extra
 
     return score

@@ -28,6 +28,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import jellyfish
@@ -44,7 +45,8 @@ DEFAULT_CANDIDATE_LIMIT = 200
 _SELECTIVITY = {"identifier": 3, "phone": 3, "date": 2, "text": 1, "code": 0}
 """How finely a field's keys split records; below 2 a field is only a key in a pair."""
 _MAX_TOKENS = 2
-_MAX_SET_SIZE = 4
+_MAX_SET_SIZE = 12
+"""Rule sets with more fields than this get pair keys over all their fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +107,20 @@ class MemoryIndex:
         counts: Counter[Any] = Counter()
         for found in lists:
             counts.update(found)
-        if len(counts) <= limit:
-            return CandidateSet(list(counts), False, len(counts))
         best = [record for record, _ in counts.most_common(limit)]
-        return CandidateSet(best, True, len(counts))
+        return CandidateSet(best, len(counts) > limit, len(counts))
 
 
 # ------------------------------------------------------------------ key derivation
 
 
+@lru_cache(maxsize=1 << 16)
+def _word_code(word: str) -> str:
+    return doublemetaphone(word)[0] or word[:3]
+
+
 def _word_codes(value: str) -> list[str]:
-    codes = []
-    for word in value.split()[:_MAX_TOKENS]:
-        primary = doublemetaphone(word)[0]
-        codes.append(primary or word[:3])
-    return codes
+    return [_word_code(word) for word in value.split()[:_MAX_TOKENS]]
 
 
 def _date_keys(value: str) -> list[str]:
@@ -201,14 +202,17 @@ def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
     need = rs.potential_threshold - (BASE_SCORE if rs.probabilistic else 0.0)
     weights = [_best_weight(rs, f) for f in fields]
     minimal: list[tuple[int, ...]] = []
-    for size in range(1, min(len(fields), _MAX_SET_SIZE) + 1):
+    sizes = range(1, len(fields) + 1) if len(fields) <= _MAX_SET_SIZE else range(0)
+    for size in sizes:
         for combo in itertools.combinations(range(len(fields)), size):
             if any(set(m) <= set(combo) for m in minimal):
                 continue
             if sum(weights[i] for i in combo) >= need:
                 minimal.append(combo)
-    if not minimal:  # even four fields cannot do it: any pair of the strongest may
-        minimal = [tuple(range(len(fields)))]
+    if not minimal:  # too many fields to enumerate, or no set suffices: pair everything
+        alone = [(i,) for i in range(len(fields)) if weights[i] >= need]
+        rest = [i for i in range(len(fields)) if weights[i] < need]
+        minimal = alone + list(itertools.combinations(rest, 2)) or [(0,)]
     groups: list[tuple[int, ...]] = []
     for combo in sorted(minimal, key=len):
         if any(set(g) <= set(combo) for g in groups):
@@ -279,9 +283,7 @@ class Blocker:
                 prefix += f"|{features[slot]}"
             for slot in phonetic:
                 prefix += "|" + " ".join(jellyfish.metaphone(w) for w in features[slot].split())
-            values = [
-                make(value) if (value := features[slot]) else None for slot, make in sources
-            ]
+            values = [make(value) if (value := features[slot]) else None for slot, make in sources]
             for tag, positions, unordered, _ in groups:
                 if len(positions) == 1:
                     single = values[positions[0]]

@@ -58,6 +58,21 @@ def check_syntax(expression: str) -> None:
     if tokens.LA(1) != Token.EOF:
         column = tokens.LT(1).column
         raise FhirPathError(f"unexpected text at column {column + 1}: {expression[column:]!r}")
+    check_functions(expression)
+
+
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+def check_functions(expression: str) -> None:
+    """Raise :class:`FhirPathError` for a function fhirpathpy does not implement (it would
+    otherwise fail only when evaluated)."""
+    from fhirpathpy.engine.invocations import invocation_registry
+
+    for name in _CALL.findall(_STRING.sub("''", expression)):
+        if name not in invocation_registry:
+            raise FhirPathError(f"unknown function {name}()")
 
 
 def _split_segments(expression: str) -> list[str] | None:

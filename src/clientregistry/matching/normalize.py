@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date
+from functools import lru_cache
 from typing import Literal
 
 ValueType = Literal["text", "date", "phone", "identifier", "code"]
@@ -19,21 +20,21 @@ _NOT_WORD = re.compile(r"[^\w]+", re.UNICODE)
 _APOSTROPHES = re.compile(r"[’'`´]")
 _NOT_DIGIT = re.compile(r"\D+")
 _NOT_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?)?)?")
 
 
 def fold(value: str) -> str:
     """Lower-case ``value`` and strip accents (``"Ñúñez"`` -> ``"nunez"``)."""
-    lowered = value.casefold()
-    if lowered.isascii():
-        return lowered
-    decomposed = unicodedata.normalize("NFKD", lowered)
+    if value.isascii():
+        return value.lower()
+    decomposed = unicodedata.normalize("NFKD", value).casefold()
+    decomposed = unicodedata.normalize("NFKD", decomposed)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def normalize_text(value: str) -> str:
     """Fold, drop apostrophes (``O'Brien`` -> ``obrien``), punctuation to spaces, collapse."""
-    folded = _APOSTROPHES.sub("", fold(value))
+    folded = fold(_APOSTROPHES.sub("", value))
     return " ".join(_NOT_WORD.sub(" ", folded).replace("_", " ").split())
 
 
@@ -64,7 +65,7 @@ def parse_date(value: str) -> str | None:
 
     Partial dates (``"1974"``, ``"1974-12"``) stay partial; a dateTime keeps its date part.
     """
-    match = _DATE.match(value.strip())
+    match = _DATE.fullmatch(value.strip())
     if match is None:
         return None
     year, month, day = match.groups()
@@ -80,8 +81,12 @@ def parse_date(value: str) -> str | None:
     return year
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize(value: str, value_type: ValueType) -> str:
-    """Normalise one primitive value of the given type; invalid dates become ``""``."""
+    """Normalise one primitive value of the given type; invalid dates become ``""``.
+
+    Cached: names, cities and dates repeat across records, and this is on the hot path.
+    """
     if value_type == "text":
         return normalize_text(value)
     if value_type == "date":

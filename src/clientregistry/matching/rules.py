@@ -45,6 +45,10 @@ SHARED_IDENTIFIER = "shared-identifier"
 BASE_SCORE = 100.0
 """OpenCR's probabilistic scores start here; each field adds its log10 weight."""
 
+TF_MAX_SHIFT = 1.5
+"""Term frequencies move a level's weight by at most this much (a factor of ~32) either way,
+so that scores stay bounded however rare a value is and candidates can be pruned early."""
+
 _FIELD_KEYS = {
     "algorithm",
     "threshold",
@@ -64,6 +68,7 @@ _FIELD_KEYS = {
     "else",
     "termFrequency",
     "valueType",
+    "group",
 }
 _RULE_KEYS = {
     "matchingType",
@@ -122,6 +127,10 @@ class Field:
     else_u: float
     null_one: NullHandling | None
     null_both: NullHandling | None
+    group: str | None = None
+    """Extension: fields of one group are correlated (address line, city, postcode, phone of a
+    household); their agreement counts once, as the strongest of them, while disagreements
+    still add up."""
 
     @property
     def else_weight(self) -> float:
@@ -163,11 +172,23 @@ class RuleSet:
 
     def max_score(self) -> float:
         """The highest score any pair can reach under this rule set."""
-        if not self.probabilistic:
-            return sum(max(f.weight, 0.0) for f in self.fields)
-        return BASE_SCORE + sum(
-            max(0.0, f.else_weight, *(lv.weight for lv in f.levels)) for f in self.fields
-        )
+        best: dict[str, float] = {}
+        total = BASE_SCORE if self.probabilistic else 0.0
+        for f in self.fields:
+            top = max_contribution(self, f)
+            if f.group is None:
+                total += top
+            else:
+                best[f.group] = max(best.get(f.group, 0.0), top)
+        return total + sum(best.values())
+
+
+def max_contribution(rs: RuleSet, f: Field) -> float:
+    """The most one field can add to a pair's score (term frequencies included)."""
+    if not rs.probabilistic:
+        return max(f.weight, 0.0)
+    tops = [lv.weight + (TF_MAX_SHIFT if lv.term_frequency else 0.0) for lv in f.levels]
+    return max(0.0, f.else_weight, *tops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,7 +565,15 @@ class _Parser:
             else_u=else_u,
             null_one=one,
             null_both=both,
+            group=self.group(where, raw),
         )
+
+    def group(self, where: str, raw: dict[str, Any]) -> str | None:
+        value = raw.get("group")
+        if value is not None and (not isinstance(value, str) or not value):
+            self.problem(f"{where}.group", f"must be a group name, not {value!r}")
+            return None
+        return value
 
     def levels(self, where: str, raw: dict[str, Any]) -> tuple[tuple[Level, ...], float, float]:
         raw_levels = raw["levels"]
@@ -567,9 +596,7 @@ class _Parser:
             if swapped is not None and not isinstance(swapped, str):
                 self.problem(f"{lwhere}.swappedWith", "must be the name of another field")
                 continue
-            out.append(
-                Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency, swapped)
-            )
+            out.append(Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency, swapped))
         sum_m = sum(level.m for level in out)
         sum_u = sum(level.u for level in out)
         raw_else = raw.get("else")
@@ -592,8 +619,11 @@ class _Parser:
 
 def _field_json(f: Field, probabilistic: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"fhirpath": f.fhirpath}
+    plain_else = len(f.levels) == 1 and (
+        math.isclose(f.else_m, 1.0 - f.levels[0].m) and math.isclose(f.else_u, 1.0 - f.levels[0].u)
+    )
     if probabilistic and (
-        len(f.levels) > 1 or any(lv.term_frequency or lv.swapped_with for lv in f.levels)
+        not plain_else or any(lv.term_frequency or lv.swapped_with for lv in f.levels)
     ):
         out["levels"] = [_level_json(lv) for lv in f.levels]
         out["else"] = {"mValue": f.else_m, "uValue": f.else_u}
@@ -608,6 +638,8 @@ def _field_json(f: Field, probabilistic: bool) -> dict[str, Any]:
             out["weight"] = f.weight
     if f.value_type != infer_value_type(f.fhirpath):
         out["valueType"] = f.value_type
+    if f.group is not None:
+        out["group"] = f.group
     if f.null_one is not None:
         out["null_handling"] = f.null_one
     if f.null_both is not None:
@@ -628,6 +660,13 @@ def _level_json(level: Level) -> dict[str, Any]:
     return out
 
 
+def _filter_json(flt: Filter) -> dict[str, Any]:
+    out: dict[str, Any] = {"fhirpath": flt.fhirpath}
+    if flt.value_type != infer_value_type(flt.fhirpath):
+        out["valueType"] = flt.value_type
+    return out
+
+
 def _rule_set_json(rs: RuleSet) -> dict[str, Any]:
     fields = {f.name: _field_json(f, rs.probabilistic) for f in (*rs.phonetic_blocks, *rs.fields)}
     out: dict[str, Any] = {
@@ -640,7 +679,7 @@ def _rule_set_json(rs: RuleSet) -> dict[str, Any]:
     if rs.blocking:
         out["blocking"] = [list(group) for group in rs.blocking]
     if rs.filters:
-        out["filters"] = {flt.name: {"fhirpath": flt.fhirpath} for flt in rs.filters}
+        out["filters"] = {flt.name: _filter_json(flt) for flt in rs.filters}
     return out
 
 

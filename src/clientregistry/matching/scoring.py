@@ -16,13 +16,21 @@ field, what was compared and what it added — the same code, asked to keep note
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from clientregistry.matching.features import FeatureExtractor, Features
-from clientregistry.matching.rules import BASE_SCORE, DecisionRules, Field, Level, RuleSet
+from clientregistry.matching.rules import (
+    BASE_SCORE,
+    TF_MAX_SHIFT,
+    DecisionRules,
+    Field,
+    Level,
+    RuleSet,
+)
 
 Decision = Literal["auto", "potential", "none"]
 DECISION_RANK: dict[Decision, int] = {"none": 0, "potential": 1, "auto": 2}
@@ -162,9 +170,7 @@ class Scorer:
                 best = PairScore(result, decision, rs.index)
         return best
 
-    def exact_score(
-        self, a: Features, b: Features, tf: TermFrequency = _no_tf
-    ) -> PairScore | None:
+    def exact_score(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
         """Like :meth:`score`, but always the full score (no early exit)."""
         best: PairScore | None = None
         for plan in self._plans:
@@ -241,6 +247,7 @@ class Scorer:
                 return None
         probabilistic = rs.probabilistic
         total = BASE_SCORE if probabilistic else 0.0
+        group_best: dict[str, float] = {}
         for slot, f in fields:
             va = a[slot]
             vb = b[slot]
@@ -248,7 +255,7 @@ class Scorer:
                 handling = f.null_both if (not va and not vb) else f.null_one
                 if handling is not None:
                     add = _null_contribution(f, handling, probabilistic)
-                    total += add
+                    total += _grouped(f, add, group_best)
                     if notes is not None:
                         notes.append(
                             FieldResult(
@@ -266,29 +273,62 @@ class Scorer:
                 if f.is_identifier_set:
                     va = va or frozenset()
                     vb = vb or frozenset()
+            algorithm, similarity = f.algorithm, None
             if probabilistic:
                 other = self._cross.get((rs.index, f.name))
                 cross = None if other is None else (a[other], b[other])
                 add, level_name, agrees = _probabilistic(f, slot, va, vb, tf, cross)
+                if notes is not None:
+                    algorithm, similarity = _level_explained(f, va, vb, cross)
             else:
                 agrees = _agrees(f, va, vb)
                 add = f.weight if agrees else 0.0
                 level_name = "agree" if agrees else "disagree"
-            total += add
+                if notes is not None:
+                    similarity = _similarity(f, va, vb)
+            total += _grouped(f, add, group_best)
             if notes is not None:
                 notes.append(
                     FieldResult(
                         f.name,
-                        f.algorithm,
+                        algorithm,
                         _display(va),
                         _display(vb),
-                        _similarity(f, va, vb),
+                        similarity,
                         agrees,
                         level_name,
                         add,
                     )
                 )
-        return total
+        if notes is not None and group_best:
+            _credit_groups(rs, notes, group_best)
+        return total + sum(group_best.values())
+
+
+def _credit_groups(rs: RuleSet, notes: list[FieldResult], group_best: dict[str, float]) -> None:
+    """Rewrite grouped fields' notes so contributions add up to the score: the strongest
+    agreement of each group keeps its weight, the others show 0 and say why."""
+    group_of = {f.name: f.group for f in rs.fields}
+    credited: set[str] = set()
+    for i, note in enumerate(notes):
+        group = group_of.get(note.field)
+        if group is None or note.contribution <= 0.0:
+            continue
+        if group not in credited and note.contribution == group_best.get(group):
+            credited.add(group)
+            continue
+        notes[i] = dataclasses.replace(
+            note, contribution=0.0, level=f"{note.level}; group {group} counted once"
+        )
+
+
+def _grouped(f: Field, add: float, group_best: dict[str, float]) -> float:
+    """What a field adds now: grouped agreements are held back, only the best one counts."""
+    if f.group is None or add <= 0.0:
+        return add
+    if add > group_best.get(f.group, 0.0):
+        group_best[f.group] = add
+    return 0.0
 
 
 def _better(
@@ -326,6 +366,33 @@ def _similarity(f: Field, a: Any, b: Any) -> float | None:
     return f.comparator.similarity(a, b)
 
 
+def _level_explained(
+    f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None
+) -> tuple[str, float | None]:
+    """(algorithm, similarity) of the level that decided a field, for explanations.
+
+    For "else" (no level agreed) it is the most lenient level's algorithm and similarity, so
+    a reader sees how far the values were from agreeing.
+    """
+    if f.comparator is None:
+        return f.algorithm, _similarity(f, a, b)
+    index = comparison_level(f, a, b, cross)
+    plain = [lv for lv in f.levels if lv.swapped_with is None]
+    if index is not None and index < len(f.levels):
+        level = f.levels[index]
+    elif plain:
+        level = plain[-1]
+    else:
+        level = f.levels[-1]
+    comparator = level.comparator
+    assert comparator is not None
+    if level.swapped_with is not None and cross is not None:
+        left = comparator.similarity(a, cross[1])
+        right = comparator.similarity(cross[0], b)
+        return f"{level.algorithm} (swapped with {level.swapped_with})", min(left, right)
+    return level.algorithm, comparator.similarity(a, b)
+
+
 def _null_contribution(f: Field, handling: str, probabilistic: bool) -> float:
     if handling == "moderate":
         return 0.0
@@ -334,11 +401,6 @@ def _null_contribution(f: Field, handling: str, probabilistic: bool) -> float:
             return max(level.weight for level in f.levels)
         return f.weight
     return f.else_weight if probabilistic else 0.0
-
-
-TF_MAX_SHIFT = 1.5
-"""Term frequencies move a level's weight by at most this much (a factor of ~32) either way,
-so that scores stay bounded however rare a value is and candidates can be pruned early."""
 
 
 def tf_weight(level: Level, frequency: float) -> float:
@@ -357,9 +419,7 @@ def _level_weight(level: Level, slot: int, a: Any, b: Any, tf: TermFrequency) ->
     return level.weight
 
 
-def comparison_level(
-    f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = None
-) -> int | None:
+def comparison_level(f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = None) -> int | None:
     """Index of the first level of ``f`` at which ``a`` and ``b`` agree; ``len(f.levels)``
     when none does ("else"); ``None`` for identifier sets with no system in common.
 

@@ -6,34 +6,37 @@ in is guesswork; :func:`train` estimates them from unlabelled records:
 
 1. **u from random pairs** (Splink's ``estimate_u_using_random_sampling``). Almost every pair of
    records drawn at random is two different people, so the share of random pairs falling in a
-   level estimates its u. ``random_pairs`` distinct pairs are drawn (all of them when there are
+   level estimates its u. ``random_pairs`` distinct pairs are drawn (every pair when there are
    fewer); a rule set with filters draws its pairs among records whose filter values agree,
    since only those are ever scored under it.
 2. **m by expectation-maximisation in training sessions** (Splink's
    ``estimate_parameters_using_expectation_maximisation``, one session per blocking rule). A
    session takes the pairs that agree *exactly* on a few fields -- one session per blocking key
    group of the rule set (its ``blocking``, or the groups derived from its weights), plus, for
-   any field left in every group, a session blocked on other fields -- at most ``max_pairs``
-   of them, drawn uniformly. The fields blocked on are left out of that session: agreeing on
-   them is how the pairs were chosen, so their agreement says nothing about m, and the other
-   fields of non-matching pairs still behave as in random pairs (u, held fixed, applies). EM
-   then alternates: the E step gives each pair its match probability under the current m and
-   the session's match share λ; the M step sets each level's m to the probability-weighted
-   share of pairs in it and λ to the mean probability. It starts from the rules' own m values
-   and stops when no m and not λ moves by more than ``tolerance``. A field's m is the average
-   of its sessions' estimates, weighted by each session's expected number of matching pairs
-   with the field present.
+   a field every group blocks on, a session blocked on other fields -- at most ``max_pairs``
+   of them, drawn uniformly. The fields blocked on sit that session out: agreeing on them is
+   how the pairs were chosen, so it says nothing about m, while the other fields of the
+   non-matching pairs still behave as in random pairs, so the fixed u applies. EM alternates
+   an E step (each pair's match probability under the current m and the session's match share
+   λ) and an M step (each level's m becomes the probability-weighted share of pairs in it, λ
+   the mean probability), starting from the rules' own m, until no m and not λ moves by more
+   than ``tolerance``.
+3. **Combining sessions.** Each session implies how many matching pairs there are in all: its
+   expected matches over the share of matches that agree exactly on its blocked fields (the
+   product, over those fields, of the median over the other sessions of "present and equal on
+   both sides" among matches). A session implying more than :data:`CONSISTENCY` times the
+   median, or less than the median over it, fitted something other than duplicates -- on
+   synthetic data with households, pairs sharing a surname and a postcode are mostly
+   relatives, and EM there called them matches -- and is dropped. A field's m is, level by
+   level, the median over the remaining sessions, renormalised; a field's ``swappedWith``
+   level cannot occur in a session blocked on its partner field, so those sessions do not
+   estimate it. The match probability (Splink's ``probability_two_random_records_match``) is
+   the median implied number of matching pairs over the number of pairs.
 
-   EM over the pairs the matcher's blocking proposes would be simpler, but those pairs were
-   chosen for agreeing on names, dates and so on, so their non-matches agree far more often
-   than u says; EM then takes the agreement for matches (on 100,000 synthetic records it
-   settled on "90% of candidate pairs match" and nonsense m values). Exact-agreement sessions
-   keep the assumption EM needs.
-3. **The match probability** (Splink's ``probability_two_random_records_match``): a session's
-   expected matches divided by the share of all matching pairs that agree exactly on its
-   blocked fields (the product, over those fields, of the probability that a match has the
-   field present and equal on both sides, as the other sessions estimate it), over the number
-   of record pairs; the median over sessions.
+Why not simply run EM over the pairs the matcher's blocking proposes? Those pairs were chosen
+for agreeing on names, dates, postcodes..., so their non-matches agree far more often than u
+says and EM takes that agreement for matches: on 100,000 synthetic records it settled on "89%
+of candidate pairs match", with m of an exact surname 0.05.
 
 A *missing* value (an empty string or set, or identifier sets with no system in common) is a
 null comparison: the pair tells nothing about that field and is left out of that field's
@@ -41,11 +44,11 @@ counts, as Splink's null level is.
 
 No estimate is ever 0 (a weight must stay finite): a level's share is floored at half a count,
 ``1/(2n)`` for ``n`` non-null pairs (at least 1e-6), and the field's shares renormalised to 1.
-A field no session can estimate keeps its m (and a field no random pair compares keeps its u).
+A field no session can estimate keeps its m, and a field no random pair compares keeps its u.
 The trained rules keep everything else (algorithms, thresholds, term-frequency flags, null
 handling, blocking, filters and the match thresholds); deterministic rule sets are returned
-unchanged. A single-level (OpenCR) field's "disagree" stays ``(1-m, 1-u)``, so the rules
-written by :meth:`DecisionRules.to_json` read back the same.
+unchanged. A single-level (OpenCR) field's "disagree" stays exactly ``(1-m, 1-u)``, so the
+rules written by :meth:`DecisionRules.to_json` read back the same.
 """
 
 from __future__ import annotations
@@ -78,6 +81,14 @@ LevelArray = npt.NDArray[np.int16]
 
 MIN_PROBABILITY = 1e-6
 """No m or u is ever smaller (before renormalising)."""
+
+CONSISTENCY = 1.5
+"""A session is dropped when the number of matching pairs it implies is this many times the
+sessions' median (or less than the median over this)."""
+
+MIN_EVIDENCE = 10.0
+"""Sessions with fewer expected matching pairs that have a field present do not estimate it
+(unless no session has more)."""
 
 _MIN_LAMBDA = 1e-9
 _SELECTIVITY = {"identifier": 3, "phone": 3, "date": 2, "text": 1, "code": 0}
@@ -114,6 +125,8 @@ class Session:
     """λ: the share of this session's pairs that are matches."""
     iterations: int
     converged: bool
+    used: bool = True
+    """False when the session was dropped as inconsistent with the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,7 @@ class TrainingResult:
     converged: bool
     """Whether every session's EM converged within ``max_iterations``."""
     sessions: list[Session] = dataclasses.field(default_factory=list)
+    """The EM sessions, in the order they ran."""
 
     def table(self) -> str:
         """The estimates as a plain-text table, one level a line."""
@@ -166,10 +180,13 @@ def train(
 ) -> TrainingResult:
     """Estimate m and u of every probabilistic field of ``matcher``'s rules from ``records``.
 
-    ``records`` are feature tuples made by ``matcher.extractor``; ``max_pairs`` caps each EM
-    session. Raises :class:`ValueError` when there is nothing to learn from: fewer than two
-    records, no probabilistic rule set, or no pair agreeing on any blocked fields (no
-    duplicates to learn m from).
+    ``records`` are feature tuples made by ``matcher.extractor`` (one per record, duplicates
+    included: they are what m is learned from). u comes from ``random_pairs`` random pairs; m
+    from EM sessions of at most ``max_pairs`` pairs each, run for at most ``max_iterations``
+    until nothing moves by ``tolerance``; ``seed`` fixes the sampling, so a run repeats.
+
+    Raises :class:`ValueError` when there is nothing to learn from: fewer than two records, no
+    probabilistic rule set, or no two records agreeing exactly on any session's fields.
     """
     if len(records) < 2:
         raise ValueError(f"training needs at least 2 records to form pairs; got {len(records)}")
@@ -205,18 +222,21 @@ def train(
 # ----------------------------------------------------------------------------- the work
 
 
-@dataclass(slots=True)
-class _FieldTally:
-    """What the sessions found about one field, to be combined."""
+@dataclass(frozen=True, slots=True, eq=False)
+class _Fit:
+    """What one session found (compared by identity)."""
 
-    m_sum: FloatArray
-    weight: float = 0.0  # expected matching pairs with the field present, over sessions
-    present: float = 0.0  # of which ... (numerator of P(present | match))
-    equal: float = 0.0  # ... present and exactly equal
-    matches: float = 0.0  # expected matching pairs, over the sessions estimating the field
+    session: Session
+    blocked: tuple[int, ...]
+    matches: float  # expected matching pairs among all the block's pairs
+    m: dict[int, FloatArray]  # by field position, for the fields not blocked on
+    weight: dict[int, float]  # expected matching pairs with the field present
+    equal: dict[int, float]  # P(field present and equal on both sides | match)
 
 
 class _Trainer:
+    """Trains one rule set at a time, sharing factorised columns and random samples."""
+
     def __init__(
         self,
         matcher: Matcher,
@@ -244,6 +264,17 @@ class _Trainer:
     def random_pair_count(self) -> int:
         return sum(len(a) for a, _, _ in self.random_samples.values())
 
+    def levels(self, rs: RuleSet, i: int, left: IntArray, right: IntArray) -> LevelArray:
+        """Comparison levels of field ``i`` of ``rs`` for the pairs (left[k], right[k])."""
+        f = rs.fields[i]
+        by_name = {other.name: other for other in rs.fields}
+        cross = {
+            lv.swapped_with: self.columns.codes(self.extractor.slot(by_name[lv.swapped_with]))
+            for lv in f.levels
+            if lv.swapped_with is not None
+        }
+        return _pair_levels(f, self.columns.codes(self.extractor.slot(f)), cross, left, right)
+
     def rule_set(self, rs: RuleSet) -> RuleSet:
         fields = rs.fields
         filter_slots = tuple(self.extractor.slot(flt) for flt in rs.filters)
@@ -255,28 +286,22 @@ class _Trainer:
         rand_a, rand_b, all_pairs = self.random_samples[filter_slots]
         u_values = []
         m_start = []
-        for f, slot in zip(fields, slots, strict=True):
-            codes, values = self.columns.codes(slot)
-            observed = _pair_levels(f, codes, values, rand_a, rand_b)
+        for i, f in enumerate(fields):
+            observed = self.levels(rs, i, rand_a, rand_b)
             current_u = _with_else([lv.u for lv in f.levels], f.else_u)
             u_values.append(_estimate_shares(observed, len(f.levels) + 1, current_u))
             m_start.append(_with_else([lv.m for lv in f.levels], f.else_m))
 
-        tallies = [_FieldTally(np.zeros(len(m))) for m in m_start]
-        found: list[tuple[tuple[int, ...], float]] = []  # (blocked fields, expected matches)
-        for blocked in _session_plans(rs):
+        fits: list[_Fit] = []
+        plans = _session_plans(rs)
+        for blocked in plans:
             key_slots = tuple(slots[i] for i in blocked)
             groups = _groups(self.columns, filter_slots, key_slots, self.count)
             left, right, block_pairs = _sample_pairs(groups, self.max_pairs, self.rng)
             if len(left) == 0:
                 continue
             active = [i for i in range(len(fields)) if i not in blocked]
-            levels = {}
-            equal = {}
-            for i in active:
-                codes, values = self.columns.codes(slots[i])
-                levels[i] = _pair_levels(fields[i], codes, values, left, right)
-                equal[i] = (codes[left] == codes[right]) & (levels[i] >= 0)
+            levels = {i: self.levels(rs, i, left, right) for i in active}
             lam = _starting_lambda(rs, blocked, levels, len(left))
             m_active, lam, steps, done, posterior = _expectation_maximisation(
                 [levels[i] for i in active],
@@ -286,47 +311,43 @@ class _Trainer:
                 self.max_iterations,
                 self.tolerance,
             )
-            self.sessions.append(
-                Session(
-                    rs.index,
-                    tuple(fields[i].name for i in blocked),
-                    len(left),
-                    block_pairs,
-                    lam,
-                    steps,
-                    done,
+            names = tuple(fields[i].name for i in blocked)
+            session = Session(rs.index, names, len(left), block_pairs, lam, steps, done)
+            matches = float(posterior.sum())
+            weight = {}
+            equal = {}
+            for i in active:
+                codes = self.columns.codes(slots[i])[0]
+                present = levels[i] >= 0
+                weight[i] = float(posterior[present].sum())
+                same = present & (codes[left] == codes[right])
+                equal[i] = float(posterior[same].sum()) / matches if matches > 0 else 0.0
+            fits.append(
+                _Fit(
+                    session,
+                    blocked,
+                    matches * block_pairs / len(left),
+                    dict(zip(active, m_active, strict=True)),
+                    weight,
+                    equal,
                 )
             )
-            matches = float(posterior.sum())
-            import os
-            if os.environ.get("TRAIN_DEBUG"):
-                print("DEBUG", [fields[i].name for i in blocked], block_pairs, matches, {fields[i].name: round(float(posterior[equal[i]].sum()) / matches, 3) for i in active})
-            found.append((blocked, matches * block_pairs / len(left)))
-            for i, m in zip(active, m_active, strict=True):
-                tally = tallies[i]
-                weight = float(posterior[levels[i] >= 0].sum())
-                tally.m_sum += weight * m
-                tally.weight += weight
-                tally.present += weight
-                tally.equal += float(posterior[equal[i]].sum())
-                tally.matches += matches
-        if not found:
-            names = " / ".join(
-                "+".join(fields[i].name for i in blocked) for blocked in _session_plans(rs)
-            )
+        if plans and not fits:
+            tried = " / ".join("+".join(fields[i].name for i in blocked) for blocked in plans)
             raise ValueError(
                 f"rule set {rs.index + 1} ({rs.name}): no two of the {self.count} records agree "
-                f"exactly on {names}, so there are no likely duplicates to learn m from; "
+                f"exactly on {tried}, so there are no likely duplicates to learn m from; "
                 "train on more records"
             )
 
+        m_values, probability, kept = _combine(rs, fits, m_start, all_pairs)
+        self.sessions.extend(dataclasses.replace(fit.session, used=fit in kept) for fit in fits)
         new_fields = []
-        for f, tally, start, u in zip(fields, tallies, m_start, u_values, strict=True):
-            m = tally.m_sum / tally.weight if tally.weight > 0 else start
+        for f, m, u in zip(fields, m_values, u_values, strict=True):
             new_field = _trained_field(f, m, u)
             new_fields.append(new_field)
             self.estimates.extend(_field_estimates(rs.index, new_field))
-        self.match_probabilities.append(_match_probability(found, tallies, all_pairs))
+        self.match_probabilities.append(probability)
         return dataclasses.replace(rs, fields=tuple(new_fields))
 
 
@@ -350,19 +371,69 @@ def _session_plans(rs: RuleSet) -> list[tuple[int, ...]]:
     return plans
 
 
-def _match_probability(
-    found: list[tuple[tuple[int, ...], float]], tallies: list[_FieldTally], all_pairs: int
-) -> float:
-    """Median over sessions of (expected matches / share of matches the session can see)."""
-    if all_pairs == 0:
-        return math.nan
-    guesses = []
-    for blocked, matches in found:
-        shares = [tallies[i].equal / tallies[i].matches for i in blocked if tallies[i].matches > 0]
-        if len(shares) != len(blocked) or min(shares) <= 0.0:
-            continue
-        guesses.append(min(1.0, matches / math.prod(shares) / all_pairs))
-    return statistics.median(guesses) if guesses else math.nan
+def _equal_shares(fits: list[_Fit], count: int) -> list[float | None]:
+    """Per field: the median over sessions of P(present and equal on both sides | match)."""
+    out: list[float | None] = []
+    for i in range(count):
+        shares = [fit.equal[i] for fit in fits if i in fit.equal]
+        out.append(statistics.median(shares) if shares else None)
+    return out
+
+
+def _implied_totals(fits: list[_Fit], count: int) -> list[float | None]:
+    """Each session's estimate of how many matching pairs there are in all: its expected
+    matches over the share of matches agreeing exactly on its blocked fields."""
+    equal = _equal_shares(fits, count)
+    out: list[float | None] = []
+    for fit in fits:
+        shares = [equal[i] for i in fit.blocked]
+        known = [share for share in shares if share is not None and share > 0.0]
+        out.append(fit.matches / math.prod(known) if len(known) == len(shares) else None)
+    return out
+
+
+def _combine(
+    rs: RuleSet, fits: list[_Fit], m_start: list[FloatArray], all_pairs: int
+) -> tuple[list[FloatArray], float, list[_Fit]]:
+    """(m per field, probability that a random pair matches, sessions kept) from the fits.
+
+    Sessions whose implied number of matching pairs is off the median by more than
+    :data:`CONSISTENCY` are dropped (EM there fitted something else, such as households
+    sharing a surname and an address); m is then, level by level, the median over the
+    remaining sessions, renormalised, counting only sessions with at least
+    :data:`MIN_EVIDENCE` expected matches with the field present when there are any. A
+    field's ``swappedWith`` levels cannot occur in a session blocked on the partner field, so
+    such sessions do not estimate that field.
+    """
+    count = len(m_start)
+    totals = _implied_totals(fits, count)
+    known = [total for total in totals if total is not None]
+    if known:
+        middle = statistics.median(known)
+        fits = [
+            fit
+            for fit, total in zip(fits, totals, strict=True)
+            if total is None or middle / CONSISTENCY <= total <= middle * CONSISTENCY
+        ]
+        known = [total for total in _implied_totals(fits, count) if total is not None]
+    probability = statistics.median(known) / all_pairs if known and all_pairs else math.nan
+    position = {f.name: i for i, f in enumerate(rs.fields)}
+    m_values = []
+    for i, f in enumerate(rs.fields):
+        partners = {position[lv.swapped_with] for lv in f.levels if lv.swapped_with is not None}
+        found = [
+            (fit.m[i], fit.weight[i])
+            for fit in fits
+            if i in fit.m and fit.weight[i] > 0 and not partners & set(fit.blocked)
+        ]
+        enough = [m for m, weight in found if weight >= MIN_EVIDENCE]
+        if found:
+            stacked = np.stack(enough or [m for m, _ in found])
+            middle_m: FloatArray = np.median(stacked, axis=0)
+            m_values.append(middle_m / middle_m.sum())
+        else:
+            m_values.append(m_start[i])
+    return m_values, min(probability, 1.0), fits
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -391,52 +462,57 @@ class _Columns:
         return found
 
 
+Groups = tuple[IntArray, IntArray]
+"""Records grouped: their positions, group by group, and each group's size."""
+
+
 def _groups(
     columns: _Columns, filter_slots: tuple[int, ...], key_slots: tuple[int, ...], count: int
-) -> list[IntArray]:
+) -> Groups:
     """Records grouped by equal filter values and equal, present key values.
 
     Filters compare like the scorer's (two missing values are equal); a record missing a key
     value is in no group.
     """
     if not filter_slots and not key_slots:
-        return [np.arange(count, dtype=np.int64)]
+        return np.arange(count, dtype=np.int64), np.array([count], dtype=np.int64)
     keep = np.ones(count, dtype=bool)
     for slot in key_slots:
         keep &= columns.codes(slot)[0] >= 0
     members = np.flatnonzero(keep).astype(np.int64)
-    if len(members) == 0:
-        return []
-    signature = np.stack([columns.codes(s)[0][members] for s in (*filter_slots, *key_slots)], 1)
-    _, group_of = np.unique(signature, axis=0, return_inverse=True)
-    group_of = group_of.reshape(-1)
+    group_of = np.zeros(len(members), dtype=np.int64)
+    for slot in (*filter_slots, *key_slots):
+        codes = columns.codes(slot)[0][members] + 1  # 0 = missing (filters only)
+        combined = group_of * (int(codes.max(initial=0)) + 1) + codes
+        group_of = np.unique(combined, return_inverse=True)[1].reshape(-1).astype(np.int64)
     order = np.argsort(group_of, kind="stable")
-    bounds = np.flatnonzero(np.diff(group_of[order])) + 1
-    return [members[part] for part in np.split(order, bounds)]
+    return members[order], np.bincount(group_of).astype(np.int64)
 
 
 def _sample_pairs(
-    groups: list[IntArray], budget: int, rng: np.random.Generator
+    groups: Groups, budget: int, rng: np.random.Generator
 ) -> tuple[IntArray, IntArray, int]:
     """(left, right, number of pairs there are): ``budget`` pairs of distinct records of the
     same group, uniform over all such pairs, or every pair when there are no more."""
-    groups = [group for group in groups if len(group) >= 2]
-    if not groups:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, 0
-    sizes = np.array([len(group) for group in groups], dtype=np.int64)
+    members, all_sizes = groups
+    offsets = np.cumsum(all_sizes) - all_sizes
+    usable = all_sizes >= 2
+    sizes = all_sizes[usable]
+    offsets = offsets[usable]
     pair_counts = sizes * (sizes - 1) // 2
     total = int(pair_counts.sum())
-    if total <= budget:
+    if total == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, 0
+    if total <= budget:  # every pair, groups of one size at a time
         lefts, rights = [], []
-        for group in groups:
-            i, j = np.triu_indices(len(group), k=1)
-            lefts.append(group[j])
-            rights.append(group[i])
+        for size in np.unique(sizes).tolist():
+            rows = members[offsets[sizes == size][:, None] + np.arange(size)]
+            i, j = np.triu_indices(size, k=1)
+            lefts.append(rows[:, j].reshape(-1))
+            rights.append(rows[:, i].reshape(-1))
         return np.concatenate(lefts), np.concatenate(rights), total
-    members = np.concatenate(groups)
-    offsets = np.cumsum(sizes) - sizes
-    chosen = rng.choice(len(groups), size=budget, p=pair_counts / total)
+    chosen = rng.choice(len(sizes), size=budget, p=pair_counts / total)
     first = rng.integers(0, sizes[chosen])
     second = rng.integers(0, sizes[chosen] - 1)
     second += second >= first  # distinct from first, uniform over the others
@@ -444,26 +520,63 @@ def _sample_pairs(
     return members[base + first], members[base + second], total
 
 
+Column = tuple[IntArray, list[Any]]
+"""A slot's values factorised: a code per record (-1 when missing) and the distinct values."""
+
+
 def _pair_levels(
-    f: Field, codes: IntArray, values: list[Any], left: IntArray, right: IntArray
+    f: Field, column: Column, cross: dict[str, Column], left: IntArray, right: IntArray
 ) -> LevelArray:
     """The comparison level of every pair for one field (-1 when null), as
-    :func:`~clientregistry.matching.scoring.comparison_level` gives it; each distinct pair of
-    values is compared once."""
+    :func:`~clientregistry.matching.scoring.comparison_level` gives it; ``cross`` holds the
+    columns ``swappedWith`` levels name. Each distinct pair of values is compared once."""
+    codes, values = column
     out = np.full(len(left), -1, dtype=np.int16)
     code_a = codes[left]
     code_b = codes[right]
-    present = (code_a >= 0) & (code_b >= 0)
-    if not present.any():
+    present = np.flatnonzero((code_a >= 0) & (code_b >= 0))
+    if len(present) == 0:
         return out
     width = len(values)
     unique, inverse = np.unique(code_a[present] * width + code_b[present], return_inverse=True)
-    out[present] = _value_levels(f, values, unique // width, unique % width)[inverse.reshape(-1)]
+    found = _value_levels(f, values, unique // width, unique % width)[inverse.reshape(-1)]
+    for index, level in enumerate(f.levels):
+        if level.swapped_with is None:
+            continue
+        # pairs no earlier level took: does each value match the other record's other field?
+        later = np.flatnonzero(found > index)
+        todo = present[later]
+        other_codes, other_values = cross[level.swapped_with]
+        other_a = other_codes[left[todo]]
+        other_b = other_codes[right[todo]]
+        usable = np.flatnonzero((other_a >= 0) & (other_b >= 0))
+        agrees = _agree(
+            level, values, code_a[todo[usable]], other_values, other_b[usable]
+        ) & _agree(level, other_values, other_a[usable], values, code_b[todo[usable]])
+        found[later[usable[agrees]]] = index
+    out[present] = found
+    return out
+
+
+def _agree(
+    level: Level, values_a: list[Any], first: IntArray, values_b: list[Any], second: IntArray
+) -> BoolArray:
+    """Whether values_a[first[k]] agrees with values_b[second[k]] at ``level``."""
+    comparator = level.comparator
+    assert comparator is not None
+    if len(first) == 0:
+        return np.zeros(0, dtype=bool)
+    width = len(values_b)
+    unique, inverse = np.unique(first * width + second, return_inverse=True)
+    value = _measure(comparator, values_a, unique // width, values_b, unique % width)
+    agrees = value <= level.threshold if comparator.kind == "distance" else value >= level.threshold
+    out: BoolArray = agrees[inverse.reshape(-1)]
     return out
 
 
 def _value_levels(f: Field, values: list[Any], first: IntArray, second: IntArray) -> LevelArray:
-    """Comparison levels of value pairs (by code), level by level over arrays."""
+    """Comparison levels of value pairs (by code), level by level over arrays; ``swappedWith``
+    levels are left to the caller (they need the other field)."""
     if f.comparator is None:  # shared-identifier: set logic, one pair at a time
         return np.fromiter(
             (
@@ -480,6 +593,8 @@ def _value_levels(f: Field, values: list[Any], first: IntArray, second: IntArray
     for index, level in enumerate(f.levels):
         comparator = level.comparator
         assert comparator is not None
+        if level.swapped_with is not None:
+            continue
         if comparator.name == "exact":
             agrees = equal
         else:
@@ -487,7 +602,7 @@ def _value_levels(f: Field, values: list[Any], first: IntArray, second: IntArray
             if value is None:  # later levels only look at pairs undecided now
                 value = np.full(len(first), np.nan)
                 todo = np.flatnonzero(undecided)
-                value[todo] = _measure(comparator, values, first[todo], second[todo])
+                value[todo] = _measure(comparator, values, first[todo], values, second[todo])
                 measured[comparator.name] = value
             with np.errstate(invalid="ignore"):
                 if comparator.kind == "distance":
@@ -499,13 +614,20 @@ def _value_levels(f: Field, values: list[Any], first: IntArray, second: IntArray
     return out
 
 
-def _measure(comparator: Comparator, values: list[Any], first: IntArray, second: IntArray) -> Any:
-    """``comparator.measure`` of each value pair (rapidfuzz's own measures in one call)."""
-    left = [values[i] for i in first.tolist()]
-    right = [values[i] for i in second.tolist()]
+def _measure(
+    comparator: Comparator,
+    values_a: list[Any],
+    first: IntArray,
+    values_b: list[Any],
+    second: IntArray,
+) -> FloatArray:
+    """``comparator.measure`` of each pair (rapidfuzz's own measures in one call)."""
+    left = [values_a[i] for i in first.tolist()]
+    right = [values_b[i] for i in second.tolist()]
     measure: Any = comparator.measure
     if getattr(measure, "__module__", "").startswith("rapidfuzz") and left:
-        return process.cpdist(left, right, scorer=measure, dtype=np.float64, workers=-1)
+        out: FloatArray = process.cpdist(left, right, scorer=measure, dtype=np.float64, workers=-1)
+        return out
     return np.fromiter(map(measure, left, right), dtype=np.float64, count=len(left))
 
 
@@ -603,12 +725,17 @@ def _trained_field(f: Field, m: FloatArray, u: FloatArray) -> Field:
 
 
 def level_label(level: Level) -> str:
-    """How a level reads in the table: ``exact``, ``jaro-winkler-similarity >= 0.92``..."""
+    """How a level reads in the table: ``exact``, ``jaro-winkler-similarity >= 0.92``,
+    ``jaro-winkler-similarity >= 0.88 swapped with family``..."""
     comparator = level.comparator
     if comparator is None or comparator.name == "exact" or comparator.kind == "phonetic":
-        return level.algorithm
-    operator = "<=" if comparator.kind == "distance" else ">="
-    return f"{level.algorithm} {operator} {level.threshold:g}"
+        label = level.algorithm
+    else:
+        operator = "<=" if comparator.kind == "distance" else ">="
+        label = f"{level.algorithm} {operator} {level.threshold:g}"
+    if level.swapped_with is not None:
+        label += f" swapped with {level.swapped_with}"
+    return label
 
 
 def _field_estimates(rule_set: int, f: Field) -> list[LevelEstimate]:
