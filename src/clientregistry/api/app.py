@@ -1,0 +1,68 @@
+"""The ASGI application: routers, and one place that turns errors into OperationOutcomes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clientregistry.api import bundle, metadata, patient
+from clientregistry.api.responses import fhir_response
+from clientregistry.fhir.errors import FhirError, internal_error
+from clientregistry.fhir.operation_outcome import from_error
+from clientregistry.registry.context import RegistryContext
+from clientregistry.security.authority import CertificateAuthority
+from clientregistry.settings import default_data_dir, load_settings
+from clientregistry.store.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(context: RegistryContext) -> FastAPI:
+    """The registry's application over an open :class:`RegistryContext`."""
+    app = FastAPI(title="clientregistry", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app.state.context = context
+    app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
+    app.include_router(metadata.router)
+    app.include_router(patient.router)
+    app.include_router(bundle.router)
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, error: FhirError) -> Response:
+        headers = {"WWW-Authenticate": "Mutual-TLS"} if error.status == 401 else None
+        return fhir_response(from_error(error), error.status, headers)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, error: StoreError) -> Response:
+        log.error("database error on %s %s: %s", request.method, request.url.path, error)
+        failure = FhirError(503, "transient", "The database is busy; try again")
+        return fhir_response(from_error(failure), 503)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        failure = FhirError(400, "invalid", f"Bad request: {error.errors()}")
+        return fhir_response(from_error(failure), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported"}.get(error.status_code, "processing")
+        failure = FhirError(error.status_code, code, str(error.detail))
+        return fhir_response(from_error(failure), error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return fhir_response(from_error(internal_error()), 500)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The application for ``clientregistry serve`` workers (data directory from CR_DATA_DIR)."""
+    data_dir = Path(os.environ.get("CR_DATA_DIR", str(default_data_dir())))
+    settings = load_settings(data_dir)
+    return create_app(RegistryContext.open(settings, run_migrations=False))

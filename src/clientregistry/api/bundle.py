@@ -1,0 +1,101 @@
+"""``POST /fhir``: batch and transaction Bundles of Patients.
+
+A batch processes each entry in its own transaction (one failing entry does not stop the
+others); a transaction processes all entries in one database transaction: all or nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
+
+from clientregistry.api.body import read_body
+from clientregistry.api.deps import Context, Submitter
+from clientregistry.api.responses import fhir_response
+from clientregistry.fhir.bundle import (
+    BadEntry,
+    BundleEntry,
+    EntryResponse,
+    location_headers,
+    parse_bundle,
+    response_bundle,
+)
+from clientregistry.fhir.errors import FhirError, business_rule, forbidden
+from clientregistry.registry import audit
+from clientregistry.registry.submit import Submitter as SubmitUseCase
+from clientregistry.settings import ClientSystemConfig
+from clientregistry.store.db import transaction
+from clientregistry.store.enums import AgentKind, AuditAction
+
+router = APIRouter(prefix="/fhir")
+
+
+def _process(
+    session: Session,
+    context: Any,
+    system: ClientSystemConfig,
+    entry: BundleEntry,
+    address: str | None,
+) -> EntryResponse:
+    patient = entry.resource
+    if entry.kind == "conditional-update":
+        assert entry.condition is not None
+        cond_system, cond_value = entry.condition
+        if cond_system != system.internal_id_system:
+            raise forbidden(f"{system.name!r} may only update by its own identifier system")
+        if not any(
+            isinstance(i, dict) and i.get("system") == cond_system and i.get("value") == cond_value
+            for i in patient.get("identifier") or []
+        ):
+            raise business_rule("The Patient must carry the identifier named in the condition")
+    result = SubmitUseCase(context).submit(
+        session, patient, system, url_id=entry.id if entry.kind == "update" else None
+    )
+    audit.record(
+        session,
+        action=AuditAction.CREATE if result.created else AuditAction.UPDATE,
+        outcome=0,
+        interaction="create" if result.created else "update",
+        agent=system.name,
+        agent_kind=AgentKind.SYSTEM,
+        source_address=address,
+        entity=f"Patient/{result.record_id}",
+        detail={"cruid": result.golden_id, "match": result.status.value, "score": result.score},
+    )
+    return EntryResponse(
+        status=201 if result.created else 200,
+        id=result.record_id,
+        version=result.version,
+        cruid=result.golden_id,
+    )
+
+
+@router.post("")
+async def bundle(request: Request, context: Context, system: Submitter) -> Response:
+    limit = context.settings.max_body_bytes * 16
+    body = await read_body(request, limit)
+    parsed = parse_bundle(body, max_bytes=limit)
+    address = request.client.host if request.client else None
+    responses: list[EntryResponse] = []
+    if parsed.type == "transaction":
+        with transaction(context.sessions) as session:
+            for entry in parsed.entries:
+                assert isinstance(entry, BundleEntry)  # parse_bundle fails bad transactions
+                try:
+                    responses.append(_process(session, context, system, entry, address))
+                except FhirError as error:
+                    raise error.at(f"{entry.expression}.resource", replace="Patient") from None
+    else:
+        for entry in parsed.entries:
+            if isinstance(entry, BadEntry):
+                responses.append(EntryResponse.from_error(entry.error))
+                continue
+            try:
+                with transaction(context.sessions) as session:
+                    responses.append(_process(session, context, system, entry, address))
+            except FhirError as error:
+                responses.append(EntryResponse.from_error(error))
+    result = response_bundle(parsed.type, responses)
+    return fhir_response(result, 200, location_headers(responses))

@@ -1,0 +1,89 @@
+"""Reading a request body as FHIR JSON: size limit, UTF-8, strict JSON, line and column.
+
+FHIR JSON is stricter than what :func:`json.loads` accepts: properties may not repeat and
+``NaN``/``Infinity`` are not JSON at all. Every failure is a :class:`FhirError` (413 for a body
+over the limit, 400 ``structure`` otherwise) whose diagnostics give the line and column.
+Numbers are read as Python ``int``/``float`` (Patient resources have no decimal elements
+outside extensions).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clientregistry.fhir.errors import FhirError, malformed_json, payload_too_large
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(f"property {key!r} appears more than once in one object")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    return line, offset - start + 1
+
+
+def load_json(body: bytes, *, max_bytes: int) -> Any:
+    """Parse ``body`` as strict JSON, or raise :class:`FhirError` (413 or 400 ``structure``)."""
+    if len(body) > max_bytes:
+        raise payload_too_large(len(body), max_bytes)
+    data = body[len(_BOM) :] if body.startswith(_BOM) else body
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(data, exc.start)
+        raise malformed_json("the body is not UTF-8 text", line, col) from None
+    if not text.strip():
+        raise malformed_json("the body is empty")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise malformed_json(exc.msg, exc.lineno, exc.colno) from None
+    except _DuplicateKeyError as exc:
+        raise malformed_json(str(exc)) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise malformed_json(str(exc)) from None
+    except RecursionError:
+        raise malformed_json("the JSON is nested too deeply") from None
+
+
+def json_kind(value: object) -> str:
+    """How JSON would name the type of ``value`` ("an object", "a string", "null" ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def load_object(body: bytes, *, max_bytes: int) -> dict[str, Any]:
+    """Like :func:`load_json`, but the body must be a JSON object (a FHIR resource)."""
+    value = load_json(body, max_bytes=max_bytes)
+    if not isinstance(value, dict):
+        raise FhirError(
+            400, "structure", f"The body must be a JSON object (a resource), not {json_kind(value)}"
+        )
+    return value

@@ -1,0 +1,274 @@
+"""Patient resources on the wire: parsing what clients send, building what the registry stores.
+
+Parsing keeps the client's JSON exactly as sent (no round trip through a model), after checking
+it against FHIR R4. Building makes OpenCR's two shapes:
+
+* a *source record*: the submitted Patient with registry-owned elements removed, plus the client
+  tag, match tags, broken-match extensions and ``link`` ``refer`` to its golden record;
+* a *golden record* (CRUID): a Patient with no demographics, the golden-record tag and ``link``
+  ``seealso`` to each source record (``replaced-by`` once another golden record took over).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from fhir.resources.R4B.patient import Patient
+
+from clientregistry.fhir.codes import (
+    BROKEN_MATCH_EXTENSION,
+    GOLDEN_RECORD_TAG,
+    REGISTRY_EXTENSIONS,
+    client_tag,
+    coding,
+    is_registry_tag,
+)
+from clientregistry.fhir.datatypes import instant, patient_reference
+from clientregistry.fhir.errors import (
+    FhirError,
+    Issue,
+    bad_request,
+    business_rule,
+    invalid_resource,
+    missing_internal_identifier,
+    wrong_resource_type,
+)
+from clientregistry.fhir.json_body import load_object
+from clientregistry.fhir.validation import validate_resource
+
+DEFAULT_MAX_BYTES = 1 << 20
+"""A sensible default body limit (1 MiB) for a single Patient."""
+
+
+def _contact_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
+    """pat-1: a contact needs a name, telecom, address or organization."""
+    contacts = resource.get("contact")
+    if not isinstance(contacts, list):
+        return []
+    issues = []
+    for i, contact in enumerate(contacts):
+        if isinstance(contact, dict) and not any(
+            k in contact for k in ("name", "telecom", "address", "organization")
+        ):
+            where = f"{root}.contact[{i}]"
+            issues.append(
+                Issue(
+                    "invariant",
+                    f"{where}: a contact needs a name, telecom, address or organization (pat-1)",
+                    (where,),
+                )
+            )
+    return issues
+
+
+def patient_issues(resource: Mapping[str, Any], root: str = "Patient") -> list[Issue]:
+    """Every FHIR R4 problem of a Patient (``resourceType`` already checked), under ``root``."""
+    return validate_resource(resource, Patient, root) + _contact_issues(resource, root)
+
+
+def check_patient(resource: Mapping[str, Any], root: str = "Patient") -> None:
+    """Raise :class:`FhirError` (400) unless ``resource`` is a valid FHIR R4 Patient."""
+    found = resource.get("resourceType")
+    if found != "Patient":
+        raise wrong_resource_type("Patient", found, root if root != "Patient" else "")
+    issues = patient_issues(resource, root)
+    if issues:
+        raise invalid_resource(issues, "Patient")
+
+
+def parse_patient(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """The Patient in a request body, exactly as sent, once it is known to be valid FHIR R4.
+
+    Raises :class:`FhirError`: 413 ``too-costly`` over ``max_bytes``; 400 ``structure`` for
+    malformed JSON (with line and column) or a body that is not an object; 400 ``invalid`` for
+    another ``resourceType`` (naming it) or a Patient that breaks FHIR R4 (one issue per
+    problem, each with its FHIRPath expression).
+    """
+    resource = load_object(body, max_bytes=max_bytes)
+    check_patient(resource)
+    return resource
+
+
+def require_id(patient: Mapping[str, Any], url_id: str) -> None:
+    """``PUT Patient/{id}``: the body's ``id`` must be there and equal ``url_id`` (400)."""
+    body_id = patient.get("id")
+    if body_id is None:
+        raise bad_request(f"The Patient has no id; it must be {url_id!r}", ["Patient.id"])
+    if body_id != url_id:
+        raise bad_request(
+            f"The Patient's id {body_id!r} differs from the id in the URL {url_id!r}",
+            ["Patient.id"],
+        )
+
+
+def internal_identifier(
+    patient: Mapping[str, Any], systems: Collection[str]
+) -> tuple[str, str] | None:
+    """The caller's own record id: ``(system, value)`` of the identifier in ``systems``.
+
+    None when there is none. Two *different* values in the caller's systems are ambiguous
+    (which record is being updated?) and raise 422 ``business-rule``.
+    """
+    found: tuple[str, str] | None = None
+    for entry in patient.get("identifier") or ():
+        if not isinstance(entry, Mapping):
+            continue
+        system, value = entry.get("system"), entry.get("value")
+        if not (isinstance(system, str) and system in systems and isinstance(value, str)):
+            continue
+        if not value:
+            continue
+        if found is not None and found != (system, value):
+            raise business_rule(
+                f"The Patient has several identifiers in the client's own systems "
+                f"({found[0]}|{found[1]} and {system}|{value}); send one",
+                ["Patient.identifier"],
+            )
+        found = (system, value)
+    return found
+
+
+def require_internal_identifier(
+    patient: Mapping[str, Any], systems: Collection[str]
+) -> tuple[str, str]:
+    """Like :func:`internal_identifier`, but raises 422 ``business-rule`` when there is none."""
+    found = internal_identifier(patient, systems)
+    if found is None:
+        raise missing_internal_identifier(systems)
+    return found
+
+
+def strip_registry_elements(patient: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``patient`` without what only the registry may set.
+
+    Removed: ``link``; ``meta.versionId`` and ``meta.lastUpdated``; the client, match and
+    golden-record tags; the broken-match extension. ``meta`` and ``extension`` disappear when
+    nothing else is left in them. The input is not changed.
+    """
+    out = copy.deepcopy(dict(patient))
+    out.pop("link", None)
+    meta = out.get("meta")
+    if isinstance(meta, dict):
+        meta.pop("versionId", None)
+        meta.pop("lastUpdated", None)
+        tags = meta.get("tag")
+        if isinstance(tags, list):
+            kept = [t for t in tags if not (isinstance(t, Mapping) and is_registry_tag(t))]
+            if kept:
+                meta["tag"] = kept
+            else:
+                del meta["tag"]
+        if not meta:
+            del out["meta"]
+    extensions = out.get("extension")
+    if isinstance(extensions, list):
+        kept_ext = [
+            e
+            for e in extensions
+            if not (isinstance(e, Mapping) and e.get("url") in REGISTRY_EXTENSIONS)
+        ]
+        if kept_ext:
+            out["extension"] = kept_ext
+        else:
+            del out["extension"]
+    return out
+
+
+def _meta(
+    version: str | int,
+    last_updated: datetime,
+    tags: list[dict[str, Any]],
+    rest: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"versionId": str(version), "lastUpdated": instant(last_updated)}
+    if rest:
+        meta.update((k, v) for k, v in rest.items() if k != "tag")
+    if tags:
+        meta["tag"] = tags
+    return meta
+
+
+def source_record_resource(
+    patient: Mapping[str, Any],
+    id: str,
+    version: str | int,
+    last_updated: datetime,
+    client_system: str,
+    client_display: str | None,
+    golden_id: str | None,
+    match_tags: Iterable[Mapping[str, str]] = (),
+    *,
+    broken_matches: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The stored/served form of a source record, OpenCR-shaped.
+
+    ``client_system`` is the client id (the tag's code, e.g. ``openmrs``, the certificate CN)
+    and ``client_display`` its name. ``match_tags`` are constants from
+    :mod:`clientregistry.fhir.codes` (``AUTOMATCH_TAG`` ...). ``broken_matches`` are ids (or
+    ``Patient/<id>`` references) of records known *not* to be this person. ``golden_id``
+    None leaves out ``link`` (not matched yet).
+    """
+    body = strip_registry_elements(patient)
+    body.pop("resourceType", None)
+    body.pop("id", None)
+    client_meta = body.pop("meta", {})
+    tags = [client_tag(client_system, client_display)]
+    tags += [coding(t) for t in match_tags]
+    tags += client_meta.get("tag", [])
+    out: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": id,
+        "meta": _meta(version, last_updated, tags, client_meta),
+    }
+    out.update(body)
+    broken = [
+        {"url": BROKEN_MATCH_EXTENSION, "valueReference": {"reference": patient_reference(b)}}
+        for b in broken_matches
+    ]
+    if broken:
+        out["extension"] = [*out.get("extension", []), *broken]
+    if golden_id is not None:
+        out["link"] = [{"other": {"reference": patient_reference(golden_id)}, "type": "refer"}]
+    return out
+
+
+def golden_record_resource(
+    id: str,
+    version: str | int,
+    last_updated: datetime,
+    source_ids: Iterable[str],
+    replaced_by: str | None = None,
+) -> dict[str, Any]:
+    """A golden record (CRUID): no demographics, the golden-record tag, ``link`` ``seealso``
+    to each source record, and ``replaced-by`` to ``replaced_by`` once it has been emptied."""
+    links = [{"other": {"reference": patient_reference(s)}, "type": "seealso"} for s in source_ids]
+    if replaced_by is not None:
+        links.append(
+            {"other": {"reference": patient_reference(replaced_by)}, "type": "replaced-by"}
+        )
+    out: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": id,
+        "meta": _meta(version, last_updated, [coding(GOLDEN_RECORD_TAG)]),
+    }
+    if links:
+        out["link"] = links
+    return out
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FhirError",
+    "check_patient",
+    "golden_record_resource",
+    "internal_identifier",
+    "parse_patient",
+    "patient_issues",
+    "require_id",
+    "require_internal_identifier",
+    "source_record_resource",
+    "strip_registry_elements",
+]

@@ -1,0 +1,117 @@
+"""Recording what happened: one AuditEvent (FHIR R4, DICOM codes) per request, in the store.
+
+Written in the same transaction as the change it describes; failures are recorded in a
+transaction of their own so that a refused or failed request is audited too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from clientregistry.store.enums import AgentKind, AuditAction
+from clientregistry.store.models import AuditEvent
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+INTERACTION = "http://terminology.hl7.org/CodeSystem/restful-interaction"
+
+
+def audit_resource(
+    *,
+    action: str,
+    outcome: int,
+    recorded: datetime,
+    agent: str,
+    agent_kind: AgentKind,
+    source_address: str | None,
+    entity: str | None,
+    interaction: str,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    """A FHIR R4 AuditEvent describing one request."""
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
+        "subtype": [{"system": INTERACTION, "code": interaction}],
+        "action": action,
+        "recorded": recorded.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "outcome": str(outcome),
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": DCM,
+                            "code": "110153" if agent_kind is AgentKind.SYSTEM else "110150",
+                            "display": "Source Role ID"
+                            if agent_kind is AgentKind.SYSTEM
+                            else "Application",
+                        }
+                    ]
+                },
+                "who": {"display": agent},
+                "requestor": True,
+                **({"network": {"address": source_address, "type": "2"}} if source_address else {}),
+            }
+        ],
+        "source": {"observer": {"display": "clientregistry"}},
+    }
+    if entity:
+        resource["entity"] = [
+            {
+                "what": {"reference": entity},
+                "type": {
+                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                    "code": "1",
+                    "display": "Person",
+                },
+                "detail": [
+                    {"type": key, "valueString": str(value)}
+                    for key, value in detail.items()
+                    if value is not None
+                ],
+            }
+        ]
+    return resource
+
+
+def record(
+    session: Session,
+    *,
+    action: AuditAction,
+    outcome: int,
+    interaction: str,
+    agent: str,
+    agent_kind: AgentKind,
+    source_address: str | None,
+    entity: str | None,
+    detail: dict[str, Any],
+) -> None:
+    """Add one audit event to ``session`` (committed with it)."""
+    now = datetime.now(UTC)
+    session.add(
+        AuditEvent(
+            recorded=now,
+            action=action,
+            outcome=outcome,
+            event_type=interaction,
+            agent=agent,
+            agent_kind=agent_kind,
+            source_address=source_address,
+            entity=entity,
+            detail=detail,
+            resource=audit_resource(
+                action=action.value,
+                outcome=outcome,
+                recorded=now,
+                agent=agent,
+                agent_kind=agent_kind,
+                source_address=source_address,
+                entity=entity,
+                interaction=interaction,
+                detail=detail,
+            ),
+        )
+    )

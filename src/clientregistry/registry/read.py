@@ -1,0 +1,63 @@
+"""Reading records back: source records (demographics) and golden records (links only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clientregistry.fhir.errors import not_found
+from clientregistry.fhir.patient import golden_record_resource
+from clientregistry.registry.submit import broken_with, source_resource
+from clientregistry.settings import Settings
+from clientregistry.store.models import GoldenRecord, SourceRecord, SourceRecordVersion
+
+
+def golden_resource(session: Session, golden: GoldenRecord) -> dict[str, Any]:
+    members = session.scalars(
+        select(SourceRecord.id).where(SourceRecord.golden_id == golden.id).order_by(SourceRecord.id)
+    ).all()
+    return golden_record_resource(
+        golden.id, golden.version, golden.last_updated, members, golden.replaced_by
+    )
+
+
+def read_patient(
+    session: Session, settings: Settings, patient_id: str
+) -> tuple[dict[str, Any], bool]:
+    """(resource, is golden record) for ``Patient/<id>``; 404 when there is none."""
+    golden = session.get(GoldenRecord, patient_id)
+    if golden is not None:
+        return golden_resource(session, golden), True
+    record = session.get(SourceRecord, patient_id)
+    if record is None:
+        raise not_found("Patient", patient_id)
+    client = settings.systems.get(record.client_system)
+    return source_resource(record, client, broken_with(session, record.id)), False
+
+
+def history(session: Session, settings: Settings, patient_id: str) -> list[dict[str, Any]]:
+    """Every version of a source record, newest first."""
+    record = session.get(SourceRecord, patient_id)
+    if record is None:
+        raise not_found("Patient", patient_id)
+    versions = session.scalars(
+        select(SourceRecordVersion)
+        .where(SourceRecordVersion.record_id == patient_id)
+        .order_by(SourceRecordVersion.version.desc())
+    ).all()
+    client = settings.systems.get(record.client_system)
+    out = []
+    for version in versions:
+        snapshot = SourceRecord(
+            id=record.id,
+            client_system=record.client_system,
+            version=version.version,
+            last_updated=version.last_updated,
+            resource=version.resource,
+            golden_id=record.golden_id if version.version == record.version else None,
+            match_status=record.match_status,
+        )
+        out.append(source_resource(snapshot, client, set()))
+    return out

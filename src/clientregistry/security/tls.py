@@ -1,0 +1,91 @@
+"""TLS contexts for mutual TLS: the server's (optional client certificate, checked against the
+CA and the CRL at the handshake), a client's, and ``peer_identity`` to read the verified client
+system from a connection."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Collection
+from pathlib import Path
+
+from cryptography import x509
+
+from clientregistry.security.authority import CA_CERT, CRL_FILE, SERVER_CERT, SERVER_KEY
+from clientregistry.security.certificates import (
+    CertificateError,
+    ClientIdentity,
+    verify_client_certificate,
+)
+
+
+def ssl_server_context(certs_dir: Path, *, reload_crl: bool = True) -> ssl.SSLContext:
+    """A TLS >= 1.2 server context with the server certificate, asking for an optional client
+    certificate that must chain to the CA and not be in the CRL.
+
+    With ``reload_crl``, each handshake checks crl.pem's modification time and, when it changed
+    (``certs revoke`` in another process), switches to a context built from the files anew, so a
+    revocation is refused at the handshake without a restart."""
+    certs_dir = Path(certs_dir)
+    context = _build_server_context(certs_dir)
+    if not reload_crl:
+        return context
+    crl = certs_dir / CRL_FILE
+    current: list[tuple[tuple[int, int], ssl.SSLContext]] = [(_stamp(crl), context)]
+
+    def switch(connection: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        stamp, latest = current[0]
+        try:
+            now = _stamp(crl)
+            if now != stamp:
+                current[0] = (now, _build_server_context(certs_dir))
+                latest = current[0][1]
+        except (OSError, ssl.SSLError, CertificateError):
+            pass  # mid-rewrite or broken: keep the last good context
+        if latest is not context:
+            connection.context = latest
+
+    context.sni_callback = switch
+    return context
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_ino
+
+
+def _build_server_context(certs_dir: Path) -> ssl.SSLContext:
+    for name in (CA_CERT, SERVER_CERT, SERVER_KEY, CRL_FILE):
+        if not (certs_dir / name).is_file():
+            raise CertificateError(f"{certs_dir / name} is missing; run `clientregistry init`")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certs_dir / SERVER_CERT, certs_dir / SERVER_KEY)
+    context.load_verify_locations(cafile=certs_dir / CA_CERT)
+    context.load_verify_locations(cafile=certs_dir / CRL_FILE)
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
+    context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def ssl_client_context(
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """A TLS >= 1.2 client context trusting ``ca_file``, presenting ``cert_file`` if given."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def peer_identity(
+    connection: ssl.SSLSocket | ssl.SSLObject,
+    ca_cert: x509.Certificate,
+    revoked_serials: Collection[int],
+) -> ClientIdentity | None:
+    """The verified identity of a TLS peer, or None when it sent no certificate. Raises
+    ``CertificateRefused`` when its certificate does not pass ``verify_client_certificate``."""
+    der = connection.getpeercert(binary_form=True)
+    if not der:
+        return None
+    return verify_client_certificate(der, ca_cert, revoked_serials)

@@ -1,0 +1,57 @@
+"""Running the registry: uvicorn over mutual TLS, one or several worker processes.
+
+uvicorn builds its own SSL context from file names; ours also checks the CRL and asks for a
+client certificate without requiring one, so :class:`RegistryConfig` swaps it in after
+uvicorn's ``load()`` — in every worker, since each worker loads the config anew. The HTTP
+protocol is :class:`~clientregistry.api.tls.TLSProtocol`, which hands the client certificate
+to the application.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from clientregistry.api.tls import TLSProtocol
+from clientregistry.security.tls import ssl_server_context
+from clientregistry.settings import Settings
+
+
+class RegistryConfig(uvicorn.Config):
+    """uvicorn's Config with the registry's TLS context."""
+
+    certs_dir: Path
+
+    def load(self) -> None:
+        super().load()
+        self.ssl = ssl_server_context(Path(os.environ["CR_CERTS_DIR"]))
+
+
+def serve(settings: Settings) -> None:
+    """Serve HTTPS until interrupted."""
+    os.environ["CR_DATA_DIR"] = str(settings.data_dir.resolve())
+    os.environ["CR_CERTS_DIR"] = str(settings.certs_dir.resolve())
+    certs = settings.certs_dir
+    config = RegistryConfig(
+        "clientregistry.api.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        http=TLSProtocol,
+        ssl_certfile=str(certs / "server.pem"),
+        ssl_keyfile=str(certs / "server-key.pem"),
+        proxy_headers=False,
+        server_header=False,
+        log_level="info",
+        timeout_keep_alive=30,
+    )
+    server = uvicorn.Server(config)
+    if settings.workers > 1:
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        server.run()

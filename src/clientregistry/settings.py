@@ -1,0 +1,198 @@
+"""Settings of a registry installation: a TOML file in the data directory, overridable by
+environment variables ``CR_<SECTION>_<KEY>`` (``CR_SERVER_PORT=3443``, ``CR_DATABASE_URL=…``).
+
+No import-time globals: :func:`load_settings` builds a :class:`Settings` value that is passed to
+whatever needs it, and tests pass their own environment mapping.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clientregistry.errors import ConfigError, Problem
+
+CONFIG_FILE = "config.toml"
+DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
+"""What a point-of-service system may do unless configured otherwise: submit Patients and learn
+CRUIDs and identifiers, never read demographics (OpenCR's rule, which OpenCR broke)."""
+KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSystemConfig:
+    """A point-of-service system allowed to call the registry with its certificate."""
+
+    name: str
+    display_name: str
+    internal_id_system: str
+    permissions: tuple[str, ...] = DEFAULT_PERMISSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service needs to run."""
+
+    data_dir: Path
+    host: str = "0.0.0.0"  # a registry serves its network
+    port: int = 3000
+    workers: int = 1
+    hostnames: tuple[str, ...] = ("localhost",)
+    database_url: str = ""
+    rules_path: Path | None = None
+    candidate_limit: int = 200
+    max_body_bytes: int = 1_048_576
+    token_minutes: int = 60
+    systems: Mapping[str, ClientSystemConfig] = field(default_factory=dict)
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'registry.db'}"
+
+    @property
+    def record_id_systems(self) -> tuple[str, ...]:
+        return tuple(sorted({s.internal_id_system for s in self.systems.values()}))
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("CR_DATA_DIR", "data"))
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    mapping = {
+        "CR_SERVER_HOST": "host",
+        "CR_SERVER_PORT": "port",
+        "CR_SERVER_WORKERS": "workers",
+        "CR_SERVER_HOSTNAMES": "hostnames",
+        "CR_DATABASE_URL": "database_url",
+        "CR_MATCHING_RULES": "rules_path",
+        "CR_MATCHING_CANDIDATE_LIMIT": "candidate_limit",
+        "CR_SERVER_MAX_BODY_BYTES": "max_body_bytes",
+        "CR_AUTH_TOKEN_MINUTES": "token_minutes",
+    }
+    return {key: environ[name] for name, key in mapping.items() if name in environ}
+
+
+def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``DATA_DIR/config.toml`` and apply ``CR_…`` environment overrides."""
+    env = os.environ if environ is None else environ
+    path = data_dir / CONFIG_FILE
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), [Problem("", "no configuration; run `clientregistry init` first")]
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [Problem("", f"not valid TOML: {error}")]) from None
+    problems: list[Problem] = []
+    flat: dict[str, Any] = {}
+    server = document.get("server", {})
+    database = document.get("database", {})
+    matching = document.get("matching", {})
+    auth = document.get("auth", {})
+    flat.update(
+        host=server.get("host"),
+        port=server.get("port"),
+        workers=server.get("workers"),
+        hostnames=server.get("hostnames"),
+        max_body_bytes=server.get("max_body_bytes"),
+        database_url=database.get("url"),
+        rules_path=matching.get("rules"),
+        candidate_limit=matching.get("candidate_limit"),
+        token_minutes=auth.get("token_minutes"),
+    )
+    flat.update(_env_overrides(env))
+    values: dict[str, Any] = {}
+    for key in ("port", "workers", "candidate_limit", "max_body_bytes", "token_minutes"):
+        raw = flat.get(key)
+        if raw is None:
+            continue
+        try:
+            number = int(raw)
+            if number < 1:
+                raise ValueError
+            values[key] = number
+        except (TypeError, ValueError):
+            problems.append(Problem(key, f"must be a positive whole number, not {raw!r}"))
+    if flat.get("host"):
+        values["host"] = str(flat["host"])
+    if flat.get("database_url"):
+        values["database_url"] = str(flat["database_url"])
+    if flat.get("rules_path"):
+        rules = Path(str(flat["rules_path"]))
+        values["rules_path"] = rules if rules.is_absolute() else data_dir / rules
+    hostnames = flat.get("hostnames")
+    if isinstance(hostnames, str):
+        hostnames = [h.strip() for h in hostnames.split(",") if h.strip()]
+    if hostnames:
+        values["hostnames"] = tuple(str(h) for h in hostnames)
+    systems: dict[str, ClientSystemConfig] = {}
+    for name, raw in (document.get("systems") or {}).items():
+        where = f"systems.{name}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("internal_id_system"), str):
+            problems.append(Problem(where, "needs internal_id_system (an identifier system URI)"))
+            continue
+        permissions = tuple(raw.get("permissions", DEFAULT_PERMISSIONS))
+        unknown = set(permissions) - KNOWN_PERMISSIONS
+        if unknown:
+            problems.append(Problem(f"{where}.permissions", f"unknown {sorted(unknown)}"))
+        systems[name] = ClientSystemConfig(
+            name, str(raw.get("display_name", name)), raw["internal_id_system"], permissions
+        )
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Settings(data_dir=data_dir, systems=systems, **values)
+
+
+def render_config(
+    *,
+    hostnames: list[str],
+    systems: list[ClientSystemConfig],
+    port: int = 3000,
+    database_url: str = "",
+) -> str:
+    """The TOML text ``clientregistry init`` writes."""
+    lines = [
+        "# clientregistry configuration. Every key can be overridden by an environment",
+        "# variable CR_<SECTION>_<KEY>, e.g. CR_SERVER_PORT=3443 or CR_DATABASE_URL=postgresql://…",
+        "",
+        "[server]",
+        'host = "0.0.0.0"',
+        f"port = {port}",
+        "workers = 1",
+        f"hostnames = [{', '.join(repr(h).replace(chr(39), chr(34)) for h in hostnames)}]",
+        "max_body_bytes = 1048576",
+        "",
+        "[database]",
+        "# empty: the embedded SQLite database in the data directory",
+        f'url = "{database_url}"',
+        "",
+        "[matching]",
+        "# a decision-rules file (OpenCR format); empty: the built-in rules",
+        'rules = ""',
+        "candidate_limit = 200",
+        "",
+        "[auth]",
+        "token_minutes = 60",
+        "",
+    ]
+    for system in systems:
+        perms = ", ".join(f'"{p}"' for p in system.permissions)
+        lines += [
+            f"[systems.{system.name}]",
+            f'display_name = "{system.display_name}"',
+            f'internal_id_system = "{system.internal_id_system}"',
+            f"permissions = [{perms}]",
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The blocking index in the database: :class:`DatabaseBlockingIndex`.
+
+Keys are stored as signed 64-bit hashes (:func:`key_hash`) in ``blocking_key`` with primary
+key ``(key_hash, record_id)``, so a lookup is an index range scan per key. A query is one
+statement on either database::
+
+    SELECT record_id, count(*) AS n, count(*) OVER () AS total
+    FROM blocking_key WHERE key_hash IN (:hashes)
+    GROUP BY record_id ORDER BY n DESC, record_id LIMIT :limit
+
+``total`` (a window over the groups) is the number of distinct candidates, so ``capped`` and
+``considered`` are exact, as in :class:`~clientregistry.matching.blocking.MemoryIndex`.
+Candidates sharing as many keys come in ``record_id`` order (the memory index uses insertion
+order; with a single key over the cap it keeps the newest records, this index the lowest ids).
+
+Two keys with one hash (for n distinct keys, about n²/2**65 such pairs: none in practice)
+would add a candidate, which scoring rejects, and make a record holding both keys count once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Iterable, Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from clientregistry.matching.blocking import CandidateSet
+from clientregistry.store.dialect import insert_for
+from clientregistry.store.models import BlockingKey
+
+
+def key_hash(key: str) -> int:
+    """A blocking key as a signed 64-bit integer (BLAKE2b, 8-byte digest, big-endian)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def key_hashes(keys: Iterable[str]) -> list[int]:
+    """The distinct hashes of ``keys``, sorted."""
+    return sorted({key_hash(key) for key in keys})
+
+
+def _record_id(record: Hashable) -> str:
+    if not isinstance(record, str):
+        raise TypeError(f"record ids are strings (source record ids), not {type(record)}")
+    return record
+
+
+class DatabaseBlockingIndex:
+    """A :class:`~clientregistry.matching.blocking.BlockingIndex` on the ``blocking_key``
+    table, working in ``session``'s transaction (it never commits). Record ids are source
+    record ids; the record must exist (or be pending in the session) before its keys are
+    added."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, record: Hashable, keys: Sequence[str]) -> None:
+        """Index ``record`` under ``keys`` (keys it already has are ignored)."""
+        record_id = _record_id(record)
+        hashes = key_hashes(keys)
+        if not hashes:
+            return
+        self._session.flush()
+        statement = insert_for(self._session, BlockingKey).on_conflict_do_nothing()
+        self._session.execute(statement, [{"key_hash": h, "record_id": record_id} for h in hashes])
+
+    def remove(self, record: Hashable, keys: Sequence[str]) -> None:
+        """Take ``record`` out of ``keys``' postings."""
+        record_id = _record_id(record)
+        hashes = key_hashes(keys)
+        if not hashes:
+            return
+        self._session.execute(
+            delete(BlockingKey).where(
+                BlockingKey.record_id == record_id, BlockingKey.key_hash.in_(hashes)
+            )
+        )
+
+    def remove_record(self, record: Hashable) -> None:
+        """Take ``record`` out of every posting (when its old keys are not known)."""
+        self._session.execute(
+            delete(BlockingKey).where(BlockingKey.record_id == _record_id(record))
+        )
+
+    def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
+        """Records sharing most of ``keys`` first, at most ``limit`` of them."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        hashes = key_hashes(keys)
+        if not hashes:
+            return CandidateSet([], False, 0)
+        shared = func.count().label("shared")
+        total = func.count().over().label("total")
+        statement = (
+            select(BlockingKey.record_id, shared, total)
+            .where(BlockingKey.key_hash.in_(hashes))
+            .group_by(BlockingKey.record_id)
+            .order_by(shared.desc(), BlockingKey.record_id)
+            .limit(limit)
+        )
+        rows = self._session.execute(statement).all()
+        if not rows:
+            return CandidateSet([], False, 0)
+        considered = int(rows[0].total)
+        return CandidateSet([row.record_id for row in rows], considered > limit, considered)

@@ -1,0 +1,213 @@
+"""Engines, sessions, migrations, transactions and the driver-error boundary.
+
+* :func:`create_engine_for` — SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://…``,
+  always through psycopg 3).
+* :func:`session_factory`, :func:`transaction` — sessions; ``transaction`` is the unit of work
+  that commits, rolls back and translates errors.
+* :func:`migrate` — Alembic ``upgrade head`` with the migrations shipped in the package.
+* :func:`translate_errors` — the one place driver exceptions become
+  :class:`~clientregistry.store.errors.StoreError` and its subclasses.
+
+SQLite transactions: pysqlite's own transaction handling is switched off (it does not begin a
+transaction before a ``SELECT``, so reads were not isolated) and every SQLAlchemy transaction
+emits its own ``BEGIN``. A writer asks for ``BEGIN IMMEDIATE`` instead (see
+:func:`begin_immediate`), which takes SQLite's single write lock up front, waiting up to the
+busy timeout for it, rather than failing with "database is locked" when a deferred read
+transaction later tries to write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from clientregistry.store.errors import Busy, Conflict, StoreError
+
+MIGRATIONS = "clientregistry.store:migrations"
+"""Alembic ``script_location`` of the packaged migrations."""
+
+SQLITE_BEGIN_OPTION = "clientregistry_sqlite_begin"
+"""Connection execution option naming the ``BEGIN`` variant (``"IMMEDIATE"``) on SQLite."""
+
+_BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+"""serialization_failure, deadlock_detected, lock_not_available, query_canceled (timeout)."""
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def _database_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r}") from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres"):
+        if driver not in ("psycopg", "psycopg2", ""):
+            raise StoreError(f"unsupported PostgreSQL driver {driver!r}")
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if driver not in ("pysqlite", ""):
+            raise StoreError(f"unsupported SQLite driver {driver!r}")
+        return parsed
+    raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def create_engine_for(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> Engine:
+    """An engine for ``url``; extra keyword arguments go to :func:`sqlalchemy.create_engine`.
+
+    SQLite: WAL journal, foreign keys enforced, ``busy_timeout_ms`` wait for locks, usable
+    from several threads. PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are
+    rewritten to ``postgresql+psycopg://``), connections checked before use.
+    """
+    parsed = _database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        connect_args = {"check_same_thread": False, **kwargs.pop("connect_args", {})}
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine, busy_timeout_ms)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **kwargs)
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
+
+
+def is_sqlite(session_or_engine: Session | Engine | Connection) -> bool:
+    """Whether the bind is SQLite."""
+    bind = (
+        session_or_engine.get_bind()
+        if isinstance(session_or_engine, Session)
+        else session_or_engine
+    )
+    return bind.dialect.name == "sqlite"
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on ``engine``; objects stay readable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def begin_immediate(session: Session) -> None:
+    """On SQLite, start the session's transaction with ``BEGIN IMMEDIATE`` (take the write
+    lock now); elsewhere nothing. Must come before the transaction's first statement."""
+    if not is_sqlite(session):
+        return
+    transaction = session.get_transaction()
+    # SessionTransaction._connections: the connections this transaction already holds.
+    if transaction is not None and getattr(transaction, "_connections", None):
+        raise StoreError("begin_immediate() must come before the transaction's first statement")
+    session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session], *, write: bool = True) -> Iterator[Session]:
+    """A session in a transaction: committed when the block ends, rolled back when it raises;
+    driver errors come out as :class:`StoreError`. ``write`` takes SQLite's write lock first
+    (:func:`begin_immediate`); on PostgreSQL serialise with :mod:`clientregistry.store.locks`.
+    """
+    with translate_errors(), factory() as session, session.begin():
+        if write:
+            begin_immediate(session)
+        yield session
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    state = getattr(error.orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _constraint(error: DBAPIError) -> str | None:
+    diag = getattr(error.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
+def _is_busy(error: DBAPIError) -> bool:
+    if _sqlstate(error) in _BUSY_SQLSTATES:
+        return True
+    name = getattr(error.orig, "sqlite_errorname", "")
+    return isinstance(name, str) and name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn SQLAlchemy/driver exceptions raised in the block into store errors."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict(_message(exc), constraint=_constraint(exc)) from exc
+    except OperationalError as exc:
+        if _is_busy(exc):
+            raise Busy(_message(exc)) from exc
+        raise StoreError(_message(exc)) from exc
+    except DBAPIError as exc:
+        if _is_busy(exc):
+            raise Busy(_message(exc)) from exc
+        raise StoreError(_message(exc)) from exc
+
+
+def _message(exc: DBAPIError) -> str:
+    first = str(exc.orig).strip().splitlines()
+    return first[0] if first else type(exc.orig).__name__
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic configuration built in code (no ``alembic.ini``)."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (``head``); a no-op when it is already there."""
+    with translate_errors(), engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema's Alembic revision (``None`` before the first migration)."""
+    with translate_errors(), engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision shipped with the package."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

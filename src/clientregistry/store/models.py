@@ -1,0 +1,304 @@
+"""The registry's tables (SQLAlchemy 2 typed declarative models).
+
+Records and matching
+    * :class:`SourceRecord` — a Patient as a point-of-service system submitted it, its features
+      and its current golden record; :class:`SourceRecordVersion` — its earlier versions.
+    * :class:`GoldenRecord` — the CRUID every linked source record shares.
+    * :class:`Link` — how a source record came to its golden record (auto or manual, score);
+      the current golden record is ``SourceRecord.golden_id``.
+    * :class:`MatchIssue` — the review queue; :class:`BrokenMatch` — "not the same person".
+    * :class:`BlockingKey` — hashed blocking keys; :class:`TermCount` — value frequencies.
+
+Security
+    :class:`AuditEvent`, :class:`User`, :class:`Token`, :class:`ClientSystem`.
+
+Timestamps are aware UTC datetimes; enums are stored by value in ``VARCHAR`` columns.
+The schema is created by the Alembic migrations in ``store/migrations``, never by
+``create_all``; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from clientregistry.matching.features import Features
+from clientregistry.store.columns import (
+    BigIntPK,
+    FeaturesJSON,
+    JsonText,
+    UTCDateTime,
+    string_enum,
+    utcnow,
+)
+from clientregistry.store.enums import (
+    AgentKind,
+    AuditAction,
+    IssueKind,
+    IssueStatus,
+    LinkKind,
+    MatchStatus,
+    Role,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 64
+"""Room for a UUID (36) or a client-chosen FHIR id (at most 64 characters)."""
+
+
+def new_id() -> str:
+    """A new random record id (UUID 4, as text)."""
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# ----------------------------------------------------------------------------- records
+
+
+class GoldenRecord(Base):
+    """A golden record: the CRUID shared by the source records of one person."""
+
+    __tablename__ = "golden_record"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    replaced_by: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("golden_record.id"), index=True
+    )
+    """The golden record that took over when this one was left without source records."""
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SourceRecord(Base):
+    """A Patient as submitted by a client system."""
+
+    __tablename__ = "source_record"
+    __table_args__ = (UniqueConstraint("internal_system", "internal_value"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    client_system: Mapped[str] = mapped_column(String(128), index=True)
+    """Name of the :class:`ClientSystem` that submitted it (not a foreign key: systems may be
+    configured from files)."""
+    internal_system: Mapped[str] = mapped_column(String(255))
+    internal_value: Mapped[str] = mapped_column(String(255))
+    """The submitting system's own identifier of the record (system URI and value)."""
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    resource: Mapped[dict[str, Any]] = mapped_column(JsonText())
+    """The stored FHIR Patient."""
+    features: Mapped[Features] = mapped_column(FeaturesJSON())
+    golden_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("golden_record.id"), index=True
+    )
+    match_status: Mapped[MatchStatus] = mapped_column(
+        string_enum(MatchStatus), default=MatchStatus.NONE
+    )
+    human_adjudicated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SourceRecordVersion(Base):
+    """An earlier (or the current) version of a source record, for ``_history``."""
+
+    __tablename__ = "source_record_version"
+
+    record_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("source_record.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource: Mapped[dict[str, Any]] = mapped_column(JsonText())
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Link(Base):
+    """How a source record was linked to a golden record (one row per decision)."""
+
+    __tablename__ = "link"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    source_record_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("source_record.id", ondelete="CASCADE"), index=True
+    )
+    golden_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("golden_record.id"), index=True
+    )
+    kind: Mapped[LinkKind] = mapped_column(string_enum(LinkKind))
+    score: Mapped[float | None] = mapped_column(Float)
+    rule_set: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# ----------------------------------------------------------------------------- review
+
+
+class MatchIssue(Base):
+    """A review-queue item: ``record_id`` may be ``other_record_id`` (potential or conflict)."""
+
+    __tablename__ = "match_issue"
+    __table_args__ = (Index(None, "status", "kind", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("source_record.id", ondelete="CASCADE"), index=True
+    )
+    other_record_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("source_record.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[IssueKind] = mapped_column(string_enum(IssueKind))
+    score: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[IssueStatus] = mapped_column(string_enum(IssueStatus), default=IssueStatus.OPEN)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class BrokenMatch(Base):
+    """Two source records that are not the same person; stored with ``record_a < record_b``
+    (build it with :meth:`pair`)."""
+
+    __tablename__ = "broken_match"
+    __table_args__ = (CheckConstraint("record_a < record_b", name="ordered"),)
+
+    record_a: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("source_record.id", ondelete="CASCADE"), primary_key=True
+    )
+    record_b: Mapped[str] = mapped_column(
+        String(ID_LENGTH),
+        ForeignKey("source_record.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @classmethod
+    def pair(cls, one: str, other: str) -> BrokenMatch:
+        """The broken match of two distinct records, in either order."""
+        if one == other:
+            raise ValueError("a record cannot be a broken match of itself")
+        low, high = sorted((one, other))
+        return cls(record_a=low, record_b=high)
+
+
+# ----------------------------------------------------------------------------- matching data
+
+
+class BlockingKey(Base):
+    """One blocking key of one source record, as a signed 64-bit hash (see
+    :func:`clientregistry.store.blocking_index.key_hash`)."""
+
+    __tablename__ = "blocking_key"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    key_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """Leading column of the primary key, which is the index on ``key_hash``."""
+    record_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH),
+        ForeignKey("source_record.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    )
+
+
+class TermCount(Base):
+    """How many source records hold ``value`` in feature slot ``slot``."""
+
+    __tablename__ = "term_count"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ----------------------------------------------------------------------------- security
+
+
+class AuditEvent(Base):
+    """One audited action, with the FHIR AuditEvent resource that describes it."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    action: Mapped[AuditAction] = mapped_column(string_enum(AuditAction, length=1))
+    outcome: Mapped[int] = mapped_column(Integer, default=0)
+    """0 success, 4 minor failure, 8 serious failure, 12 major failure (AuditOutcome)."""
+    event_type: Mapped[str] = mapped_column(String(64))
+    """E.g. ``ITI-104``, ``rest-create``, ``login``."""
+    agent: Mapped[str] = mapped_column(String(128), index=True)
+    agent_kind: Mapped[AgentKind] = mapped_column(string_enum(AgentKind))
+    source_address: Mapped[str | None] = mapped_column(String(128))
+    entity: Mapped[str | None] = mapped_column(String(255), index=True)
+    """E.g. ``Patient/123``."""
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
+    """CRUID, rule set, score ..."""
+    resource: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
+    """The FHIR AuditEvent resource."""
+
+
+class User(Base):
+    """A person who logs in (administration, review, audit)."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(512))
+    role: Mapped[Role] = mapped_column(string_enum(Role))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Token(Base):
+    """A login session token, stored hashed."""
+
+    __tablename__ = "token"
+
+    token_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigIntPK,
+        ForeignKey("user_account.id", ondelete="CASCADE"),
+        index=True,
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ClientSystem(Base):
+    """A point-of-service system (certificate CN = ``name``)."""
+
+    __tablename__ = "client_system"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255))
+    internal_id_system: Mapped[str | None] = mapped_column(String(255), unique=True)
+    """The identifier system URI whose values are this system's own record ids."""
+    permissions: Mapped[list[str]] = mapped_column(JsonText(), default=list)
+    cert_serial: Mapped[str | None] = mapped_column(String(128))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

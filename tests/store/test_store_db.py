@@ -1,0 +1,200 @@
+"""Engines, migrations, transactions and the error boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from clientregistry.errors import ClientRegistryError
+from clientregistry.store.db import (
+    alembic_config,
+    begin_immediate,
+    create_engine_for,
+    current_revision,
+    head_revision,
+    migrate,
+    session_factory,
+    transaction,
+)
+from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.store.models import Base, GoldenRecord, SourceRecord
+
+MakeRecord = Callable[..., SourceRecord]
+
+TABLES = {
+    "audit_event",
+    "blocking_key",
+    "broken_match",
+    "client_system",
+    "golden_record",
+    "link",
+    "match_issue",
+    "source_record",
+    "source_record_version",
+    "term_count",
+    "token",
+    "user_account",
+}
+
+
+def test_models_cover_the_expected_tables() -> None:
+    assert set(Base.metadata.tables) == TABLES
+
+
+def test_migrate_creates_every_table(bare_engine: Engine) -> None:
+    assert current_revision(bare_engine) is None
+    migrate(bare_engine)
+    assert set(inspect(bare_engine).get_table_names()) == TABLES | {"alembic_version"}
+    assert current_revision(bare_engine) == head_revision() == "0001"
+
+
+def test_migrate_twice_is_a_no_op(engine: Engine, make_record: MakeRecord) -> None:
+    with transaction(session_factory(engine)) as session:
+        session.add(make_record("r1"))
+    migrate(engine)
+    assert current_revision(engine) == head_revision()
+    with session_factory(engine)() as session:
+        assert session.scalar(select(text("count(*)")).select_from(text("source_record"))) == 1
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_downgrade_drops_everything(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    migrate(engine)
+    assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u@localhost/db", "postgresql+psycopg"),
+        ("postgres://u@localhost/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@localhost/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_url_drivers(url: str, driver: str) -> None:
+    engine = create_engine_for(url)
+    try:
+        assert engine.url.drivername == driver
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgresql+asyncpg://u@h/db", "nonsense"])
+def test_unsupported_urls(url: str) -> None:
+    with pytest.raises(StoreError):
+        create_engine_for(url)
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'p.db'}", busy_timeout_ms=1234)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+    finally:
+        engine.dispose()
+
+
+def test_store_errors_are_registry_errors() -> None:
+    assert issubclass(Conflict, StoreError)
+    assert issubclass(Busy, StoreError)
+    assert issubclass(StoreError, ClientRegistryError)
+
+
+# ----------------------------------------------------------------------------- transactions
+
+
+def test_transaction_commits(factory: sessionmaker[Session]) -> None:
+    with transaction(factory) as session:
+        session.add(GoldenRecord(id="g1"))
+    with factory() as session:
+        assert session.get(GoldenRecord, "g1") is not None
+
+
+def test_transaction_rolls_back_on_error(factory: sessionmaker[Session]) -> None:
+    with pytest.raises(RuntimeError), transaction(factory) as session:
+        session.add(GoldenRecord(id="g1"))
+        session.flush()
+        raise RuntimeError("boom")
+    with factory() as session:
+        assert session.get(GoldenRecord, "g1") is None
+
+
+def test_integrity_error_becomes_conflict(
+    factory: sessionmaker[Session], make_record: MakeRecord
+) -> None:
+    with transaction(factory) as session:
+        session.add(make_record("r1", internal_value="42"))
+    with pytest.raises(Conflict) as caught, transaction(factory) as session:
+        session.add(make_record("r2", internal_value="42"))
+    if factory.kw["bind"].dialect.name == "postgresql":
+        assert caught.value.constraint == "uq_source_record_internal_system_internal_value"
+    with pytest.raises(Conflict), transaction(factory) as session:
+        session.add(make_record("r1", internal_value="43"))
+
+
+def test_read_transaction(factory: sessionmaker[Session]) -> None:
+    with transaction(factory) as session:
+        session.add(GoldenRecord(id="g1"))
+    with transaction(factory, write=False) as session:
+        assert session.get(GoldenRecord, "g1") is not None
+
+
+def test_begin_immediate_must_come_first(engine: Engine, factory: sessionmaker[Session]) -> None:
+    with factory() as session, session.begin():
+        session.execute(select(GoldenRecord))
+        if engine.dialect.name == "sqlite":
+            with pytest.raises(StoreError):
+                begin_immediate(session)
+        else:
+            begin_immediate(session)  # nothing to do on PostgreSQL
+
+
+def test_sqlite_writers_wait_for_each_other(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    impatient = create_engine_for(str(engine.url), busy_timeout_ms=50)
+    try:
+        with transaction(session_factory(engine)) as first:
+            first.add(GoldenRecord(id="g1"))
+            first.flush()
+            with pytest.raises(Busy), transaction(session_factory(impatient)) as second:
+                second.add(GoldenRecord(id="g2"))
+        with transaction(session_factory(impatient)) as second:
+            second.add(GoldenRecord(id="g2"))
+    finally:
+        impatient.dispose()
+
+
+def test_sqlite_read_transaction_sees_a_snapshot(engine: Engine) -> None:
+    """With pysqlite's transaction handling off, a read transaction really is one."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite transactions")
+    factory = session_factory(engine)
+    with transaction(factory, write=False) as reader:
+        assert reader.scalars(select(GoldenRecord)).all() == []
+        with transaction(factory) as writer:
+            writer.add(GoldenRecord(id="g1"))
+        assert reader.scalars(select(GoldenRecord.id)).all() == []
+    with transaction(factory, write=False) as reader:
+        assert reader.scalars(select(GoldenRecord.id)).all() == ["g1"]
