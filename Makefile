@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck install bench clean
+.PHONY: run demo test lint typecheck install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DATA_DIR ?= data
+
 run: $(STAMP)
+	@test -f $(DATA_DIR)/config.toml || $(BIN)/clientregistry init --data-dir $(DATA_DIR)
+	$(BIN)/clientregistry serve --data-dir $(DATA_DIR)
+
+demo: $(STAMP)
 	$(BIN)/clientregistry demo
 
 lint: $(STAMP)
@@ -25,7 +31,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
