@@ -857,7 +857,7 @@ def test_febrl1_dedupe_with_training(febrl1: tuple[Path, Path], tmp_path: Path) 
     clusters = tmp_path / "clusters.csv"
     result = run("dedupe", source, "--output", clusters, "--train")
     assert result.exit_code == 0, result.output
-    assert "trained on" in result.stderr
+    assert "trained: u from" in result.stderr
     assert len(read_rows(clusters)) == 1001
     scores = json.loads(run("evaluate", clusters, "--truth", truth).stdout)
     # Measured: precision 1.0, recall 0.982, F1 0.9909 (the same as untrained).

@@ -231,6 +231,17 @@ def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
     return groups
 
 
+def _swap_aliases(rs: RuleSet) -> dict[str, str]:
+    """field name -> the name it shares with the field it may be swapped with."""
+    out: dict[str, str] = {}
+    for f in rs.fields:
+        for level in f.levels:
+            if level.swapped_with is not None:
+                shared = min(f.name, level.swapped_with)
+                out[f.name] = out[level.swapped_with] = shared
+    return out
+
+
 def _swappable(rs: RuleSet, fields: list[Field]) -> bool:
     """Whether a two-field group's keys ignore order (the fields may be swapped, as given
     and family names are when a ``swappedWith`` level says so)."""
@@ -252,7 +263,8 @@ class Blocker:
             used: dict[str, int] = {}
             sources: list[tuple[int, Callable[[Any], list[str]]]] = []
             groups = []
-            for number, group in enumerate(plan_key_groups(rs)):
+            alias = _swap_aliases(rs)
+            for group in plan_key_groups(rs):
                 members = [rs.fields[i] for i in group]
                 positions = []
                 for f in members:
@@ -261,7 +273,10 @@ class Blocker:
                         sources.append((extractor.slot(f), key_function(f)))
                     positions.append(used[f.name])
                 names = " + ".join(f.name for f in members)
-                groups.append((f"g{number}", tuple(positions), _swappable(rs, members), names))
+                # Fields whose values may be swapped (given/family) share one name in tags, so
+                # [given, birthDate] and [family, birthDate] keys meet when names are swapped.
+                tag = "+".join(alias.get(f.name, f.name) for f in members)
+                groups.append((tag, tuple(positions), _swappable(rs, members), names))
             filters = tuple(extractor.slot(flt) for flt in rs.filters)
             phonetic = tuple(extractor.slot(f) for f in rs.phonetic_blocks)
             self._plans.append((rs.index, tuple(sources), tuple(groups), filters, phonetic))
