@@ -423,7 +423,7 @@ def test_fuzzy_date_keys_survive_one_typo(typo: str) -> None:
 def test_exact_date_keys_are_the_date() -> None:
     blocker = _date_blocker("exact", None)
     keys = blocker.keys(blocker.extractor.extract({"birthDate": "1974-12-25"}))
-    assert keys == ["0|g0|1974-12-25"]
+    assert keys == ["0|birth|1974-12-25"]  # rule set 0, group named by its field
     assert not set(keys) & set(blocker.keys(blocker.extractor.extract({"birthDate": "1974-12-26"})))
 
 
