@@ -1,9 +1,12 @@
-"""Rule sets compiled into closures for the hot path of scoring.
+"""Rule sets compiled to Python functions for the hot path of scoring.
 
-:class:`~clientregistry.matching.scoring.Scorer` explains pairs with a readable interpreter;
-this module turns the same rules into per-field closures with constants bound, fields ordered
-by weight, and an early exit once a pair can no longer reach the potential-match threshold.
-Both must agree exactly on every pair that reaches the threshold (tests hold them to it).
+:class:`~clientregistry.matching.scoring.Scorer` explains pairs with a readable interpreter.
+Scoring millions of candidate pairs needs less: this module writes, once per rule set, the
+source of one plain function — fields in order of weight, every constant inlined, each
+measure computed at most once per field, grouped fields held back, and an early exit once a
+pair can no longer reach the potential-match threshold — and compiles it with ``exec``. The
+generated source is kept on the function (``__source__``) for reading and debugging.
+Both paths must agree on every pair that reaches the threshold (tests hold them to it).
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from clientregistry.matching.scoring import (
     tf_weight,
 )
 
-FieldScore = Callable[[Any, Any, TermFrequency], float]
-CrossScore = Callable[[Any, Any, TermFrequency, Features, Features], float]
 RuleSetScore = Callable[[Features, Features, TermFrequency], float | None]
 
 PRUNED = float("-inf")
@@ -31,6 +32,7 @@ PRUNED = float("-inf")
 
 
 def _tf_level(level: Level, slot: int) -> Callable[[Any, Any, TermFrequency], float]:
+    """The weight of agreeing at a term-frequency level, for these two values."""
     weight = level.weight
 
     def score(a: Any, b: Any, tf: TermFrequency) -> float:
@@ -43,70 +45,95 @@ def _tf_level(level: Level, slot: int) -> Callable[[Any, Any, TermFrequency], fl
     return score
 
 
-def _probabilistic_field(f: Field, slot: int, other_slot: int | None) -> CrossScore:
-    else_weight = f.else_weight
+class _Writer:
+    """Collects generated lines and the objects they refer to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {
+            "PRUNED": PRUNED,
+            "_ident": _identifier_agreement,
+            "_swapped": _swapped,
+            "EMPTY": frozenset(),
+        }
+
+    def bind(self, prefix: str, value: Any) -> str:
+        name = f"{prefix}{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def line(self, indent: int, text: str) -> None:
+        self.lines.append("    " * indent + text)
+
+
+def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, indent: int) -> None:
+    """Lines that set ``w`` to what a probabilistic field adds for (va, vb)."""
     if f.comparator is None:  # shared-identifier
-        agree = f.levels[0]
-        agree_weight = agree.weight
-
-        def identifiers(a: Any, b: Any, tf: TermFrequency, fa: Features, fb: Features) -> float:
-            agreement = _identifier_agreement(a, b)
-            if agreement is None:
-                return 0.0
-            return agree_weight if agreement else else_weight
-
-        return identifiers
-    steps: list[tuple[Any, bool, float, Any]] = []
-    for level in f.levels:
+        w.line(indent, "r = _ident(va, vb)")
+        agree = f.levels[0].weight
+        w.line(indent, f"w = 0.0 if r is None else ({agree!r} if r else {f.else_weight!r})")
+        return
+    measured: dict[str, str] = {}
+    for index, level in enumerate(f.levels):
         comparator = level.comparator
         assert comparator is not None
-        weight: Any = _tf_level(level, slot) if level.term_frequency else level.weight
         if level.swapped_with is not None:
-            steps.append((("swap", level, other_slot), False, 1.0, weight))
+            lv = w.bind("L", level)
+            condition = f"_swapped({lv}, va, vb, (a[{other}], b[{other}]))"
         elif comparator.name == "exact":
-            steps.append((None, False, 1.0, weight))
+            condition = "va == vb"
         else:
-            steps.append(
-                (comparator.measure, comparator.kind == "distance", level.threshold, weight)
-            )
-    frozen = tuple(steps)
-
-    def levels(a: Any, b: Any, tf: TermFrequency, fa: Features, fb: Features) -> float:
-        last_measure = None
-        value = 0.0
-        for measure, is_distance, threshold, weight in frozen:
-            if measure is None:
-                agrees = a == b
-            elif measure.__class__ is tuple:
-                _, level, other = measure
-                agrees = _swapped(level, a, b, (fa[other], fb[other]))
+            op = "<=" if comparator.kind == "distance" else ">="
+            variable = measured.get(comparator.name)
+            if variable is None:
+                variable = measured[comparator.name] = f"m{len(measured)}"
+                measure = w.bind("M", comparator.measure)
+                condition = f"({variable} := {measure}(va, vb)) {op} {level.threshold!r}"
             else:
-                if measure is not last_measure:
-                    value = measure(a, b)
-                    last_measure = measure
-                agrees = value <= threshold if is_distance else value >= threshold
-            if agrees:
-                return weight if weight.__class__ is float else weight(a, b, tf)
-        return else_weight
+                condition = f"{variable} {op} {level.threshold!r}"
+        if level.term_frequency:
+            weight = f"{w.bind('T', _tf_level(level, slot))}(va, vb, tf)"
+        else:
+            weight = repr(level.weight)
+        w.line(indent, f"{'if' if index == 0 else 'elif'} {condition}:")
+        w.line(indent + 1, f"w = {weight}")
+    w.line(indent, "else:")
+    w.line(indent + 1, f"w = {f.else_weight!r}")
 
-    return levels
 
-
-def _deterministic_field(f: Field) -> CrossScore:
-    weight = f.weight
+def _deterministic_field(w: _Writer, f: Field, indent: int) -> None:
+    """Lines that set ``w`` to what a deterministic field adds for (va, vb)."""
     if f.comparator is None:
+        w.line(indent, f"w = {f.weight!r} if _ident(va, vb) is True else 0.0")
+        return
+    agrees = w.bind("A", f.comparator.agrees)
+    w.line(indent, f"w = {f.weight!r} if {agrees}(va, vb, {f.threshold!r}) else 0.0")
 
-        def identifiers(a: Any, b: Any, tf: TermFrequency, fa: Features, fb: Features) -> float:
-            return weight if _identifier_agreement(a, b) is True else 0.0
 
-        return identifiers
-    agrees = f.comparator.agrees
-    threshold = f.threshold
-
-    def field_score(a: Any, b: Any, tf: TermFrequency, fa: Features, fb: Features) -> float:
-        return weight if agrees(a, b, threshold) else 0.0
-
-    return field_score
+def _nulls(
+    w: _Writer,
+    f: Field,
+    null_one: float | None,
+    null_both: float | None,
+    compare: Callable[[int], None],
+) -> None:
+    """Lines for one or both values missing: the null-handling constant, or (no null
+    handling, as OpenCR) the comparison of the empty values."""
+    w.line(1, "elif va or vb:")
+    if null_one is None:
+        if f.is_identifier_set:
+            w.line(2, "va = va or EMPTY")
+            w.line(2, "vb = vb or EMPTY")
+        compare(2)
+    else:
+        w.line(2, f"w = {null_one!r}")
+    w.line(1, "else:")
+    if null_both is None:
+        if f.is_identifier_set:
+            w.line(2, "va = vb = EMPTY")
+        compare(2)
+    else:
+        w.line(2, f"w = {null_both!r}")
 
 
 def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
@@ -115,72 +142,74 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
     probabilistic = rs.probabilistic
     fields = sorted(rs.fields, key=lambda f: -_max_contribution(rs, f))
     by_name = {f.name: f for f in rs.fields}
-    compiled = []
-    for f in fields:
-        slot = extractor.slot(f)
-        null_one = None if f.null_one is None else _null_contribution(f, f.null_one, probabilistic)
-        null_both = (
-            None if f.null_both is None else _null_contribution(f, f.null_both, probabilistic)
+    nulls = [
+        (
+            None if f.null_one is None else _null_contribution(f, f.null_one, probabilistic),
+            None if f.null_both is None else _null_contribution(f, f.null_both, probabilistic),
         )
-        swap = next((lv.swapped_with for lv in f.levels if lv.swapped_with), None)
-        other_slot = None if swap is None else extractor.slot(by_name[swap])
-        scorer = (
-            _probabilistic_field(f, slot, other_slot) if probabilistic else _deterministic_field(f)
-        )
-        compiled.append((slot, null_one, null_both, scorer, f.is_identifier_set, f.group))
+        for f in fields
+    ]
     # remaining[i]: the most fields i.. can still add
     remaining = [0.0] * (len(fields) + 1)
     for i in range(len(fields) - 1, -1, -1):
-        f = fields[i]
-        best_null = max(x for x in (compiled[i][1], compiled[i][2], 0.0) if x is not None)
-        remaining[i] = remaining[i + 1] + max(_max_contribution(rs, f), best_null)
-    plan = tuple(
-        (slot, one, both, scorer, is_set, group, remaining[i + 1])
-        for i, (slot, one, both, scorer, is_set, group) in enumerate(compiled)
-    )
-    filters = tuple(extractor.slot(flt) for flt in rs.filters)
-    phonetic = tuple(
-        (extractor.slot(f), f.comparator.agrees, f.threshold)
-        for f in rs.phonetic_blocks
-        if f.comparator is not None
-    )
-    start = BASE_SCORE if probabilistic else 0.0
-    potential = rs.potential_threshold
+        best_null = max(x for x in (*nulls[i], 0.0) if x is not None)
+        remaining[i] = remaining[i + 1] + max(_max_contribution(rs, fields[i]), best_null)
+    groups = sorted({f.group for f in fields if f.group is not None})
+    group_var = {group: f"g{i}" for i, group in enumerate(groups)}
+    held = "".join(f" + {v}" for v in group_var.values())
 
-    def score(a: Features, b: Features, tf: TermFrequency) -> float | None:
-        for slot in filters:
-            if a[slot] != b[slot]:
-                return None
-        for slot, agrees, threshold in phonetic:
-            if not agrees(a[slot], b[slot], threshold):
-                return None
-        total = start
-        held: dict[str, float] | None = None  # best agreement of each field group so far
-        extra = 0.0
-        for slot, one, both, scorer, is_set, group, rest in plan:
-            va = a[slot]
-            vb = b[slot]
-            if not va or not vb:
-                handling = both if (not va and not vb) else one
-                if handling is None:
-                    if is_set:
-                        va = va or frozenset()
-                        vb = vb or frozenset()
-                    add = scorer(va, vb, tf, a, b)
-                else:
-                    add = handling
-            else:
-                add = scorer(va, vb, tf, a, b)
-            if group is not None and add > 0.0:
-                if held is None:
-                    held = {}
-                if add > held.get(group, 0.0):
-                    held[group] = add
-                    extra = sum(held.values())
-            else:
-                total += add
-            if total + extra + rest < potential:
-                return PRUNED
-        return total + extra
+    w = _Writer()
+    w.line(0, "def score(a, b, tf):")
+    for flt in rs.filters:
+        slot = extractor.slot(flt)
+        w.line(1, f"if a[{slot}] != b[{slot}]:")
+        w.line(2, "return None")
+    for f in rs.phonetic_blocks:
+        assert f.comparator is not None
+        slot = extractor.slot(f)
+        agrees = w.bind("P", f.comparator.agrees)
+        w.line(1, f"if not {agrees}(a[{slot}], b[{slot}], {f.threshold!r}):")
+        w.line(2, "return None")
+    w.line(1, f"total = {BASE_SCORE if probabilistic else 0.0!r}")
+    for variable in group_var.values():
+        w.line(1, f"{variable} = 0.0")
+    for i, f in enumerate(fields):
+        slot = extractor.slot(f)
+        swap = next((lv.swapped_with for lv in f.levels if lv.swapped_with), None)
+        other = None if swap is None else extractor.slot(by_name[swap])
+        null_one, null_both = nulls[i]
 
-    return score
+        def compare(indent: int, f: Field = f, other: int | None = other) -> None:
+            if probabilistic:
+                _probabilistic_field(w, f, extractor.slot(f), other, indent)
+            else:
+                _deterministic_field(w, f, indent)
+
+        w.line(1, f"# {f.name}")
+        w.line(1, f"va = a[{slot}]")
+        w.line(1, f"vb = b[{slot}]")
+        w.line(1, "if va and vb:")
+        compare(2)
+        if null_one is not None and null_one == null_both:
+            w.line(1, "else:")
+            w.line(2, f"w = {null_one!r}")
+        else:
+            _nulls(w, f, null_one, null_both, compare)
+        if f.group is not None:
+            variable = group_var[f.group]
+            w.line(1, f"if w > {variable}:")
+            w.line(2, f"{variable} = w")
+            w.line(1, "elif w < 0.0:")
+            w.line(2, "total += w")
+        else:
+            w.line(1, "total += w")
+        w.line(1, f"if total{held} + {remaining[i + 1]!r} < {rs.potential_threshold!r}:")
+        w.line(2, "return PRUNED")
+    w.line(1, f"return total{held}")
+
+    source = "\n".join(w.lines) + "\n"
+    namespace = dict(w.names)
+    exec(compile(source, f"<rule set {rs.index + 1}: {rs.name}>", "exec"), namespace)
+    function: RuleSetScore = namespace["score"]
+    function.__source__ = source  # type: ignore[attr-defined]
+    return function
