@@ -31,7 +31,10 @@ PATIENT = {
 
 def entry(method: str = "POST", url: str = "Patient", **extra: Any) -> dict[str, Any]:
     resource = extra.pop("resource", PATIENT)
+    full_url = extra.pop("fullUrl", None)
     out: dict[str, Any] = {"request": {"method": method, "url": url, **extra}}
+    if full_url is not None:
+        out["fullUrl"] = full_url
     if resource is not None:
         out["resource"] = resource
     return out
@@ -139,20 +142,30 @@ def test_size_and_entry_limits_are_413() -> None:
         (entry("PUT", "Patient?identifier=a|"), "invalid", "Bundle.entry[1].request.url"),
         (entry("PUT", "Patient?name=x"), "not-supported", "Bundle.entry[1].request.url"),
         (entry("PUT", "Patient?identifier=a|1,b|2"), "invalid", "Bundle.entry[1].request.url"),
-        (entry(ifNoneExist="identifier=a|1"), "not-supported", "Bundle.entry[1].request.ifNoneExist"),
-        ({"request": {"method": "POST"}, "resource": PATIENT}, "required",
-         "Bundle.entry[1].request.url"),
+        (
+            entry(ifNoneExist="identifier=a|1"),
+            "not-supported",
+            "Bundle.entry[1].request.ifNoneExist",
+        ),
+        (
+            {"request": {"method": "POST"}, "resource": PATIENT},
+            "required",
+            "Bundle.entry[1].request.url",
+        ),
         (entry(resource=None), "required", "Bundle.entry[1].resource"),
         (entry(resource="Patient"), "structure", "Bundle.entry[1].resource"),
         (entry(resource={"resourceType": "Observation"}), "invalid", "Bundle.entry[1].resource"),
-        (entry(resource=dict(PATIENT, birthDate="1990-02-30")), "value",
-         "Bundle.entry[1].resource.birthDate"),
+        (
+            entry(resource=dict(PATIENT, birthDate="1990-02-30")),
+            "value",
+            "Bundle.entry[1].resource.birthDate",
+        ),
         (entry(resource=dict(PATIENT, gender="mail")), "value", "Bundle.entry[1].resource.gender"),
         (entry("PUT", "Patient/abc"), "invalid", "Bundle.entry[1].resource.id"),
         (entry(fullUrl=""), "value", "Bundle.entry[1].fullUrl"),
         (dict(entry(), bogus=1), "structure", "Bundle.entry[1].bogus"),
     ],
-)  # fmt: skip
+)
 def test_batch_entry_errors_are_located_and_do_not_stop_the_batch(
     item: Any, code: str, expression: str
 ) -> None:
@@ -201,8 +214,10 @@ def test_transaction_may_not_target_one_resource_twice() -> None:
     assert info.value.expression == ["Bundle.entry[2].request.url"]
     assert "entry 0" in info.value.diagnostics
     # the same in a batch is left to the API (entries run one after the other)
-    assert all(isinstance(e, BundleEntry) for e in parse_bundle(bundle(entry("PUT", cond),
-                                                                        entry("PUT", cond))).entries)  # fmt: skip
+    assert all(
+        isinstance(e, BundleEntry)
+        for e in parse_bundle(bundle(entry("PUT", cond), entry("PUT", cond))).entries
+    )
 
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -211,9 +226,11 @@ WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 def responses() -> list[EntryResponse]:
     return [
         EntryResponse(201, id="s1", version=1, cruid="g1", last_modified=WHEN),
-        EntryResponse(200, id="s2", version="4", cruid="Patient/g1", resource=dict(PATIENT, id="s2")),
+        EntryResponse(
+            200, id="s2", version="4", cruid="Patient/g1", resource=dict(PATIENT, id="s2")
+        ),
         EntryResponse.from_error(not_found("Patient", "zz")),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("kind", ["batch", "transaction"])

@@ -47,6 +47,58 @@ def test_valid_patient_is_returned_exactly_as_sent() -> None:
     assert parse_patient(body(sent), max_bytes=LIMIT) == sent
 
 
+RICH_PATIENT: dict[str, Any] = {
+    "resourceType": "Patient",
+    "id": "p-1.a",
+    "meta": {
+        "versionId": "1",
+        "lastUpdated": "2024-01-01T10:00:00.123+03:00",
+        "profile": ["https://profiles.ihe.net/ITI/PDQm/StructureDefinition/IHE.PDQm.Patient"],
+        "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                      "code": "HTEST"}],
+    },
+    "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},
+    "contained": [{"resourceType": "Organization", "id": "org", "name": "Clinic"}],
+    "extension": [
+        {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+         "valueString": "Nakato"},
+        {"url": "http://example.org/nested",
+         "extension": [{"url": "a", "valueCodeableConcept": {"text": "x"}}]},
+    ],
+    "identifier": [
+        {"use": "official", "type": {"coding": [{"system":
+            "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+         "system": "urn:oid:1.2.3", "value": "42", "period": {"start": "2001-05-06"},
+         "assigner": {"display": "test Org"}},
+    ],
+    "active": False,
+    "name": [{"use": "maiden", "text": "Ann Kato", "family": "Kato", "given": ["Ann"],
+              "prefix": ["Ms"], "period": {"end": "2010"}}],
+    "telecom": [{"system": "email", "value": "a@example.org", "use": "work", "rank": 1}],
+    "gender": "female",
+    "birthDate": "1980",
+    "deceasedBoolean": False,
+    "address": [{"use": "home", "type": "both", "line": ["Plot 1"], "city": "Kampala",
+                 "postalCode": "256", "country": "UG"}],
+    "maritalStatus": {"coding": [{"system":
+        "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]},
+    "multipleBirthBoolean": True,
+    "photo": [{"contentType": "image/png", "url": "http://example.org/p.png",
+               "data": "aGVsbG8=", "creation": "2020-01-01T00:00:00Z"}],
+    "contact": [{"relationship": [{"text": "mother"}], "name": {"family": "Kato"},
+                 "gender": "female", "organization": {"reference": "#org"}}],
+    "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]},
+                       "preferred": True}],
+    "generalPractitioner": [{"reference": "Practitioner/1"}],
+    "managingOrganization": {"reference": "#org"},
+    "link": [{"other": {"reference": "Patient/2"}, "type": "seealso"}],
+}  # fmt: skip
+
+
+def test_rich_valid_patient_has_no_false_alarms() -> None:
+    assert parse_patient(body(RICH_PATIENT), max_bytes=LIMIT) == RICH_PATIENT
+
+
 def test_primitive_extensions_and_null_twins_are_accepted() -> None:
     sent = {
         "resourceType": "Patient",
@@ -99,6 +151,15 @@ def test_json_that_fhir_does_not_allow_is_400_structure(raw: bytes, words: str) 
     error = fail(raw)
     assert (error.status, error.code) == (400, "structure")
     assert words in error.diagnostics
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_deep_nesting_is_refused_before_it_can_exhaust_the_stack(depth: int) -> None:
+    nested = '{"url": "u", "extension": [' * depth + '{"url": "u", "valueString": "x"}'
+    raw = '{"resourceType": "Patient", "extension": [' + nested + "]}" * depth + "]}"
+    error = fail(raw.encode(), max_bytes=10_000_000)
+    assert (error.status, error.code) == (400, "structure")
+    assert "64 levels" in error.diagnostics
 
 
 def test_byte_order_mark_is_tolerated() -> None:
@@ -172,6 +233,7 @@ def test_wrong_resource_type_is_400_invalid_naming_what_was_found(
         ),
         ({"contained": [{"resourceType": "Nope"}]}, "Patient.contained[0]", "structure", "Nope"),
         ({"contained": [{"resourceType": "Address"}]}, "Patient.contained[0]", "structure", "not"),
+        ({"contained": [{"resourceType": "Resource"}]}, "Patient.contained[0]", "structure", "not"),
         (
             {"contained": [{"resourceType": "Organization", "name": "x", "foo": 1}]},
             "Patient.contained[0].foo",

@@ -101,21 +101,30 @@ def test_source_record_has_opencr_shape() -> None:
     assert record["meta"]["lastUpdated"] == "2024-05-01T11:30:05.123Z"
     assert record["meta"]["profile"] == ["http://example.org/StructureDefinition/p"]
     assert record["meta"]["tag"] == [
-        {"system": "http://openclientregistry.org/fhir/clientid", "code": "openmrs",
-         "display": "OpenMRS"},
+        {
+            "system": "http://openclientregistry.org/fhir/clientid",
+            "code": "openmrs",
+            "display": "OpenMRS",
+        },
         {"system": "http://openclientregistry.org/fhir/automatch", "code": "autoMatches"},
-        {"system": "http://openclientregistry.org/fhir/humanAdjudication",
-         "code": "humanAdjudication"},
+        {
+            "system": "http://openclientregistry.org/fhir/humanAdjudication",
+            "code": "humanAdjudication",
+        },
         {"system": "http://example.org/tags", "code": "mine"},
-    ]  # fmt: skip
+    ]
     assert record["link"] == [{"other": {"reference": "Patient/gold-1"}, "type": "refer"}]
     assert record["extension"] == [
         {"url": "http://example.org/ext", "valueString": "kept"},
-        {"url": "http://clientregistry.org/brokenMatch",
-         "valueReference": {"reference": "Patient/other-1"}},
-        {"url": "http://clientregistry.org/brokenMatch",
-         "valueReference": {"reference": "Patient/other-2"}},
-    ]  # fmt: skip
+        {
+            "url": "http://clientregistry.org/brokenMatch",
+            "valueReference": {"reference": "Patient/other-1"},
+        },
+        {
+            "url": "http://clientregistry.org/brokenMatch",
+            "valueReference": {"reference": "Patient/other-2"},
+        },
+    ]
     assert record["identifier"] == [{"system": OPENMRS, "value": "431211"}]
     valid(record)
 
@@ -180,7 +189,7 @@ def test_constants_are_read_only() -> None:
 
 def test_instants_need_a_time_zone() -> None:
     with pytest.raises(ValueError, match="time-zone"):
-        golden_record_resource("g", 1, datetime(2024, 1, 1), [])  # noqa: DTZ001
+        golden_record_resource("g", 1, datetime(2024, 1, 1), [])
     assert (
         golden_record_resource("g", 1, datetime(2024, 1, 1, tzinfo=UTC), [])["meta"]["lastUpdated"]
         == "2024-01-01T00:00:00.000Z"

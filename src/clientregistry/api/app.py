@@ -7,17 +7,20 @@ import os
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from clientregistry.api import bundle, metadata, patient
+from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import FhirError, internal_error
 from clientregistry.fhir.operation_outcome import from_error
 from clientregistry.registry.context import RegistryContext
 from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
-from clientregistry.store.errors import StoreError
+from clientregistry.store.errors import Busy, Conflict, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +36,23 @@ def create_app(context: RegistryContext) -> FastAPI:
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
+        await run_in_threadpool(audit_failure, context, request, error.status, error.diagnostics)
         headers = {"WWW-Authenticate": "Mutual-TLS"} if error.status == 401 else None
         return fhir_response(from_error(error), error.status, headers)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, error: StoreError) -> Response:
-        log.error("database error on %s %s: %s", request.method, request.url.path, error)
-        failure = FhirError(503, "transient", "The database is busy; try again")
-        return fhir_response(from_error(failure), 503)
+        if isinstance(error, Conflict):
+            failure = FhirError(409, "conflict", f"Conflicts with a stored record: {error}")
+        elif isinstance(error, Busy):
+            failure = FhirError(503, "transient", "The database is busy; try again")
+        else:
+            log.error("database error on %s %s: %s", request.method, request.url.path, error)
+            failure = internal_error("Database error")
+        await run_in_threadpool(
+            audit_failure, context, request, failure.status, failure.diagnostics
+        )
+        return fhir_response(from_error(failure), failure.status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -51,7 +63,10 @@ def create_app(context: RegistryContext) -> FastAPI:
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "not-found", 405: "not-supported"}.get(error.status_code, "processing")
         failure = FhirError(error.status_code, code, str(error.detail))
-        return fhir_response(from_error(failure), error.status_code)
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return fhir_response(from_error(failure), error.status_code, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
@@ -59,6 +74,22 @@ def create_app(context: RegistryContext) -> FastAPI:
         return fhir_response(from_error(internal_error()), 500)
 
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route accepts at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    routes = list(app.router.routes)
+    while routes:
+        route = routes.pop()
+        nested = getattr(route, "original_router", None)  # an included router
+        if nested is not None:
+            routes.extend(nested.routes)
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def app_from_environment() -> FastAPI:

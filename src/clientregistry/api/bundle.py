@@ -9,15 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from clientregistry.api.body import read_body
 from clientregistry.api.deps import Context, Submitter
+from clientregistry.api.patient import carries_identifier
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.bundle import (
     BadEntry,
     BundleEntry,
     EntryResponse,
+    ParsedBundle,
     location_headers,
     parse_bundle,
     response_bundle,
@@ -40,15 +43,16 @@ def _process(
     address: str | None,
 ) -> EntryResponse:
     patient = entry.resource
+    if entry.if_match is not None:
+        raise FhirError(
+            400, "not-supported", "request.ifMatch is not supported; send the entry without it"
+        )
     if entry.kind == "conditional-update":
         assert entry.condition is not None
         cond_system, cond_value = entry.condition
         if cond_system != system.internal_id_system:
             raise forbidden(f"{system.name!r} may only update by its own identifier system")
-        if not any(
-            isinstance(i, dict) and i.get("system") == cond_system and i.get("value") == cond_value
-            for i in patient.get("identifier") or []
-        ):
+        if not carries_identifier(patient, cond_system, cond_value):
             raise business_rule("The Patient must carry the identifier named in the condition")
     result = SubmitUseCase(context).submit(
         session, patient, system, url_id=entry.id if entry.kind == "update" else None
@@ -74,10 +78,19 @@ def _process(
 
 @router.post("")
 async def bundle(request: Request, context: Context, system: Submitter) -> Response:
+    """A batch (each entry on its own) or a transaction (all or nothing) of Patients."""
     limit = context.settings.max_body_bytes * 16
     body = await read_body(request, limit)
     parsed = parse_bundle(body, max_bytes=limit)
     address = request.client.host if request.client else None
+    responses = await run_in_threadpool(_process_all, context, system, parsed, address)
+    result = response_bundle(parsed.type, responses)
+    return fhir_response(result, 200, location_headers(responses))
+
+
+def _process_all(
+    context: Any, system: ClientSystemConfig, parsed: ParsedBundle, address: str | None
+) -> list[EntryResponse]:
     responses: list[EntryResponse] = []
     if parsed.type == "transaction":
         with transaction(context.sessions) as session:
@@ -97,5 +110,4 @@ async def bundle(request: Request, context: Context, system: Submitter) -> Respo
                     responses.append(_process(session, context, system, entry, address))
             except FhirError as error:
                 responses.append(EntryResponse.from_error(error))
-    result = response_bundle(parsed.type, responses)
-    return fhir_response(result, 200, location_headers(responses))
+    return responses

@@ -1,37 +1,52 @@
-"""The FHIR Patient routes point-of-service systems use: submit, update, read, history."""
+"""The FHIR Patient routes point-of-service systems use: submit, update, read, history.
+
+Bodies are read on the event loop; database work runs in the thread pool so that one slow
+transaction does not stall other connections.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
+from clientregistry.api.audit import audit_read, client_address
 from clientregistry.api.body import read_body
 from clientregistry.api.deps import Context, CurrentSystem, Submitter
 from clientregistry.api.responses import fhir_response
-from clientregistry.fhir.datatypes import etag, instant
-from clientregistry.fhir.errors import forbidden
+from clientregistry.fhir.datatypes import etag
+from clientregistry.fhir.errors import bad_request, business_rule, forbidden, not_found
 from clientregistry.fhir.patient import parse_patient, require_id
 from clientregistry.fhir.search_params import parse_identifier_condition
 from clientregistry.registry import audit
+from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.read import history, read_patient
 from clientregistry.registry.submit import SubmitResult
 from clientregistry.registry.submit import Submitter as SubmitUseCase
+from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
 from clientregistry.store.enums import AgentKind, AuditAction
 
 router = APIRouter(prefix="/fhir")
 
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
-def _client_address(request: Request) -> str | None:
-    return request.client.host if request.client else None
+
+def _check_id(patient_id: str) -> None:
+    if not FHIR_ID.fullmatch(patient_id):
+        raise bad_request(
+            f"{patient_id[:80]!r} is not a valid FHIR id (1-64 letters, digits, '-' or '.')",
+            ["Patient.id"],
+        )
 
 
 def _submit(
-    request: Request,
-    context: Any,
-    system: Any,
+    context: RegistryContext,
+    system: ClientSystemConfig,
     patient: dict[str, Any],
+    address: str | None,
     url_id: str | None = None,
 ) -> SubmitResult:
     with transaction(context.sessions) as session:
@@ -43,7 +58,7 @@ def _submit(
             interaction="create" if result.created else "update",
             agent=system.name,
             agent_kind=AgentKind.SYSTEM,
-            source_address=_client_address(request),
+            source_address=address,
             entity=f"Patient/{result.record_id}",
             detail={
                 "cruid": result.golden_id,
@@ -60,21 +75,22 @@ def _submitted(result: SubmitResult) -> Response:
         "Location": f"Patient/{result.record_id}",
         "LocationCRUID": f"Patient/{result.golden_id}",
         "ETag": etag(result.version),
-        "Last-Modified": instant_header(result.resource),
+        "Last-Modified": str(result.resource.get("meta", {}).get("lastUpdated", "")),
     }
     return fhir_response(result.resource, 201 if result.created else 200, headers)
 
 
-def instant_header(resource: dict[str, Any]) -> str:
-    return str(resource.get("meta", {}).get("lastUpdated", ""))
+async def _patient_body(request: Request, context: RegistryContext) -> dict[str, Any]:
+    limit = context.settings.max_body_bytes
+    return parse_patient(await read_body(request, limit), max_bytes=limit)
 
 
 @router.post("/Patient")
 async def create_patient(request: Request, context: Context, system: Submitter) -> Response:
     """Create or update the caller's record (by its internal identifier) and match it."""
-    body = await read_body(request, context.settings.max_body_bytes)
-    patient = parse_patient(body, max_bytes=context.settings.max_body_bytes)
-    return _submitted(_submit(request, context, system, patient))
+    patient = await _patient_body(request, context)
+    address = client_address(request)
+    return _submitted(await run_in_threadpool(_submit, context, system, patient, address))
 
 
 @router.put("/Patient/{patient_id}")
@@ -82,40 +98,41 @@ async def update_patient(
     patient_id: str, request: Request, context: Context, system: Submitter
 ) -> Response:
     """Update (or create with this id) the caller's record."""
-    body = await read_body(request, context.settings.max_body_bytes)
-    patient = parse_patient(body, max_bytes=context.settings.max_body_bytes)
+    _check_id(patient_id)
+    patient = await _patient_body(request, context)
     require_id(patient, patient_id)
-    return _submitted(_submit(request, context, system, patient, url_id=patient_id))
+    address = client_address(request)
+    result = await run_in_threadpool(_submit, context, system, patient, address, patient_id)
+    return _submitted(result)
 
 
 @router.put("/Patient")
 async def conditional_update(request: Request, context: Context, system: Submitter) -> Response:
     """ITI-104: ``PUT Patient?identifier=system|value`` — the identifier must be the caller's."""
     condition_system, condition_value = parse_identifier_condition(request.url.query)
-    body = await read_body(request, context.settings.max_body_bytes)
-    patient = parse_patient(body, max_bytes=context.settings.max_body_bytes)
+    patient = await _patient_body(request, context)
     if condition_system != system.internal_id_system:
         raise forbidden(
             f"{system.name!r} may only update by its own identifier system "
             f"{system.internal_id_system}"
         )
-    identifiers = patient.get("identifier") or []
-    if not any(
-        isinstance(i, dict)
-        and i.get("system") == condition_system
-        and i.get("value") == condition_value
-        for i in identifiers
-    ):
-        from clientregistry.fhir.errors import business_rule
-
+    if not carries_identifier(patient, condition_system, condition_value):
         raise business_rule(
             "The Patient must carry the identifier named in the condition",
             ["Patient.identifier"],
         )
-    return _submitted(_submit(request, context, system, patient))
+    address = client_address(request)
+    return _submitted(await run_in_threadpool(_submit, context, system, patient, address))
 
 
-def _read_allowed(system: Any, is_golden: bool) -> None:
+def carries_identifier(patient: dict[str, Any], system: str, value: str) -> bool:
+    return any(
+        isinstance(i, dict) and i.get("system") == system and i.get("value") == value
+        for i in patient.get("identifier") or []
+    )
+
+
+def _read_allowed(system: ClientSystemConfig, is_golden: bool) -> None:
     needed = "read-identifiers" if is_golden else "read-demographics"
     if needed not in system.permissions:
         raise forbidden(
@@ -125,55 +142,54 @@ def _read_allowed(system: Any, is_golden: bool) -> None:
 
 @router.get("/Patient/{patient_id}")
 def read(patient_id: str, request: Request, context: Context, system: CurrentSystem) -> Response:
+    """A golden record (for callers allowed identifiers) or a source record (demographics)."""
+    _check_id(patient_id)
     with transaction(context.sessions, write=False) as session:
         resource, is_golden = read_patient(session, context.settings, patient_id)
-        _read_allowed(system, is_golden)
-        audit.record(
-            session,
-            action=AuditAction.READ,
-            outcome=0,
-            interaction="read",
-            agent=system.name,
-            agent_kind=AgentKind.SYSTEM,
-            source_address=_client_address(request),
-            entity=f"Patient/{patient_id}",
-            detail={},
-        )
-    version = resource["meta"]["versionId"]
-    return fhir_response(resource, 200, {"ETag": etag(version)})
+    _read_allowed(system, is_golden)
+    audit_read(
+        context, request, agent=system.name, interaction="read", entity=f"Patient/{patient_id}"
+    )
+    return fhir_response(resource, 200, {"ETag": etag(resource["meta"]["versionId"])})
 
 
 @router.get("/Patient/{patient_id}/_history")
 def read_history(
     patient_id: str, request: Request, context: Context, system: CurrentSystem
 ) -> Response:
+    """Every version of a source record, newest first."""
+    _check_id(patient_id)
     _read_allowed(system, False)
     with transaction(context.sessions, write=False) as session:
         versions = history(session, context.settings, patient_id)
-        audit.record(
-            session,
-            action=AuditAction.READ,
-            outcome=0,
-            interaction="history-instance",
-            agent=system.name,
-            agent_kind=AgentKind.SYSTEM,
-            source_address=_client_address(request),
-            entity=f"Patient/{patient_id}",
-            detail={},
-        )
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "history",
-        "total": len(versions),
-        "entry": [
+    audit_read(
+        context,
+        request,
+        agent=system.name,
+        interaction="history-instance",
+        entity=f"Patient/{patient_id}",
+    )
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    entries = []
+    for number, version in enumerate(versions):
+        vid = version["meta"]["versionId"]
+        created = number == len(versions) - 1
+        entries.append(
             {
-                "fullUrl": f"Patient/{patient_id}",
-                "resource": v,
-                "request": {"method": "PUT", "url": f"Patient/{patient_id}"},
+                "fullUrl": f"{base}/Patient/{patient_id}",
+                "resource": version,
+                "request": {
+                    "method": "POST" if created else "PUT",
+                    "url": "Patient" if created else f"Patient/{patient_id}",
+                },
+                "response": {
+                    "status": "201 Created" if created else "200 OK",
+                    "etag": etag(vid),
+                    "lastModified": version["meta"]["lastUpdated"],
+                },
             }
-            for v in versions
-        ],
-    }
+        )
+    bundle = {"resourceType": "Bundle", "type": "history", "total": len(versions), "entry": entries}
     return fhir_response(bundle, 200)
 
 
@@ -181,15 +197,20 @@ def read_history(
 def read_version(
     patient_id: str, version_id: str, request: Request, context: Context, system: CurrentSystem
 ) -> Response:
+    """One version of a source record (vread)."""
+    _check_id(patient_id)
     _read_allowed(system, False)
     with transaction(context.sessions, write=False) as session:
         versions = history(session, context.settings, patient_id)
     for resource in versions:
         if resource["meta"]["versionId"] == version_id:
+            audit_read(
+                context,
+                request,
+                agent=system.name,
+                interaction="vread",
+                entity=f"Patient/{patient_id}",
+                detail={"version": version_id},
+            )
             return fhir_response(resource, 200, {"ETag": etag(version_id)})
-    from clientregistry.fhir.errors import not_found
-
     raise not_found("Patient", patient_id, version_id)
-
-
-__all__ = ["instant", "router"]

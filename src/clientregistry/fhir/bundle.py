@@ -222,7 +222,10 @@ def _fail_transaction(entries: Sequence[BundleEntry | BadEntry]) -> None:
     if len(bad) == 1 and len(issues) == len(bad[0].issues):
         raise bad[0]
     status = bad[0].status if bad else 400
-    summary = f"The transaction was not processed: {len(issues)} problems"
+    if len(issues) == 1:
+        summary = issues[0].diagnostics
+    else:
+        summary = f"The transaction was not processed: {len(issues)} problems"
     raise FhirError(status, "invalid", summary, issues[0].expression, issues=issues)
 
 

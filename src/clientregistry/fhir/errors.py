@@ -123,8 +123,11 @@ def wrong_resource_type(expected: str, found: object, expression: str = "") -> F
         what = f"resourceType {found!r}"
     else:
         what = f"a resourceType that is not a string ({found!r})"
+    where = f"{expression}: " if expression else ""
     exprs = [expression] if expression else []
-    return FhirError(400, "invalid", f"Expected a {expected} resource but found {what}", exprs)
+    return FhirError(
+        400, "invalid", f"{where}Expected a {expected} resource but found {what}", exprs
+    )
 
 
 def invalid_resource(issues: Sequence[Issue], resource_type: str = "Patient") -> FhirError:

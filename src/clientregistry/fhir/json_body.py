@@ -40,8 +40,28 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
     return line, offset - start + 1
 
 
-def load_json(body: bytes, *, max_bytes: int) -> Any:
-    """Parse ``body`` as strict JSON, or raise :class:`FhirError` (413 or 400 ``structure``)."""
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted (a FHIR Patient needs well under 20)."""
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def load_json(body: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse ``body`` as strict JSON, or raise :class:`FhirError` (413 or 400 ``structure``).
+
+    Arrays and objects may nest at most ``max_depth`` deep (deeper is 400 ``structure``), so
+    that validating the result cannot exhaust the stack.
+    """
     if len(body) > max_bytes:
         raise payload_too_large(len(body), max_bytes)
     data = body[len(_BOM) :] if body.startswith(_BOM) else body
@@ -53,7 +73,7 @@ def load_json(body: bytes, *, max_bytes: int) -> Any:
     if not text.strip():
         raise malformed_json("the body is empty")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise malformed_json(exc.msg, exc.lineno, exc.colno) from None
     except _DuplicateKeyError as exc:
@@ -61,7 +81,10 @@ def load_json(body: bytes, *, max_bytes: int) -> Any:
     except ValueError as exc:  # NaN / Infinity
         raise malformed_json(str(exc)) from None
     except RecursionError:
-        raise malformed_json("the JSON is nested too deeply") from None
+        raise malformed_json(f"the JSON nests more than {max_depth} levels deep") from None
+    if _depth_exceeds(value, max_depth):
+        raise malformed_json(f"the JSON nests more than {max_depth} levels deep")
+    return value
 
 
 def json_kind(value: object) -> str:

@@ -40,7 +40,7 @@ Model = type[FHIRAbstractModel]
 @dataclass(frozen=True, slots=True)
 class _Field:
     many: bool
-    kind: str  # boolean | integer | decimal | string | element | resource
+    kind: str  # boolean | integer | decimal | string | element | resource | any
     klass: Model | None = None
     codes: tuple[str, ...] | None = None
 
@@ -53,13 +53,18 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _describe(annotation: Any, codes: tuple[str, ...] | None) -> _Field | None:
+def _describe(annotation: Any, codes: tuple[str, ...] | None) -> _Field:
     annotation = _strip_optional(annotation)
     many = typing.get_origin(annotation) in (list, typing.List)  # noqa: UP006
     if many:
         annotation = _strip_optional(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = {_describe(a, codes) for a in typing.get_args(annotation)}
+        if kinds == {_Field(False, "string", codes=codes)}:  # e.g. url: AnyUrl | str
+            return _Field(many, "string", codes=codes)
+        return _Field(many, "any")
     if annotation is bool:
         return _Field(many, "boolean", codes=codes)
     if annotation is int:
@@ -71,9 +76,14 @@ def _describe(annotation: Any, codes: tuple[str, ...] | None) -> _Field | None:
         klass: Model = get_klass()
         kind = "resource" if issubclass(klass, Resource) else "element"
         return _Field(many, kind, klass)
-    if isinstance(annotation, type):  # str, date, datetime, time, bytes: JSON strings
+    if isinstance(annotation, type):  # str, date, datetime, time, bytes, AnyUrl: JSON strings
         return _Field(many, "string", codes=codes)
-    return None
+    return _Field(many, "any")  # not understood: known element, value left to pydantic
+
+
+_NOT_REQUIRED_BINDINGS = frozenset({"CapabilityStatement.format", "Expression.language"})
+"""Elements whose ``enum_values`` in fhir.resources are not a required value set (they are
+read from the element's short description: MIME types, an extensible binding)."""
 
 
 @cache
@@ -86,9 +96,9 @@ def _fields(model: Model) -> dict[str, _Field]:
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         enum = extra.get("enum_values")
         codes = tuple(str(c) for c in enum) if isinstance(enum, list) else None
-        spec = _describe(info.annotation, codes)
-        if spec is not None:
-            out[alias] = spec
+        if f"{model.__name__}.{alias}" in _NOT_REQUIRED_BINDINGS:
+            codes = None
+        out[alias] = _describe(info.annotation, codes)
     return out
 
 
@@ -98,7 +108,8 @@ def resource_model(resource_type: str) -> Model | None:
         klass = get_fhir_model_class(resource_type)
     except (ValueError, KeyError):
         return None
-    return klass if issubclass(klass, Resource) else None
+    abstract = resource_type in ("Resource", "DomainResource")
+    return klass if issubclass(klass, Resource) and not abstract else None
 
 
 def _child(path: str, key: str) -> str:
@@ -188,6 +199,8 @@ class _Walker:
                 self.resource(value, where)
             elif spec.klass is not None:
                 self.element(value, spec.klass, where)
+            return
+        if kind == "any":
             return
         ok = {
             "boolean": isinstance(value, bool),

@@ -6,6 +6,11 @@ resource is replaced, its links dropped, and it is matched again). Matching uses
 index kept in the database, updated in the same transaction, and the classification OpenCR
 uses. Concurrent submissions of one person are serialised per blocking key (advisory locks on
 PostgreSQL; SQLite has a single writer), so they cannot both create a golden record.
+
+A record whose place a person decided (``SourceRecord.human_adjudicated``: joined, broken out
+or resolved by a reviewer — OpenCR's ``humanAdjudication``) keeps its golden record when it is
+updated: matching still runs, but an automatic result that disagrees (an auto match under
+another golden record) becomes a conflict in the review queue instead of moving the record.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ def source_resource(
     record: SourceRecord, client: ClientSystemConfig | None, broken: set[str]
 ) -> dict[str, Any]:
     """The FHIR form of a stored source record."""
+    tags = match_tags(record.match_status)
+    if record.human_adjudicated:
+        tags = [*tags, codes.HUMAN_ADJUDICATION_TAG]
     return source_record_resource(
         record.resource,
         record.id,
@@ -91,9 +99,29 @@ def source_resource(
         record.client_system,
         client.display_name if client else None,
         record.golden_id,
-        match_tags(record.match_status),
+        tags,
         broken_matches=sorted(broken),
     )
+
+
+def keep_golden(result: Classification, golden_id: str) -> Classification:
+    """``result`` re-read for a record that stays in ``golden_id`` (a person's decision).
+
+    Candidates under ``golden_id`` count as its auto matches; auto matches under any other
+    golden record are conflicts (the automatic result disagrees with the person); potential
+    matches elsewhere stay potential matches.
+    """
+    kept = Classification(golden_id)
+    for candidate in [*result.auto, *result.conflicts, *result.potential]:
+        if candidate.golden_id == golden_id:
+            kept.auto.append(candidate)
+        elif candidate.score.decision == "auto":
+            kept.conflicts.append(candidate)
+        else:
+            kept.potential.append(candidate)
+    for items in (kept.auto, kept.conflicts, kept.potential):
+        items.sort(key=lambda c: -c.strength)
+    return kept
 
 
 class Submitter:
@@ -171,6 +199,10 @@ class Submitter:
         )
         broken = broken_with(session, record.id)
         result = self._classify(session, index, record.id, features, keys, old_golden, broken)
+        adjudicated = bool(record.human_adjudicated) and old_golden is not None
+        if adjudicated and old_golden is not None:
+            # A person placed this record: it stays; disagreement goes to the review queue.
+            result = keep_golden(result, old_golden)
         golden_id = self._place(session, record, result, old_golden, now)
         status = (
             MatchStatus.CONFLICT
@@ -190,7 +222,7 @@ class Submitter:
             Link(
                 source_record_id=record.id,
                 golden_id=golden_id,
-                kind=LinkKind.AUTO,
+                kind=LinkKind.MANUAL if adjudicated else LinkKind.AUTO,
                 score=None if best is None else best.score.score,
                 rule_set=rule_set,
                 created_at=now,
@@ -245,7 +277,14 @@ class Submitter:
                 SourceRecord.id.in_(ids)
             )
         ).all()
-        stored = [(rid, golden, feats) for rid, golden, feats in rows if golden is not None]
+        # Nor may it join a golden record that holds a record it is broken from (through a
+        # third record that matches both): "not the same person" holds for the golden record.
+        excluded = _goldens_of(session, broken)
+        stored = [
+            (rid, golden, feats)
+            for rid, golden, feats in rows
+            if golden is not None and golden not in excluded
+        ]
         scored = matcher.candidates(features, stored, self.context.term_counts.tf)
         return classify(scored, current_golden=old_golden, broken=broken)
 
@@ -283,6 +322,16 @@ class Submitter:
                 touched.replaced_by = golden_id  # emptied by re-matching: point to successor
                 touched.active = False
         return golden_id
+
+
+def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:
+    """The golden records of ``record_ids``."""
+    if not record_ids:
+        return set()
+    rows = session.scalars(
+        select(SourceRecord.golden_id).where(SourceRecord.id.in_(sorted(record_ids)))
+    )
+    return {golden for golden in rows if golden is not None}
 
 
 def _others_in(session: Session, golden_id: str, record_id: str) -> bool:
