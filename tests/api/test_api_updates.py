@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 HEADERS = {"Content-Type": "application/fhir+json"}
 
 
@@ -148,12 +146,6 @@ def test_put_to_the_id_of_a_record_with_another_identifier_is_a_conflict(
     fhir.outcome(response, 409, "conflict")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PUT /fhir/Patient/<golden record id> creates a source record with the id of "
-    "a golden record (201); GET Patient/<id> keeps returning the golden record, so the new "
-    "record can never be read (ids of source and golden records must not collide)",
-)
 def test_put_to_a_golden_record_id_is_refused(registry_server, fhir) -> None:
     existing = registry_server.submit("openmrs", fhir.patient("openmrs"))
     _, golden_id = fhir.ids(existing)

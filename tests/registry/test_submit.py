@@ -386,13 +386,6 @@ def postgres_settings(tmp_path: Path) -> Iterator[Settings]:
         yield load_settings(data_dir, environ={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Submitter.submit (registry/submit.py, lock_blocking_keys(session, keys)) "
-    "locks only the NEW blocking keys of an update, not the old ones as store/locks.py "
-    "requires; a concurrent submission of the record's old person matches the record's "
-    "committed old data, so two different people end in one golden record",
-)
 def test_concurrent_update_and_submission_do_not_merge_two_people(
     postgres_settings: Settings,
 ) -> None:

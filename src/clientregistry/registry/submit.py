@@ -144,12 +144,24 @@ class Submitter:
         matcher = context.matcher
         features = matcher.extractor.extract(patient)
         keys = matcher.blocker.keys(features)
-        lock_blocking_keys(session, keys)
+        # Serialise on the caller's identifier (two submissions of one record) and on every
+        # blocking key the record has now or had before (two submissions of one person).
+        lock_blocking_keys(session, [f"record|{system}|{value}"])
         existing = session.scalars(
             select(SourceRecord).where(
                 SourceRecord.internal_system == system, SourceRecord.internal_value == value
             )
         ).one_or_none()
+        self._lock_keys(session, existing, keys)
+        if (
+            url_id is not None
+            and existing is None
+            and session.get(GoldenRecord, url_id) is not None
+        ):
+            raise conflict(
+                f"Patient/{url_id} is a golden record; source records cannot take its id",
+                ["Patient.id"],
+            )
         if url_id is not None and existing is not None and existing.id != url_id:
             raise conflict(
                 f"Patient/{url_id} is not the record of {system}|{value} "
@@ -197,7 +209,7 @@ class Submitter:
                 record_id=record.id, version=record.version, resource=stored, last_updated=now
             )
         )
-        broken = broken_with(session, record.id)
+        broken = broken_with(session, record.id) if existing is not None else set()
         result = self._classify(session, index, record.id, features, keys, old_golden, broken)
         adjudicated = bool(record.human_adjudicated) and old_golden is not None
         if adjudicated and old_golden is not None:
@@ -256,6 +268,22 @@ class Submitter:
             potential=len(result.potential),
             conflicts=len(result.conflicts),
         )
+
+    def _lock_keys(self, session: Session, existing: SourceRecord | None, keys: list[str]) -> None:
+        """Lock the new keys and the stored record's current ones (which another update may
+        have changed while this one waited, hence the re-read)."""
+        locked = set(keys)
+        lock_blocking_keys(session, keys)
+        for _ in range(3):
+            if existing is None:
+                return
+            session.refresh(existing)
+            current = set(self.context.matcher.blocker.keys(existing.features))
+            missing = current - locked
+            if not missing:
+                return
+            lock_blocking_keys(session, sorted(missing))
+            locked |= missing
 
     def _classify(
         self,
