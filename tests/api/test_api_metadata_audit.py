@@ -29,7 +29,11 @@ def test_capability_statement(registry_server) -> None:
     interactions = {i["code"] for i in patient["interaction"]}
     assert {"create", "update", "read", "vread", "history-instance"} <= interactions
     assert "delete" not in interactions
-    assert "search-type" not in interactions  # no search route is served
+    assert "search-type" in interactions  # PDQm search is served
+    operations = {o["name"] for o in patient.get("operation", [])}
+    assert {"ihe-pix", "match"} <= operations
+    params = {p["name"] for p in patient.get("searchParam", [])}
+    assert {"identifier", "family", "birthdate"} <= params
     assert patient["conditionalUpdate"] is True
     assert patient["updateCreate"] is True
     assert {i["code"] for i in rest["interaction"]} >= {"batch", "transaction"}

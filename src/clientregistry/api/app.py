@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import bundle, metadata, patient
+from clientregistry.api import bundle, match, metadata, patient, pixm, search
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import FhirError, internal_error
@@ -31,6 +31,11 @@ def create_app(context: RegistryContext) -> FastAPI:
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     app.include_router(metadata.router)
+    # the operations and search before patient.router: its GET /fhir/Patient/{patient_id}
+    # would otherwise take $ihe-pix and _search for ids
+    app.include_router(pixm.router)
+    app.include_router(match.router)
+    app.include_router(search.router)
     app.include_router(patient.router)
     app.include_router(bundle.router)
 

@@ -58,13 +58,18 @@ def audit_failure(context: RegistryContext, request: Request, status: int, reaso
     if not request.url.path.startswith("/fhir") or request.url.path == "/fhir/metadata":
         return
     agent = getattr(request.state, "agent", None) or "unauthenticated"
+    action = _ACTIONS.get(request.method, AuditAction.EXECUTE)
+    if "$" in request.url.path:
+        action = AuditAction.EXECUTE  # an operation ($match, $ihe-pix)
+    elif request.url.path.endswith("/_search"):
+        action = AuditAction.READ
     path = request.url.path.removeprefix("/fhir/")
     entity = "/".join(path.split("/")[:2])[:255] if path.startswith("Patient/") else None
     try:
         with transaction(context.sessions) as session:
             audit.record(
                 session,
-                action=_ACTIONS.get(request.method, AuditAction.EXECUTE),
+                action=action,
                 outcome=4 if status < 500 else 8,
                 interaction=f"{request.method} {request.url.path}"[:64],
                 agent=agent,

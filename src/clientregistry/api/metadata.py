@@ -10,6 +10,24 @@ from clientregistry.fhir.capability import capability_statement
 
 router = APIRouter(prefix="/fhir")
 
+SEARCH_PARAMS = [
+    "_id",
+    "identifier",
+    "family",
+    "given",
+    "name",
+    "birthdate",
+    "gender",
+    "telecom",
+    "address",
+    "address-city",
+    "address-postalcode",
+    "address-state",
+    "address-country",
+    "mothersMaidenName",
+    "active",
+]
+
 
 @router.get("/metadata")
 def metadata(request: Request) -> Response:
@@ -17,8 +35,11 @@ def metadata(request: Request) -> Response:
     statement = capability_statement(
         base,
         __version__,
-        interactions=["read", "vread", "history-instance", "create", "update"],
+        interactions=["read", "vread", "history-instance", "create", "update", "search-type"],
         system_interactions=["batch", "transaction"],
+        search_params=SEARCH_PARAMS,
+        search_includes=["Patient:link"],
+        operations=["ihe-pix", "match"],
         conditional_update=True,
         update_create=True,
         mutual_tls=True,

@@ -1,0 +1,108 @@
+"""Patient search (PDQm ITI-78): ``GET /fhir/Patient``, ``GET|POST /fhir/Patient/_search``.
+
+Only systems allowed to read demographics may search (403 otherwise). Include :data:`router`
+in the application before the Patient router: ``GET /fhir/Patient/_search`` would otherwise be
+read as ``Patient/_search``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from clientregistry.api.deps import Context, CurrentSystem
+from clientregistry.api.match import fhir_base
+from clientregistry.api.responses import fhir_response
+from clientregistry.fhir.errors import (
+    bad_request,
+    payload_too_large,
+    unsupported_media_type,
+)
+from clientregistry.fhir.search_params import query_pairs
+from clientregistry.registry.context import RegistryContext
+from clientregistry.registry.lookup import (
+    READ_DEMOGRAPHICS,
+    Caller,
+    parse_patient_query,
+    record_lookup,
+    require_permission,
+    search,
+)
+from clientregistry.settings import ClientSystemConfig
+from clientregistry.store.db import transaction
+from clientregistry.store.enums import AuditAction
+
+router = APIRouter(prefix="/fhir")
+
+ITI = "ITI-78"
+FORM = "application/x-www-form-urlencoded"
+
+
+def _search(
+    context: RegistryContext,
+    system: ClientSystemConfig,
+    caller: Caller,
+    pairs: list[tuple[str, str]],
+    base: str,
+) -> Response:
+    """Run and audit a search (refusals and failures are audited by the error handler)."""
+    require_permission(system, READ_DEMOGRAPHICS)
+    query = parse_patient_query(pairs)
+    with transaction(context.sessions, write=False) as session:
+        bundle, found = search(session, context.settings, query, base=base)
+    detail: dict[str, Any] = {"query": "&".join(f"{k}={v}" for k, v in pairs), "results": found}
+    if "total" in bundle:
+        detail["total"] = bundle["total"]
+    record_lookup(
+        context,
+        caller,
+        action=AuditAction.READ,
+        interaction="search-type",
+        iti=ITI,
+        detail=detail,
+    )
+    return fhir_response(bundle, 200)
+
+
+def _caller(request: Request, system: ClientSystemConfig) -> Caller:
+    return Caller(system.name, request.client.host if request.client else None)
+
+
+@router.get("/Patient")
+@router.get("/Patient/_search")
+def search_get(request: Request, context: Context, system: CurrentSystem) -> Response:
+    """Search by URL parameters."""
+    pairs = query_pairs(request.url.query) if request.url.query else []
+    return _search(context, system, _caller(request, system), pairs, fhir_base(request))
+
+
+@router.post("/Patient/_search")
+async def search_post(request: Request, context: Context, system: CurrentSystem) -> Response:
+    """Search by form-encoded body parameters (and any in the URL)."""
+    content_type = request.headers.get("content-type")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    body = b""
+    limit = context.settings.max_body_bytes
+    if media or request.headers.get("content-length") not in (None, "0"):
+        if media != FORM:
+            raise unsupported_media_type(content_type, [FORM])
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise payload_too_large(size, limit)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    pairs = query_pairs(request.url.query) if request.url.query else []
+    if body:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("The form body is not UTF-8") from None
+        pairs += query_pairs(text)
+    return await run_in_threadpool(
+        _search, context, system, _caller(request, system), pairs, fhir_base(request)
+    )
