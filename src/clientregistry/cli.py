@@ -28,6 +28,7 @@ from clientregistry.batch.dedupe import Deduplicator
 from clientregistry.batch.evaluate import evaluate_files
 from clientregistry.batch.pipeline import prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
+from clientregistry.cli_users import users_app
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS
 from clientregistry.errors import ClientRegistryError, ConfigError, InvalidRecord
 from clientregistry.matching.matcher import Matcher, PreparedRecord
@@ -45,6 +46,7 @@ certs_app = typer.Typer(
     help="Client certificates of point-of-service systems.", no_args_is_help=True
 )
 app.add_typer(certs_app, name="certs")
+app.add_typer(users_app, name="users")
 
 DataDirOption = Annotated[
     Path | None,
