@@ -30,7 +30,6 @@ from clientregistry.registry import audit
 from clientregistry.registry.submit import Submitter as SubmitUseCase
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
-from clientregistry.store.enums import AgentKind, AuditAction
 
 router = APIRouter(prefix="/fhir")
 
@@ -57,17 +56,7 @@ def _process(
     result = SubmitUseCase(context).submit(
         session, patient, system, url_id=entry.id if entry.kind == "update" else None
     )
-    audit.record(
-        session,
-        action=AuditAction.CREATE if result.created else AuditAction.UPDATE,
-        outcome=0,
-        interaction="create" if result.created else "update",
-        agent=system.name,
-        agent_kind=AgentKind.SYSTEM,
-        source_address=address,
-        entity=f"Patient/{result.record_id}",
-        detail={"cruid": result.golden_id, "match": result.status.value, "score": result.score},
-    )
+    audit.record_submission(session, result, system.name, address)
     return EntryResponse(
         status=201 if result.created else 200,
         id=result.record_id,

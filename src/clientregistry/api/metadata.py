@@ -7,26 +7,12 @@ from fastapi import APIRouter, Request, Response
 from clientregistry import __version__
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.capability import capability_statement
+from clientregistry.registry import lookup
 
 router = APIRouter(prefix="/fhir")
 
-SEARCH_PARAMS = [
-    "_id",
-    "identifier",
-    "family",
-    "given",
-    "name",
-    "birthdate",
-    "gender",
-    "telecom",
-    "address",
-    "address-city",
-    "address-postalcode",
-    "address-state",
-    "address-country",
-    "mothersMaidenName",
-    "active",
-]
+SEARCH_PARAMS = sorted({"_id", *lookup.STRING_PARAMS, *lookup.TOKEN_PARAMS, *lookup.DATE_PARAMS})
+"""What registry/lookup.py searches on, so the statement cannot drift from it."""
 
 
 @router.get("/metadata")
@@ -38,7 +24,7 @@ def metadata(request: Request) -> Response:
         interactions=["read", "vread", "history-instance", "create", "update", "search-type"],
         system_interactions=["batch", "transaction"],
         search_params=SEARCH_PARAMS,
-        search_includes=["Patient:link"],
+        search_includes=sorted(lookup.INCLUDES),
         operations=["ihe-pix", "match"],
         conditional_update=True,
         update_create=True,

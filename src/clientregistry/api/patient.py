@@ -27,7 +27,6 @@ from clientregistry.registry.submit import SubmitResult
 from clientregistry.registry.submit import Submitter as SubmitUseCase
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
-from clientregistry.store.enums import AgentKind, AuditAction
 
 router = APIRouter(prefix="/fhir")
 
@@ -51,22 +50,7 @@ def _submit(
 ) -> SubmitResult:
     with transaction(context.sessions) as session:
         result = SubmitUseCase(context).submit(session, patient, system, url_id=url_id)
-        audit.record(
-            session,
-            action=AuditAction.CREATE if result.created else AuditAction.UPDATE,
-            outcome=0,
-            interaction="create" if result.created else "update",
-            agent=system.name,
-            agent_kind=AgentKind.SYSTEM,
-            source_address=address,
-            entity=f"Patient/{result.record_id}",
-            detail={
-                "cruid": result.golden_id,
-                "match": result.status.value,
-                "score": result.score,
-                "rule": result.rule_set,
-            },
-        )
+        audit.record_submission(session, result, system.name, address)
     return result
 
 

@@ -115,3 +115,25 @@ def record(
             ),
         )
     )
+
+
+def record_submission(
+    session: Session, result: Any, system_name: str, source_address: str | None
+) -> None:
+    """Audit one submission (create or update) with its CRUID and how it was matched."""
+    record(
+        session,
+        action=AuditAction.CREATE if result.created else AuditAction.UPDATE,
+        outcome=0,
+        interaction="create" if result.created else "update",
+        agent=system_name,
+        agent_kind=AgentKind.SYSTEM,
+        source_address=source_address,
+        entity=f"Patient/{result.record_id}",
+        detail={
+            "cruid": result.golden_id,
+            "match": result.status.value,
+            "score": result.score,
+            "rule": result.rule_set,
+        },
+    )
