@@ -525,3 +525,19 @@ def test_the_openapi_schema_documents_the_admin_api(shared_api: Api) -> None:
     assert components["securitySchemes"]["bearerToken"]["scheme"] == "bearer"
     token_body = paths["/auth/token"]["post"]["requestBody"]["content"]
     assert set(token_body) == {"application/json", "application/x-www-form-urlencoded"}
+
+
+def test_reviewers_search_demographics_and_auditors_do_not(api: Api) -> None:
+    """Reviewers (and admins) search demographics with their token (issue: 'search
+    demographics'); auditors and certificate holders without read-demographics may not."""
+    api.submit("openmrs", patient("openmrs", "s-1", "Grace", "Achieng", birth_date="1995-02-14"))
+    query = "/fhir/Patient?family=achieng&birthdate=1995-02-14"
+    found = api.client.get(query, headers=api.headers("rita"))
+    assert found.status_code == 200, found.text
+    bundle = found.json()
+    assert bundle["resourceType"] == "Bundle"
+    names = [e["resource"]["name"][0]["family"] for e in bundle.get("entry", [])]
+    assert names == ["Achieng"]
+    assert api.client.get(query, headers=api.headers("admin")).status_code == 200
+    assert api.client.get(query, headers=api.headers("otto")).status_code == 403
+    assert api.cert_client.get(query).status_code == 403  # openmrs: no read-demographics

@@ -1,22 +1,26 @@
 """Patient search (PDQm ITI-78): ``GET /fhir/Patient``, ``GET|POST /fhir/Patient/_search``.
 
-Only systems allowed to read demographics may search (403 otherwise). Include :data:`router`
+Systems allowed to read demographics may search (403 otherwise), and so may people with the
+reviewer (or admin) role, by bearer token. Include :data:`router`
 in the application before the Patient router: ``GET /fhir/Patient/_search`` would otherwise be
 read as ``Patient/_search``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
-from clientregistry.api.deps import Context, CurrentSystem
+from clientregistry.api.auth import bearer, current_user
+from clientregistry.api.deps import Context, current_system
 from clientregistry.api.match import fhir_base
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import (
     bad_request,
+    forbidden,
     payload_too_large,
     unsupported_media_type,
 )
@@ -30,9 +34,10 @@ from clientregistry.registry.lookup import (
     require_permission,
     search,
 )
+from clientregistry.security.users import has_role
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
-from clientregistry.store.enums import AuditAction
+from clientregistry.store.enums import AuditAction, Role
 
 router = APIRouter(prefix="/fhir")
 
@@ -66,20 +71,43 @@ def _search(
     return fhir_response(bundle, 200)
 
 
+def searcher(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ClientSystemConfig:
+    """Who searches: a reviewer or admin by bearer token, or a client system by certificate.
+
+    A person is seen as a caller allowed to read demographics, named by their username."""
+    if credentials is None:
+        return current_system(request)
+    user = current_user(request, credentials)
+    if not has_role(user, (Role.REVIEWER,)):
+        raise forbidden(f"{user.username!r} ({user.role.value}) may not search demographics")
+    return ClientSystemConfig(
+        name=f"user:{user.username}",
+        display_name=user.username,
+        internal_id_system="",
+        permissions=(READ_DEMOGRAPHICS,),
+    )
+
+
+Searcher = Annotated[ClientSystemConfig, Depends(searcher)]
+
+
 def _caller(request: Request, system: ClientSystemConfig) -> Caller:
     return Caller(system.name, request.client.host if request.client else None)
 
 
 @router.get("/Patient")
 @router.get("/Patient/_search")
-def search_get(request: Request, context: Context, system: CurrentSystem) -> Response:
+def search_get(request: Request, context: Context, system: Searcher) -> Response:
     """Search by URL parameters."""
     pairs = query_pairs(request.url.query) if request.url.query else []
     return _search(context, system, _caller(request, system), pairs, fhir_base(request))
 
 
 @router.post("/Patient/_search")
-async def search_post(request: Request, context: Context, system: CurrentSystem) -> Response:
+async def search_post(request: Request, context: Context, system: Searcher) -> Response:
     """Search by form-encoded body parameters (and any in the URL)."""
     content_type = request.headers.get("content-type")
     media = (content_type or "").split(";", 1)[0].strip().lower()
