@@ -11,18 +11,18 @@ Both paths must agree on every pair that reaches the threshold (tests hold them 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from clientregistry.matching.features import FeatureExtractor, Features
-from clientregistry.matching.rules import BASE_SCORE, Field, Level, RuleSet
+from clientregistry.matching.rules import BASE_SCORE, TF_MAX_SHIFT, Field, Level, RuleSet
 from clientregistry.matching.rules import max_contribution as _max_contribution
 from clientregistry.matching.scoring import (
     TermFrequency,
     _identifier_agreement,
     _null_contribution,
     _swapped,
-    tf_weight,
 )
 
 RuleSetScore = Callable[[Features, Features, TermFrequency], float | None]
@@ -32,15 +32,24 @@ PRUNED = float("-inf")
 
 
 def _tf_level(level: Level, slot: int) -> Callable[[Any, Any, TermFrequency], float]:
-    """The weight of agreeing at a term-frequency level, for these two values."""
+    """The weight of agreeing at a term-frequency level, for these two values (the same
+    arithmetic as :func:`~clientregistry.matching.scoring.tf_weight`, constants bound)."""
     weight = level.weight
+    log_m = math.log10(level.m)
+    low = weight - TF_MAX_SHIFT
+    high = weight + TF_MAX_SHIFT
+    log10 = math.log10
 
     def score(a: Any, b: Any, tf: TermFrequency) -> float:
-        freq_a = tf(slot, a)
-        freq_b = freq_a if a == b else tf(slot, b)
-        if freq_a is None and freq_b is None:
+        freq = tf(slot, a)
+        if a != b:
+            other = tf(slot, b)
+            if freq is None or (other is not None and other > freq):
+                freq = other
+        if freq is None:
             return weight
-        return tf_weight(level, max(x for x in (freq_a, freq_b) if x is not None))
+        adjusted = log_m - log10(freq if freq > 1e-12 else 1e-12)
+        return low if adjusted < low else high if adjusted > high else adjusted
 
     return score
 

@@ -245,9 +245,15 @@ def _exact(a: str, b: str) -> float:
 _NOT_DIGIT = re.compile(r"[^0-9]")
 
 
+def _date_digits(value: str) -> str:
+    if len(value) == 10 and value[4] == "-" and value[7] == "-":  # ISO, as normalised
+        return value[:4] + value[5:7] + value[8:]
+    return _NOT_DIGIT.sub("", value)
+
+
 def _date_damerau(a: str, b: str) -> float:
     """Damerau-Levenshtein distance between the digits of two dates ('1974-12-25' → 19741225)."""
-    return float(DamerauLevenshtein.distance(_NOT_DIGIT.sub("", a), _NOT_DIGIT.sub("", b)))
+    return float(DamerauLevenshtein.distance(_date_digits(a), _date_digits(b)))
 
 
 # --- phonetic codes ------------------------------------------------------------------------

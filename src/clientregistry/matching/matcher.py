@@ -59,13 +59,14 @@ class Matcher:
         keep_none: bool = False,
     ) -> list[Candidate]:
         """Score ``features`` against (record id, golden id, features) of stored records."""
-        score = self.scorer.exact_score if keep_none else self.scorer.score
-        strength = self.strength
+        score = self.scorer.exact_score if keep_none else self.scorer.likely
+        autos = [rs.auto_threshold for rs in self.rules.rule_sets]
         out = []
         for record_id, golden_id, other in stored:
             result = score(features, other, tf)
-            if result is None or (result.decision == "none" and not keep_none):
+            if result is None:
                 continue
-            out.append(Candidate(record_id, golden_id, result, strength(result)))
+            strength = result.score - autos[result.rule_set]
+            out.append(Candidate(record_id, golden_id, result, strength))
         out.sort(key=lambda c: -c.strength)
         return out

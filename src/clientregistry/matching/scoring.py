@@ -154,14 +154,8 @@ class Scorer:
         score of ``-inf``: the compiled fast path stops scoring them early. Use
         :meth:`exact_score` when the number itself matters.
         """
-        if self._compiled is None:
-            from clientregistry.matching._fastpath import compile_rule_set
-
-            self._compiled = [
-                (rs, compile_rule_set(rs, self.extractor)) for rs in self.rules.rule_sets
-            ]
         best: PairScore | None = None
-        for rs, compiled in self._compiled:
+        for rs, compiled in self._compiled or self._compile():
             result = compiled(a, b, tf)
             if result is None:
                 continue
@@ -169,6 +163,26 @@ class Scorer:
             if best is None or _better(rs, result, decision, best, self.rules):
                 best = PairScore(result, decision, rs.index)
         return best
+
+    def likely(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
+        """:meth:`score` for candidate search: ``None`` unless the pair is at least a potential
+        match (no result object is made for the many pairs that are not)."""
+        compiled = self._compiled or self._compile()
+        if len(compiled) == 1:
+            rs, function = compiled[0]
+            result = function(a, b, tf)
+            if result is None or result < rs.potential_threshold:
+                return None
+            decision: Decision = "auto" if result >= rs.auto_threshold else "potential"
+            return PairScore(result, decision, rs.index)
+        best = self.score(a, b, tf)
+        return None if best is None or best.decision == "none" else best
+
+    def _compile(self) -> list[tuple[RuleSet, Callable[..., float | None]]]:
+        from clientregistry.matching._fastpath import compile_rule_set
+
+        self._compiled = [(rs, compile_rule_set(rs, self.extractor)) for rs in self.rules.rule_sets]
+        return self._compiled
 
     def exact_score(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
         """Like :meth:`score`, but always the full score (no early exit)."""
