@@ -759,6 +759,42 @@ def test_search_identifier(registry: Registry) -> None:
     assert registry.found("identifier=|N-123") == []
 
 
+def test_search_index_edges(registry: Registry) -> None:
+    """Values cut in the token index, characters beyond the BMP, dates without a family."""
+    long_family = "Zq" + "x" * 250
+    long = registry.submit(
+        "edge-long",
+        "openmrs",
+        patient("openmrs", "edge-1", "Edge", long_family, birth="1901-01-01", gender="male"),
+    ).record_id
+    emoji = registry.submit(
+        "edge-emoji",
+        "dhis2",
+        patient("dhis2", "edge-2", "Edgé", "Zq\U0001f600 Ü", birth="1901-02", gender="female"),
+    ).record_id
+    both = sorted([long, emoji])
+    assert registry.found("family=zq") == both
+    assert registry.found("family=ZQ" + "X" * 240) == [long]
+    assert registry.found(f"family={long_family}") == [long]
+    assert registry.found(f"family={long_family}x") == []
+    assert registry.found(f"family:exact={long_family}") == [long]
+    assert registry.found("family=zq\U0001f600") == [emoji]
+    assert registry.found("family=zq\U0001f600 u") == [emoji]
+    assert registry.found("family:contains=\U0001f600") == [emoji]
+    assert registry.found("given=edge") == both
+    assert registry.found("given:exact=Edgé") == [emoji]
+    assert registry.found("birthdate=1901") == both
+    assert registry.found("birthdate=1901-01") == [long]
+    assert registry.found("birthdate=1901-02-01") == []
+    assert registry.found("birthdate=le1901-12-31&given=edge") == both
+    assert registry.found("birthdate=lt1901-02&given=edge") == [long]
+    assert registry.found("birthdate=ge1901-02-01&given=edge") == [emoji]
+    assert registry.found("birthdate=ne1901-01-01&given=edge") == [emoji]
+    assert registry.found("identifier=edge-2") == [emoji]
+    assert registry.found(f"identifier={sys_uri('dhis2')}|edge-2") == [emoji]
+    assert registry.found(f"identifier={sys_uri('openmrs')}|edge-2") == []
+
+
 def test_search_identifier_system_restricts_returned_identifiers(registry: Registry) -> None:
     bundle = registry.search(f"identifier={NID}|N-123&identifier={NID}|")
     for entry in bundle["entry"]:

@@ -30,6 +30,7 @@ from clientregistry.store.models import (
     GoldenRecord,
     Link,
     MatchIssue,
+    SearchToken,
     SourceRecord,
     SourceRecordVersion,
 )
@@ -214,6 +215,29 @@ def test_update_by_the_internal_identifier_replaces_the_record(registry: Registr
     assert len(links) == 1  # the old link was dropped
     with registry.context.sessions() as session:
         assert session.scalar(select(func.count()).select_from(GoldenRecord)) == 1
+
+
+def test_submissions_keep_the_search_tokens_of_the_record(registry: Registry) -> None:
+    first = registry.submit("openmrs", "om-1", GRACE)
+
+    def tokens() -> set[tuple[str, str]]:
+        with registry.context.sessions() as session:
+            rows = session.execute(
+                select(SearchToken.kind, SearchToken.value).where(
+                    SearchToken.record_id == first.record_id
+                )
+            )
+            return {(kind, value) for kind, value in rows}
+
+    assert ("family", "okello") in tokens()
+    assert ("given", "grace") in tokens()
+    assert ("identifier", "om-1") in tokens()
+    changed = {**GRACE, "name": [{"family": "Ñúñez", "given": ["Grace"]}]}
+    registry.submit("openmrs", "om-1", changed)
+    after = tokens()
+    assert ("family", "nunez") in after
+    assert ("family", "okello") not in after  # the old tokens were replaced
+    assert ("given", "grace") in after
 
 
 def test_rematching_an_update_retires_the_emptied_golden_record(registry: Registry) -> None:

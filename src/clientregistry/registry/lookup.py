@@ -9,8 +9,8 @@ PIXm — ``GET Patient/$ihe-pix`` (ITI-83), :func:`cross_reference`
     system is 400 ``code-invalid``, an unknown ``targetSystem`` 403 ``code-invalid``, a known
     system with an unknown value 404 ``not-found`` (IHE's three cases, checked in that order).
     The person is every golden record holding a source record with the source identifier
-    (an internal id system is looked up by the record-id index; any other system by scanning
-    the stored resources: a ``LIKE`` prefilter, then an exact check). The answer is a
+    (an internal id system is looked up by the record-id index; any other system through the
+    ``search_token`` index of identifier values, then an exact check). The answer is a
     ``Parameters`` with, per person, a ``targetId`` to the golden record ``Patient/<cruid>``,
     then for each linked source record a ``targetId`` ``Patient/<id>`` followed by the
     ``targetIdentifier`` of each of its identifiers. The source identifier itself is never
@@ -41,20 +41,24 @@ Search — ``GET|POST Patient`` (PDQm ITI-78), :func:`parse_patient_query`, :fun
     patients. Repeated parameters AND, comma-separated values OR. Results are source records
     in id order; golden records are returned only for an ``_id`` search without other
     filters (they have no demographics), and as ``include`` entries (``Patient:link``).
-    Evaluation: a SQL prefilter on the stored JSON text narrows the candidates — containment
-    of the JSON spelling of identifier values, codes and exact dates, and, for string
-    parameters, case-insensitive containment of each folded word *or* any non-ASCII character
-    in the record (so accents cannot hide a match) — then every parameter is checked exactly
-    in Python, page by page, stopping once the page is full. (Containment is ``LIKE`` on
-    SQLite, ``strpos`` / ``~*`` on PostgreSQL.) ``identifier=system|`` also restricts the
-    identifiers returned to those systems (PDQm). ``Bundle.total`` is given when it is known
-    without extra work (first page, all matches seen) and for ``_summary=count``.
+    Evaluation: a SQL prefilter narrows the candidates, then every parameter is checked
+    exactly in Python, page by page, stopping once the page is full. The prefilter uses the
+    ``search_token`` index (:mod:`clientregistry.registry.search_tokens`, kept by each
+    submission) where it can: ``identifier`` and ``telecom`` values (and ``identifier=system|``
+    systems) by equality; ``family``, ``given``, ``name``, ``address-city`` and
+    ``address-postalcode`` (plain and ``:exact``) as a range of the folded values starting with
+    the folded search value; ``birthdate`` as ranges of the ISO strings (any prefix but
+    ``ne``). The other parameters, and ``:contains``, fall back to containment in the stored
+    JSON text: of the JSON spelling of identifier values, codes and exact dates, and, for
+    strings, case-insensitive containment of each folded word *or* any non-ASCII character in
+    the record (so accents cannot hide a match). (Containment is ``LIKE`` on SQLite,
+    ``strpos`` / ``~*`` on PostgreSQL.) ``identifier=system|`` also restricts the identifiers
+    returned to those systems (PDQm). ``Bundle.total`` is given when it is known without extra
+    work (first page, all matches seen) and for ``_summary=count``.
 
-    Cost: the prefilter reads every stored resource's text once per query — at 100,000
-    records about 0.1–0.3 s on SQLite and 0.1–0.8 s on PostgreSQL on a development machine,
-    more when many records hold non-ASCII text (those always reach the Python check) or for
-    ``_summary=count`` on a short prefix. An index table of folded search tokens maintained
-    at submission would make these index lookups.
+    Cost: an indexed parameter costs an index range read; a search with only text-scanned
+    parameters reads every stored resource's text once per query (at 100,000 records about
+    0.1–0.8 s on a development machine).
 """
 
 from __future__ import annotations
@@ -105,16 +109,26 @@ from clientregistry.matching.grades import (
     probability,
     score_grade,
 )
-from clientregistry.matching.normalize import fold, parse_date
+from clientregistry.matching.normalize import parse_date
 from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
+from clientregistry.registry.search_tokens import (
+    BIRTHDATE,
+    IDENTIFIER,
+    IDENTIFIER_SYSTEM,
+    STRING_KINDS,
+    TELECOM,
+    cut,
+    folded,
+    string_values,
+)
 from clientregistry.registry.submit import source_resource
 from clientregistry.settings import ClientSystemConfig, Settings
 from clientregistry.store.blocking_index import DatabaseBlockingIndex
 from clientregistry.store.db import transaction
 from clientregistry.store.dialect import dialect_name
 from clientregistry.store.enums import AgentKind, AuditAction, AuditOutcome, MatchStatus
-from clientregistry.store.models import BrokenMatch, GoldenRecord, SourceRecord
+from clientregistry.store.models import BrokenMatch, GoldenRecord, SearchToken, SourceRecord
 
 READ_IDENTIFIERS: Final = "read-identifiers"
 READ_DEMOGRAPHICS: Final = "read-demographics"
@@ -191,6 +205,32 @@ def _non_ascii(session: Session) -> ColumnElement[bool]:
     if dialect_name(session) == "sqlite":
         return func.length(_text()) != func.length(sql_cast(_text(), LargeBinary))
     return func.char_length(_text()) != func.octet_length(_text())
+
+
+_TOP: Final = "\U0010ffff"
+"""Sorts after every character (token values compare by code point)."""
+
+
+def _has_token(kind: str, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The record has a search token of ``kind`` satisfying ``conditions``."""
+    tokens = select(SearchToken.record_id).where(SearchToken.kind == kind, *conditions)
+    return SourceRecord.id.in_(tokens)
+
+
+def _token_equals(kind: str, values: Iterable[str]) -> ColumnElement[bool]:
+    """The record has a ``kind`` token equal to one of ``values`` (cut as stored)."""
+    wanted = sorted({cut(v) for v in values})
+    if len(wanted) == 1:
+        return _has_token(kind, SearchToken.value == wanted[0])
+    return _has_token(kind, SearchToken.value.in_(wanted))
+
+
+def _token_prefix(kind: str, prefix: str) -> ColumnElement[bool]:
+    """The record has a ``kind`` token starting with ``prefix`` (an index range)."""
+    start = cut(prefix)
+    if not start:
+        return _has_token(kind)
+    return _has_token(kind, SearchToken.value >= start, SearchToken.value < start + _TOP)
 
 
 def _identifiers(resource: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -440,7 +480,7 @@ def identifier_system_known(session: Session, settings: Settings, system: str) -
         return True
     return any(
         any(i["system"] == system for i in _identifiers(record.resource))
-        for record in _stream(session, [_member(session, "system", system)])
+        for record in _stream(session, [_token_equals(IDENTIFIER_SYSTEM, [system])])
     )
 
 
@@ -453,7 +493,7 @@ def records_with_identifier(
             session,
             [SourceRecord.internal_system == system, SourceRecord.internal_value == value],
         )
-    found = _stream(session, [_member(session, "system", system), _member(session, "value", value)])
+    found = _stream(session, [_token_equals(IDENTIFIER, [value])])
     held = [
         r
         for r in found
@@ -785,7 +825,6 @@ SUPPORTED: Final = (
     "address-postalcode, address-state, address-country, mothersMaidenName, active, _count, "
     "_summary=count, _include=Patient:link, _format"
 )
-MOTHERS_MAIDEN_NAME: Final = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 GENDER_SYSTEM: Final = "http://hl7.org/fhir/administrative-gender"
 
 _DATE_VALUE = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb|ap)?(\d{4}(?:-\d{2}(?:-\d{2})?)?)")
@@ -960,43 +999,8 @@ def parse_patient_query(
 # ----------------------------------------------------------------------------- exact matching
 
 
-def _strings(resource: Mapping[str, Any], param: str) -> list[str]:
-    """The string values a string parameter searches."""
-    out: list[Any] = []
-    names = [n for n in resource.get("name") or () if isinstance(n, dict)]
-    addresses = [a for a in resource.get("address") or () if isinstance(a, dict)]
-    if param == "family":
-        out = [n.get("family") for n in names]
-    elif param == "given":
-        out = [g for n in names for g in n.get("given") or ()]
-    elif param == "name":
-        for n in names:
-            out += [n.get("text"), n.get("family")]
-            for key in ("given", "prefix", "suffix"):
-                out += list(n.get(key) or ())
-    elif param == "address":
-        for a in addresses:
-            out += [a.get(k) for k in ("text", "city", "district", "state", "postalCode")]
-            out += [a.get("country"), *(a.get("line") or ())]
-    elif param.startswith("address-"):
-        key = {
-            "address-city": "city",
-            "address-postalcode": "postalCode",
-            "address-state": "state",
-            "address-country": "country",
-        }[param]
-        out = [a.get(key) for a in addresses]
-    elif param == "mothersMaidenName":
-        out = [
-            e.get("valueString")
-            for e in resource.get("extension") or ()
-            if isinstance(e, dict) and e.get("url") == MOTHERS_MAIDEN_NAME
-        ]
-    return [v for v in out if isinstance(v, str)]
-
-
-def _folded(value: str) -> str:
-    return " ".join(fold(value).split())
+_strings = string_values
+_folded = folded
 
 
 def string_matches(modifier: StringModifier, wanted: str, value: str) -> bool:
@@ -1102,7 +1106,7 @@ def _word_condition(session: Session, word: str) -> ColumnElement[bool] | None:
     return _contains(session, word, case_insensitive=True)
 
 
-def _string_condition(session: Session, item: StringFilter) -> ColumnElement[bool] | None:
+def _string_text_condition(session: Session, item: StringFilter) -> ColumnElement[bool] | None:
     """A superset of the records matching a string parameter; None when it cannot narrow.
 
     Folding only lowercases ASCII, so an ASCII record matches only if its text holds every
@@ -1121,7 +1125,33 @@ def _string_condition(session: Session, item: StringFilter) -> ColumnElement[boo
     return or_(*alternatives)
 
 
+def _string_condition(session: Session, item: StringFilter) -> ColumnElement[bool] | None:
+    """A superset of the records matching a string parameter; None when it cannot narrow.
+
+    Parameters with search tokens (and not ``:contains``) are a range of the token index:
+    the folded value starts with the folded search value (``:exact`` values fold too).
+    The others fall back to containment in the stored JSON text.
+    """
+    if item.param not in STRING_KINDS or item.modifier == "contains":
+        return _string_text_condition(session, item)
+    return or_(*(_token_prefix(item.param, _folded(wanted)) for wanted in item.values))
+
+
 def _token_condition(session: Session, item: TokenFilter) -> ColumnElement[bool] | None:
+    """A superset of the records matching a token parameter; None when it cannot narrow.
+
+    ``identifier`` and ``telecom`` with codes are token index look-ups; ``identifier``
+    with systems only looks up the systems; the rest is containment in the JSON text.
+    """
+    kinds = {"identifier": IDENTIFIER, "telecom": TELECOM}
+    if item.param in kinds and all(t.code is not None for t in item.tokens):
+        return _token_equals(kinds[item.param], [str(t.code) for t in item.tokens])
+    if item.param == "identifier" and all(t.code is None and t.system for t in item.tokens):
+        return _token_equals(IDENTIFIER_SYSTEM, [str(t.system) for t in item.tokens])
+    return _token_text_condition(session, item)
+
+
+def _token_text_condition(session: Session, item: TokenFilter) -> ColumnElement[bool] | None:
     key = {"identifier": "value", "telecom": "value", "gender": "gender", "active": "active"}
     alternatives: list[ColumnElement[bool]] = []
     for token in item.tokens:
@@ -1140,9 +1170,25 @@ def _token_condition(session: Session, item: TokenFilter) -> ColumnElement[bool]
 
 
 def _date_condition(session: Session, item: DateFilter) -> ColumnElement[bool] | None:
-    if any(v.prefix != "eq" for v in item.values):
-        return None
-    return or_(*(_contains(session, f'"birthDate":"{v.text}') for v in item.values))
+    """A superset of the records matching ``birthdate``: ranges of the ISO strings in the
+    token index (``YYYY[-MM[-DD]]`` sorts as the dates do; every year has four digits).
+
+    ``eq``: the record's date starts with the searched one. ``gt``/``ge``/``sa``: it ends
+    after the search starts, so its year is at least the search's first year;
+    ``lt``/``le``/``eb``: its year is at most the search's last year. ``ne`` cannot narrow.
+    """
+    alternatives = []
+    for v in item.values:
+        if v.prefix == "eq":
+            alternatives.append(_token_prefix(BIRTHDATE, v.text))
+        elif v.prefix in ("gt", "ge", "sa"):
+            alternatives.append(_has_token(BIRTHDATE, SearchToken.value >= f"{v.start.year:04d}"))
+        elif v.prefix in ("lt", "le", "eb"):
+            bound = [SearchToken.value < f"{v.end.year + 1:04d}"] if v.end.year < 9999 else []
+            alternatives.append(_has_token(BIRTHDATE, *bound))
+        else:
+            return None
+    return or_(*alternatives)
 
 
 def prefilter(session: Session, query: PatientQuery) -> list[ColumnElement[bool]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir import codes
@@ -29,6 +29,7 @@ from clientregistry.fhir.patient import require_internal_identifier, source_reco
 from clientregistry.matching.classify import Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.registry.context import RegistryContext
+from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.blocking_index import DatabaseBlockingIndex
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
@@ -38,6 +39,7 @@ from clientregistry.store.models import (
     GoldenRecord,
     Link,
     MatchIssue,
+    SearchToken,
     SourceRecord,
     SourceRecordVersion,
 )
@@ -209,6 +211,7 @@ class Submitter:
                 record_id=record.id, version=record.version, resource=stored, last_updated=now
             )
         )
+        _store_search_tokens(session, record.id, stored, replace=existing is not None)
         broken = broken_with(session, record.id) if existing is not None else set()
         result = self._classify(session, index, record.id, features, keys, old_golden, broken)
         adjudicated = bool(record.human_adjudicated) and old_golden is not None
@@ -350,6 +353,20 @@ class Submitter:
                 touched.replaced_by = golden_id  # emptied by re-matching: point to successor
                 touched.active = False
         return golden_id
+
+
+def _store_search_tokens(
+    session: Session, record_id: str, resource: Mapping[str, Any], *, replace: bool
+) -> None:
+    """Replace the record's search tokens with those of ``resource`` (one bulk insert)."""
+    if replace:
+        session.execute(delete(SearchToken).where(SearchToken.record_id == record_id))
+    rows = [
+        {"kind": kind, "value": value, "record_id": record_id}
+        for kind, value in search_tokens(resource)
+    ]
+    if rows:
+        session.execute(insert(SearchToken), rows)
 
 
 def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:

@@ -8,6 +8,7 @@ Records and matching
       the current golden record is ``SourceRecord.golden_id``.
     * :class:`MatchIssue` — the review queue; :class:`BrokenMatch` — "not the same person".
     * :class:`BlockingKey` — hashed blocking keys; :class:`TermCount` — value frequencies.
+    * :class:`SearchToken` — folded search values (the search and PIXm index).
 
 Security
     :class:`AuditEvent`, :class:`User`, :class:`Token`, :class:`ClientSystem`.
@@ -66,6 +67,11 @@ NAMING_CONVENTION = {
 
 ID_LENGTH = 64
 """Room for a UUID (36) or a client-chosen FHIR id (at most 64 characters)."""
+
+
+TOKEN_VALUE = String(255).with_variant(String(255, collation="C"), "postgresql")
+"""Search token values compare by code point (``C`` collation on PostgreSQL, SQLite's default
+``BINARY``), so that prefix ranges (``value >= 'x' AND value < 'x\U0010ffff'``) are exact."""
 
 
 def new_id() -> str:
@@ -216,6 +222,25 @@ class BlockingKey(Base):
 
     key_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     """Leading column of the primary key, which is the index on ``key_hash``."""
+    record_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH),
+        ForeignKey("source_record.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    )
+
+
+class SearchToken(Base):
+    """One search token of one source record (see
+    :mod:`clientregistry.registry.search_tokens`): the index the Patient search and PIXm
+    narrow their candidates with. Kept by the submission that stores the record."""
+
+    __tablename__ = "search_token"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(TOKEN_VALUE, primary_key=True)
+    """Leading columns of the primary key, which is the index on ``(kind, value)``."""
     record_id: Mapped[str] = mapped_column(
         String(ID_LENGTH),
         ForeignKey("source_record.id", ondelete="CASCADE"),
