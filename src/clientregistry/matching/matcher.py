@@ -57,9 +57,20 @@ class Matcher:
         tf: TermFrequency = _no_tf,
         *,
         keep_none: bool = False,
+        exact: bool = False,
     ) -> list[Candidate]:
-        """Score ``features`` against (record id, golden id, features) of stored records."""
-        score = self.scorer.exact_score if keep_none else self.scorer.likely
+        """Score ``features`` against (record id, golden id, features) of stored records.
+
+        By default only potential and auto matches come back. ``keep_none`` keeps the others
+        too (their scores may be ``-inf`` where scoring stopped early); ``exact`` keeps them
+        with full scores (slower: no early exit).
+        """
+        if exact:
+            score = self.scorer.exact_score
+        elif keep_none:
+            score = self.scorer.score  # pairs below potential may carry -inf (not scored out)
+        else:
+            score = self.scorer.likely
         autos = [rs.auto_threshold for rs in self.rules.rule_sets]
         out = []
         for record_id, golden_id, other in stored:
