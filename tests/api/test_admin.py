@@ -9,11 +9,9 @@ tests in this folder.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +22,6 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import make_url
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -61,33 +58,6 @@ def patient(system: str, value: str, given: str, family: str, **extra: Any) -> d
         "telecom": [{"system": "phone", "value": extra.get("phone", "0772410233")}],
     }
     return resource
-
-
-POSTGRES_ENV = "CR_TEST_POSTGRES_URL"
-
-
-@contextlib.contextmanager
-def database_url(kind: str) -> Iterator[str]:
-    """ "" for SQLite (the data directory's file), else a fresh PostgreSQL database, dropped
-    afterwards (skipped without CR_TEST_POSTGRES_URL)."""
-    if kind == "sqlite":
-        yield ""
-        return
-    base_url = os.environ.get(POSTGRES_ENV)
-    if not base_url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
-    import psycopg
-
-    base = make_url(base_url)
-    name = f"cr_test_{uuid.uuid4().hex[:12]}"
-    admin_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 JOHN = {"birth_date": "1990-05-05", "phone": "0711111111", "gender": "male"}
@@ -171,11 +141,14 @@ def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def api(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_database: Callable[[str], AbstractContextManager[str]],
 ) -> Iterator[Api]:
     """A registry of its own (workflows, lockout), on SQLite and on PostgreSQL."""
     monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
-    with database_url(request.param) as url:
+    with fresh_database(request.param) as url:
         api = _make_api(tmp_path / "data", url)
         yield api
         api.context.close()

@@ -3,16 +3,13 @@ made by a person survive later submissions (registry.links + registry.submit).""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from clientregistry.fhir import codes
 from clientregistry.registry import links, review
@@ -65,41 +62,18 @@ def patient(
     return resource
 
 
-POSTGRES_ENV = "CR_TEST_POSTGRES_URL"
-
-
-@contextlib.contextmanager
-def database_url(kind: str) -> Iterator[str]:
-    """ "" for SQLite (the data directory's file), else a fresh PostgreSQL database, dropped
-    afterwards (skipped without CR_TEST_POSTGRES_URL)."""
-    if kind == "sqlite":
-        yield ""
-        return
-    base_url = os.environ.get(POSTGRES_ENV)
-    if not base_url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
-    import psycopg
-
-    base = make_url(base_url)
-    name = f"cr_test_{uuid.uuid4().hex[:12]}"
-    admin_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 AISHA = ("Aisha", "Nakato")
 JOHN = {"birth_date": "1990-05-05", "phone": "0711111111", "gender": "male"}
 PETER = {"birth_date": "1971-11-30", "phone": "0755555555", "gender": "male"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def context(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryContext]:
-    with database_url(request.param) as url:
+def context(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    fresh_database: Callable[[str], AbstractContextManager[str]],
+) -> Iterator[RegistryContext]:
+    with fresh_database(request.param) as url:
         init_data_dir(tmp_path / "data", hostnames=[], database_url=url)
         context = RegistryContext.open(load_settings(tmp_path / "data", environ={}))
         yield context

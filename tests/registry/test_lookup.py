@@ -10,10 +10,8 @@ identifier 3.95 (disagreeing −1.00), city / postal code / address line disagre
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from clientregistry.fhir.errors import FhirError
 from clientregistry.fhir.search_params import query_pairs
@@ -54,7 +51,6 @@ from clientregistry.store.models import AuditEvent, BrokenMatch
 NID = "http://example.org/national-id"
 BASE = "https://cr.example.org/fhir"
 GOLDEN_CODE = "5c827da5-4858-4f3d-a50c-62ece001efea"
-POSTGRES_ENV = "CR_TEST_POSTGRES_URL"
 
 
 def sys_uri(system: str) -> str:
@@ -153,34 +149,13 @@ class Registry:
         ]
 
 
-@contextlib.contextmanager
-def _database(backend: str) -> Iterator[str]:
-    """An empty URL (the SQLite file in the data directory) or a fresh PostgreSQL database."""
-    if backend == "sqlite":
-        yield ""
-        return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
-    import psycopg
-
-    base = make_url(url)
-    name = f"cr_test_{uuid.uuid4().hex[:12]}"
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def registry(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fresh_database: Callable[[str], AbstractContextManager[str]],
 ) -> Iterator[Registry]:
-    with _database(request.param) as url:
+    with fresh_database(request.param) as url:
         data_dir: Path = tmp_path_factory.mktemp("lookup") / "data"
         init_data_dir(data_dir, hostnames=[], database_url=url)
         context = RegistryContext.open(load_settings(data_dir, environ={}))

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -28,33 +25,6 @@ from clientregistry.store.db import create_engine_for, session_factory, transact
 from clientregistry.store.enums import AgentKind, Role
 from clientregistry.store.models import AuditEvent, Token, User
 
-POSTGRES_ENV = "CR_TEST_POSTGRES_URL"
-
-
-@contextlib.contextmanager
-def database_url(kind: str) -> Iterator[str]:
-    """ "" for SQLite (the data directory's file), else a fresh PostgreSQL database, dropped
-    afterwards (skipped without CR_TEST_POSTGRES_URL)."""
-    if kind == "sqlite":
-        yield ""
-        return
-    base_url = os.environ.get(POSTGRES_ENV)
-    if not base_url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
-    import psycopg
-
-    base = make_url(base_url)
-    name = f"cr_test_{uuid.uuid4().hex[:12]}"
-    admin_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 PASSWORD = "a long enough password"
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -66,8 +36,12 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def installation(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Installation]:
-    with database_url(request.param) as url:
+def installation(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    fresh_database: Callable[[str], AbstractContextManager[str]],
+) -> Iterator[Installation]:
+    with fresh_database(request.param) as url:
         yield init_data_dir(tmp_path / "data", hostnames=[], database_url=url)
 
 
