@@ -279,7 +279,9 @@ def _dedupe_streaming(
     dedup = Deduplicator(matcher)
     systems = sorted(matcher.extractor.record_id_systems)
     gc.disable()  # the loop makes no reference cycles; collections only cost time here
-    records = prepare_in_background(input_path, mapping, rules_path, systems)
+    records = prepare_in_background(
+        input_path, mapping, rules_path, systems, matcher.candidate_limit
+    )
     with _progress(total) as progress:
         task = progress.add_task("dedupe", total=total, rate="-")
         for item in records:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clientregistry.matching import blocking
 from clientregistry.matching.blocking import (
@@ -495,3 +498,147 @@ def test_swapped_names_share_a_key_under_default_rules() -> None:
     assert a.keys
     assert set(a.keys) & set(b.keys)
     assert not set(a.keys) & set(c.keys)
+
+
+# ----------------------------------------------------------------------------- generated keys
+
+_WORDS = ["ann", "bob lee", "smith", "smyth", "o brien", "nam gideon emmanuel", "", "7"]
+_DATES = ["1974-12-25", "1974-12-52", "1975-01-02", "1974", "1974-12", ""]
+
+
+def _key_rule_sets() -> list[DecisionRules]:
+    """Rules exercising every kind of key: filters, phonetic blocks, swapped names, groups of
+    one, two and three fields, identifier sets, several rule sets."""
+    fields: dict[str, dict[str, Any]] = {
+        "given": {
+            "algorithm": "jaro-winkler-similarity",
+            "threshold": 0.9,
+            "fhirpath": "name.given",
+        },
+        "family": {
+            "algorithm": "jaro-winkler-similarity",
+            "threshold": 0.9,
+            "fhirpath": "name.family",
+        },
+        "birth": {"algorithm": "dateDamerau", "threshold": 1, "fhirpath": "birthDate"},
+        "phone": {
+            "algorithm": "levenshtein",
+            "threshold": 1,
+            "fhirpath": "telecom.where(system='phone').value",
+        },
+        "ids": {"algorithm": "shared-identifier", "fhirpath": "identifier"},
+    }
+    three = _deterministic(
+        fields, potential=3, blocking=[["given", "family", "birth"], ["ids"], ["phone", "birth"]]
+    )
+    filtered = _deterministic(
+        {**fields, "sound": {"algorithm": "phonetic", "fhirpath": "name.family"}},
+        potential=2,
+        filters={"gender": {"fhirpath": "gender"}},
+    )
+    both = parse_rules(
+        {
+            "rules": [
+                {
+                    "matchingType": "deterministic",
+                    "fields": fields,
+                    "potentialMatchThreshold": 2,
+                    "autoMatchThreshold": 3,
+                },
+                {
+                    "matchingType": "deterministic",
+                    "fields": {"birth": {"algorithm": "exact", "fhirpath": "birthDate"}},
+                    "filters": {"gender": {"fhirpath": "gender"}},
+                    "potentialMatchThreshold": 1,
+                    "autoMatchThreshold": 1,
+                },
+            ]
+        }
+    )
+    return [default_rules(), three, filtered, both]
+
+
+_KEY_BLOCKERS = [Blocker(FeatureExtractor(rules)) for rules in _key_rule_sets()]
+
+_key_patients = st.fixed_dictionaries(
+    {
+        "resourceType": st.just("Patient"),
+        "name": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "given": st.lists(st.sampled_from(_WORDS), max_size=2),
+                    "family": st.sampled_from(_WORDS),
+                }
+            ),
+            max_size=2,
+        ),
+        "gender": st.sampled_from(["male", "female", ""]),
+        "telecom": st.lists(
+            st.fixed_dictionaries(
+                {"system": st.just("phone"), "value": st.sampled_from(["0772 410233", "1", ""])}
+            ),
+            max_size=2,
+        ),
+        "identifier": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "system": st.sampled_from(["http://x.org/id", "http://y.org/id"]),
+                    "value": st.sampled_from(["12349", "CF-219", "x"]),
+                }
+            ),
+            max_size=2,
+        ),
+        "address": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "line": st.lists(st.sampled_from(_WORDS), max_size=2),
+                    "city": st.sampled_from(_WORDS),
+                    "postalCode": st.sampled_from(["3046", "0812", ""]),
+                }
+            ),
+            max_size=1,
+        ),
+    },
+    optional={"birthDate": st.sampled_from([d for d in _DATES if d])},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_key_patients)
+def test_generated_keys_equal_the_plain_loop(patient: dict[str, Any]) -> None:
+    for blocker in _KEY_BLOCKERS:
+        features = blocker.extractor.extract(patient)
+        assert blocker.keys(features) == blocker.keys_slowly(features)
+
+
+def _most_common_reference(index: MemoryIndex, keys: list[str], limit: int) -> CandidateSet:
+    """The index's answer as ``Counter.most_common`` gives it (what the index promises)."""
+    lists = [found for key in keys if (found := index._postings.get(key))]
+    if not lists:
+        return CandidateSet([], False, 0)
+    if len(lists) == 1:
+        only = lists[0]
+        if len(only) <= limit:
+            return CandidateSet(list(only), False, len(only))
+        return CandidateSet(only[-limit:], True, len(only))
+    counts: Counter[Any] = Counter()
+    for found in lists:
+        counts.update(found)
+    best = [record for record, _ in counts.most_common(limit)]
+    return CandidateSet(best, len(counts) > limit, len(counts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from("abcdefg"), max_size=4), max_size=30),
+    st.lists(st.sampled_from("abcdefgh"), max_size=5),
+    st.integers(min_value=1, max_value=12),
+)
+def test_candidates_rank_as_most_common_does(
+    records: list[list[str]], keys: list[str], limit: int
+) -> None:
+    index = MemoryIndex()
+    for position, record_keys in enumerate(records):
+        index.add(position, list(dict.fromkeys(record_keys)))
+    keys = list(dict.fromkeys(keys))
+    assert index.candidates(keys, limit) == _most_common_reference(index, keys, limit)

@@ -211,3 +211,88 @@ def test_fast_path_equals_fhirpathpy_on_demo_patients(reference_dir: Any) -> Non
         patient = json.loads(path.read_text(encoding="utf-8"))
         for expression, fast, reference in _COMPILED:
             assert fast(patient) == reference(patient), (path.name, expression)
+
+
+# ----------------------------------------------------------------------------- generated extraction
+
+_EXTRACTION_FIELDS: dict[str, dict[str, Any]] = {
+    # simple paths sharing prefixes (name.first(), address.first()), of every value type
+    "given": {"algorithm": "exact", "fhirpath": "name.first().given"},
+    "family": {"algorithm": "exact", "fhirpath": "name.first().family"},
+    "last_given": {"algorithm": "exact", "fhirpath": "name.first().given.last()"},
+    "official": {"algorithm": "exact", "fhirpath": "name.where(use='official').given"},
+    "all_given": {"algorithm": "exact", "fhirpath": "name.given"},
+    "birth": {"algorithm": "exact", "fhirpath": "birthDate"},
+    "gender": {"algorithm": "exact", "fhirpath": "gender"},
+    "active": {"algorithm": "exact", "fhirpath": "active"},
+    "phone": {"algorithm": "exact", "fhirpath": "telecom.where(system='phone').value"},
+    "phone_code": {
+        "algorithm": "exact",
+        "fhirpath": "telecom.where(system='phone').value",
+        "valueType": "code",
+    },
+    "id": {"algorithm": "exact", "fhirpath": "identifier.where(system='http://x.org/id').value"},
+    "ids": {"algorithm": "shared-identifier", "fhirpath": "identifier"},
+    "line": {"algorithm": "exact", "fhirpath": "address.first().line"},
+    "city": {"algorithm": "exact", "fhirpath": "address.first().city"},
+    "postal": {"algorithm": "exact", "fhirpath": "address.first().postalCode", "valueType": "code"},
+    # steps on the resource itself
+    "rooted": {"algorithm": "exact", "fhirpath": "first().name.family"},
+    "filtered": {"algorithm": "exact", "fhirpath": "where(gender='male').birthDate"},
+    # not simple: evaluated by fhirpathpy
+    "either": {
+        "algorithm": "exact",
+        "fhirpath": "name.where(use='official' or use='usual').given",
+    },
+}
+
+
+def _extractor(record_id_systems: tuple[str, ...] = ()) -> Any:
+    from clientregistry.matching.features import FeatureExtractor
+    from clientregistry.matching.rules import parse_rules
+
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "matchingType": "deterministic",
+                    "fields": _EXTRACTION_FIELDS,
+                    "potentialMatchThreshold": 1,
+                    "autoMatchThreshold": 1,
+                }
+            ]
+        }
+    )
+    return FeatureExtractor(rules, record_id_systems)
+
+
+_EXTRACTORS = [_extractor(), _extractor(("http://y.org/id",))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(PATIENTS)
+def test_generated_extraction_equals_the_evaluators(patient: dict[str, Any]) -> None:
+    for extractor in _EXTRACTORS:
+        assert extractor.extract(patient) == extractor.extract_slowly(patient)
+
+
+def test_generated_extraction_of_odd_resources() -> None:
+    odd: list[Any] = [
+        {},
+        {"name": None, "birthDate": None},
+        {"name": [None, {"given": [None, "Ann", None]}]},
+        {"name": {"given": "Bob", "family": "Lee"}},  # an object where a list belongs
+        {"name": ["not an object"], "address": [3, {"line": "7 Main St"}]},
+        {"gender": "male", "birthDate": "1974-13-01", "active": False},
+        {"identifier": [{"system": "http://y.org/id", "value": "1"}, {"value": "2"}]},
+    ]
+    for extractor in _EXTRACTORS:
+        for resource in odd:
+            assert extractor.extract(resource) == extractor.extract_slowly(resource), resource
+
+
+def test_generated_extraction_source_is_kept() -> None:
+    source = _EXTRACTORS[0]._extract.__source__
+    # name.first() once for the three paths under it, address.first() once for its two,
+    # first() on the resource once
+    assert source.count("[:1]") == 3

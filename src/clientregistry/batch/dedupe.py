@@ -17,7 +17,7 @@ from typing import Any
 
 from clientregistry.errors import InvalidRecord
 from clientregistry.matching.blocking import MemoryIndex
-from clientregistry.matching.classify import Classification, classify
+from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher, PreparedRecord
 from clientregistry.matching.term_frequency import TermCounts
@@ -89,6 +89,7 @@ class Deduplicator:
         self.stats = DedupeStats()
         self._entity_of = entity_of
         self._warned_cap = False
+        self._auto_thresholds = [rs.auto_threshold for rs in matcher.rules.rule_sets]
 
     def add(
         self, record_id: str, resource: Mapping[str, Any], line: int | None = None
@@ -105,10 +106,18 @@ class Deduplicator:
             )
 
     def add_prepared(self, record_id: str, prepared: PreparedRecord) -> Classification:
-        """:meth:`add` for a record whose features and keys are already computed."""
+        """:meth:`add` for a record whose features and keys are already computed.
+
+        A record that comes with its candidates (``prepared.found``, found by the process
+        that read it) is not added to this deduplicator's own blocking index: feed one
+        deduplicator either way, not both. With ``prepared.scored`` its candidates are not
+        scored again either.
+        """
         self.check_new(record_id)
         matcher = self.matcher
-        found = self.index.candidates(prepared.keys, matcher.candidate_limit)
+        found = prepared.found
+        if found is None:
+            found = self.index.candidates(prepared.keys, matcher.candidate_limit)
         if found.capped:
             self.stats.capped_queries += 1
             if not self._warned_cap:
@@ -129,8 +138,15 @@ class Deduplicator:
                 self.stats.true_pairs_compared += sum(
                     1 for j in found.ids if self._entity_of.get(self.ids[j]) == entity
                 )
-        stored = ((j, cluster[j], features[j]) for j in found.ids)
-        scored = matcher.candidates(prepared.features, stored, self.term_counts.tf)
+        if prepared.scored is None:
+            stored = ((j, cluster[j], features[j]) for j in found.ids)
+            scored = matcher.candidates(prepared.features, stored, self.term_counts.tf)
+        else:  # scored by the reader, best first: only the golden ids are ours to add
+            autos = self._auto_thresholds
+            scored = [
+                Candidate(j, cluster[j], score, score.score - autos[score.rule_set])
+                for j, score in prepared.scored
+            ]
         result = classify(scored)
         position = len(self.ids)
         if result.golden_id is None:
@@ -149,7 +165,8 @@ class Deduplicator:
         features.append(prepared.features)
         cluster.append(golden)
         self._positions[record_id] = position
-        self.index.add(position, prepared.keys)
+        if prepared.keys:
+            self.index.add(position, prepared.keys)
         self.term_counts.add(prepared.features)
         self.stats.records += 1
         return result

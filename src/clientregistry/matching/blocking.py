@@ -23,6 +23,7 @@ the caller is told, so it can log a warning.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections import Counter
@@ -38,6 +39,10 @@ from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import BASE_SCORE, Field, RuleSet
 
 log = logging.getLogger(__name__)
+
+_count_elements: Callable[[dict[Any, int], Iterable[Any]], None]
+_count_elements = collections._count_elements  # type: ignore[attr-defined]
+"""What ``Counter.update`` runs (in C) to count an iterable into a dict."""
 
 DEFAULT_CANDIDATE_LIMIT = 200
 """Most candidates scored for one record (those sharing most keys win)."""
@@ -104,11 +109,15 @@ class MemoryIndex:
             if len(only) <= limit:
                 return CandidateSet(list(only), False, len(only))
             return CandidateSet(only[-limit:], True, len(only))
-        counts: Counter[Any] = Counter()
+        counts: dict[Any, int] = {}
         for found in lists:
-            counts.update(found)
-        best = [record for record, _ in counts.most_common(limit)]
-        return CandidateSet(best, len(counts) > limit, len(counts))
+            _count_elements(counts, found)
+        if len(counts) > limit:
+            best = [record for record, _ in Counter(counts).most_common(limit)]
+            return CandidateSet(best, True, len(counts))
+        # what most_common() gives: by count, ties in first-seen order (sorted is stable)
+        ranked = sorted(counts, key=counts.__getitem__, reverse=True)
+        return CandidateSet(ranked, False, len(counts))
 
 
 # ------------------------------------------------------------------ key derivation
@@ -280,6 +289,7 @@ class Blocker:
             filters = tuple(extractor.slot(flt) for flt in rs.filters)
             phonetic = tuple(extractor.slot(f) for f in rs.phonetic_blocks)
             self._plans.append((rs.index, tuple(sources), tuple(groups), filters, phonetic))
+        self._compiled: Callable[[Features], list[str]] | None = None
 
     def describe(self) -> list[str]:
         """Human-readable key groups, one line per group, for logs and docs."""
@@ -291,6 +301,13 @@ class Blocker:
 
     def keys(self, features: Features) -> list[str]:
         """Every blocking key of a record."""
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = _compile_keys(self._plans)
+        return compiled(features)
+
+    def keys_slowly(self, features: Features) -> list[str]:
+        """:meth:`keys` by the plain loop over the key groups (the reference)."""
         out: list[str] = []
         for index, sources, groups, filters, phonetic in self._plans:
             prefix = str(index)
@@ -312,6 +329,74 @@ class Blocker:
                     joined = "|".join(sorted(combo) if unordered else combo)
                     out.append(f"{prefix}|{tag}|{joined}")
         return list(dict.fromkeys(out))
+
+
+def _phonetic_key(value: str) -> str:
+    return " ".join(jellyfish.metaphone(w) for w in value.split())
+
+
+def _compile_keys(plans: list[Any]) -> Callable[[Features], list[str]]:
+    """One function from features to keys, written from the plans (as the scorer is): each
+    source's keys computed once, constant parts of keys folded into string constants, pairs
+    joined without building tuples. Groups of more than two fields use the general loop."""
+    names: dict[str, Any] = {"product": itertools.product, "_phonetic_key": _phonetic_key}
+    lines = ["def keys(f):", "    out = []", "    add = out.append"]
+    for index, sources, groups, filters, phonetic in plans:
+        prefix = repr(str(index))
+        for slot in filters:
+            prefix += f" + '|' + f'{{f[{slot}]}}'"
+        for slot in phonetic:
+            prefix += f" + '|' + _phonetic_key(f[{slot}])"
+        constant = not filters and not phonetic
+        if not constant:
+            lines.append(f"    p{index} = {prefix}")
+        variables = []
+        for n, (slot, make) in enumerate(sources):
+            maker = f"K{index}_{n}"
+            names[maker] = make
+            variable = f"s{index}_{n}"
+            lines.append(f"    v = f[{slot}]")
+            lines.append(f"    {variable} = {maker}(v) if v else None")
+            variables.append(variable)
+
+        def head(tag: str, index: int = index, constant: bool = constant) -> str:
+            """The expression for the start of this group's keys."""
+            if constant:
+                return repr(f"{index}|{tag}|")
+            return f"p{index} + {f'|{tag}|'!r}"
+
+        for tag, positions, unordered, _ in groups:
+            parts = [variables[p] for p in positions]
+            h = head(tag)
+            if len(parts) == 1:
+                lines.append(f"    if {parts[0]}:")
+                lines.append(f"        for x in {parts[0]}:")
+                lines.append(f"            add({h} + x)")
+            elif len(parts) == 2:
+                first, second = parts
+                lines.append(f"    if {first} and {second}:")
+                lines.append(f"        h = {h}")
+                lines.append(f"        for x in {first}:")
+                lines.append(f"            for y in {second}:")
+                if unordered:
+                    lines.append("                if x <= y:")
+                    lines.append("                    add(h + x + '|' + y)")
+                    lines.append("                else:")
+                    lines.append("                    add(h + y + '|' + x)")
+                else:
+                    lines.append("                add(h + x + '|' + y)")
+            else:
+                joined = "'|'.join(sorted(c))" if unordered else "'|'.join(c)"
+                lines.append(f"    if {' and '.join(parts)}:")
+                lines.append(f"        h = {h}")
+                lines.append(f"        for c in product({', '.join(parts)}):")
+                lines.append(f"            add(h + {joined})")
+    lines.append("    return list(dict.fromkeys(out))")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<blocking keys>", "exec"), names)
+    function: Callable[[Features], list[str]] = names["keys"]
+    function.__source__ = source  # type: ignore[attr-defined]
+    return function
 
 
 def union_candidates(results: Iterable[CandidateSet]) -> list[Any]:

@@ -5,14 +5,21 @@ tuple with one normalised value per slot. Text slots hold one string (several va
 by spaces, as OpenCR does; ``""`` when empty); ``shared-identifier`` slots hold a frozenset of
 ``"system|value"`` strings. Identifiers of record-id systems (the submitting systems' own ids)
 are removed before any path is evaluated, so they are never compared.
+
+Extraction runs once per record read, so the extractor writes itself one plain function (as
+the scorer does, see :mod:`clientregistry.matching._fastpath`): simple paths (those
+:func:`~clientregistry.matching.fhirpath.simple_steps` accepts) are inlined, a step shared by
+several paths (``name.first()`` for given and family names) is evaluated once, and other paths
+call their compiled evaluator. :meth:`FeatureExtractor.extract_slowly` is the plain loop over
+the evaluators that the generated function must agree with (tests hold them to it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from clientregistry.matching.fhirpath import Evaluator, compile_path
+from clientregistry.matching.fhirpath import Evaluator, Step, compile_path, simple_steps
 from clientregistry.matching.normalize import ValueType, normalize, normalize_identifier
 from clientregistry.matching.rules import SHARED_IDENTIFIER, DecisionRules, Field, Filter
 
@@ -49,6 +56,10 @@ class FeatureExtractor:
             )
             for item in items:
                 self._add_slot(item)
+        self._extract = _compile_extract(
+            [(path, value_type, is_set) for path, value_type, is_set in self._slots],
+            [evaluate for evaluate, _, _ in self._evaluators],
+        )
 
     def _add_slot(self, item: Field | Filter) -> int:
         is_set = isinstance(item, Field) and item.algorithm == SHARED_IDENTIFIER
@@ -88,6 +99,10 @@ class FeatureExtractor:
 
     def extract(self, resource: Mapping[str, Any]) -> Features:
         """The features of one FHIR resource (a parsed JSON object)."""
+        return self._extract(self.without_record_ids(resource))
+
+    def extract_slowly(self, resource: Mapping[str, Any]) -> Features:
+        """:meth:`extract` by the plain loop over the slots' evaluators (the reference)."""
         source = self.without_record_ids(resource)
         out: list[Any] = []
         for evaluate, value_type, is_set in self._evaluators:
@@ -123,3 +138,113 @@ def _identifier_set(values: list[Any]) -> frozenset[str]:
 def is_empty(value: Any) -> bool:
     """Whether a feature value is missing (empty string or empty set)."""
     return not value
+
+
+# ------------------------------------------------------------------ generated extraction
+
+
+def _step_lines(step: Step, parent: str, target: str, root: bool) -> list[str]:
+    """Lines that set ``target`` to the items ``step`` gives from ``parent`` (a sequence, or
+    the resource itself when ``root``): the semantics of the fast FHIRPath evaluator."""
+    kind, arg = step
+    if root and kind == "member":
+        return [
+            f"x = {parent}.get({arg!r}) if isinstance({parent}, dict) else None",
+            "if x is None:",
+            f"    {target} = ()",
+            "elif isinstance(x, list):",
+            f"    {target} = x if None not in x else [v for v in x if v is not None]",
+            "else:",
+            f"    {target} = (x,)",
+        ]
+    parent_items = f"({parent},)" if root else parent
+    if kind == "member":
+        return [
+            f"{target} = []",
+            f"for item in {parent_items}:",
+            "    if isinstance(item, dict):",
+            f"        x = item.get({arg!r})",
+            "        if x is not None:",
+            "            if isinstance(x, list):",
+            f"                {target}.extend([v for v in x if v is not None])",
+            "            else:",
+            f"                {target}.append(x)",
+        ]
+    if kind == "where":
+        tests = "".join(f" and item.get({k!r}) == {v!r}" for k, v in arg)
+        return [f"{target} = [item for item in {parent_items} if isinstance(item, dict){tests}]"]
+    if kind == "first":
+        return [f"{target} = {parent_items}[:1]"]
+    return [f"{target} = {parent_items}[-1:]"]
+
+
+def _leaf_lines(values: str, target: str, value_type: str, is_set: bool) -> list[str]:
+    """Lines that set ``target`` to the feature of a slot whose values are ``values``."""
+    if is_set:
+        return [f"{target} = _identifier_set({values})"]
+    vt = repr(value_type)
+    return [
+        f"if not {values}:",
+        f"    {target} = ''",
+        f"elif len({values}) == 1:",
+        f"    t = {values}[0]",
+        "    if type(t) is not str:",
+        "        t = _primitive_text(t)",
+        f"    {target} = '' if t is None else normalize(t, {vt})",
+        "else:",
+        "    parts = []",
+        f"    for t in {values}:",
+        "        if type(t) is not str:",
+        "            t = _primitive_text(t)",
+        "        if t is not None:",
+        f"            t = normalize(t, {vt})",
+        "            if t:",
+        "                parts.append(t)",
+        f"    {target} = ' '.join(parts)",
+    ]
+
+
+def _compile_extract(
+    slots: list[tuple[str, ValueType, bool]], evaluators: list[Evaluator]
+) -> Callable[[Mapping[str, Any]], Features]:
+    """One function from a resource (record ids removed) to its features."""
+    lines = ["def extract(r):"]
+    names: dict[str, Any] = {
+        "normalize": normalize,
+        "_primitive_text": _primitive_text,
+        "_identifier_set": _identifier_set,
+    }
+    nodes: dict[tuple[Step, ...], str] = {}
+
+    def node(steps: tuple[Step, ...]) -> str:
+        """The variable holding the items of this path prefix (evaluated once)."""
+        if not steps:
+            return "r"
+        found = nodes.get(steps)
+        if found is None:
+            parent = node(steps[:-1])
+            found = nodes[steps] = f"n{len(nodes)}"
+            for line in _step_lines(steps[-1], parent, found, root=len(steps) == 1):
+                lines.append("    " + line)
+        return found
+
+    outputs = []
+    for i, ((path, value_type, is_set), evaluate) in enumerate(zip(slots, evaluators, strict=True)):
+        steps = simple_steps(path)
+        if steps is None:
+            names[f"E{i}"] = evaluate
+            values = f"e{i}"
+            lines.append(f"    {values} = E{i}(r)")
+        else:
+            values = node(steps)
+            if values == "r":  # an empty path cannot happen; keep the generator total
+                values = "(r,)"
+        target = f"o{i}"
+        lines.extend("    " + line for line in _leaf_lines(values, target, value_type, is_set))
+        outputs.append(target)
+    lines.append(f"    return ({''.join(o + ', ' for o in outputs)})")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<feature extraction>", "exec"), names)
+    function: Callable[[Mapping[str, Any]], Features] = names["extract"]
+    function.__source__ = source  # type: ignore[attr-defined]
+    return function

@@ -99,12 +99,17 @@ def _split_segments(expression: str) -> list[str] | None:
     return segments
 
 
-def _fast_path(expression: str) -> Evaluator | None:
-    """A plain-Python evaluator for simple member paths, or ``None`` if it is not one."""
+Step = tuple[str, Any]
+"""One step of a simple path: ``("member", name)``, ``("where", ((key, value), ...))``,
+``("first", None)`` or ``("last", None)``."""
+
+
+def simple_steps(expression: str) -> tuple[Step, ...] | None:
+    """The steps of a simple member path (what the fast path evaluates), or ``None``."""
     segments = _split_segments(expression)
     if not segments:
         return None
-    steps: list[tuple[str, Any]] = []
+    steps: list[Step] = []
     for segment in segments:
         found = _SEGMENT.match(segment)
         if found is None:
@@ -116,7 +121,14 @@ def _fast_path(expression: str) -> Evaluator | None:
         else:
             conds = tuple(_COND_RE.findall(found.group("conds")))
             steps.append(("where", conds))
-    frozen = tuple(steps)
+    return tuple(steps)
+
+
+def _fast_path(expression: str) -> Evaluator | None:
+    """A plain-Python evaluator for simple member paths, or ``None`` if it is not one."""
+    frozen = simple_steps(expression)
+    if frozen is None:
+        return None
 
     def evaluate(resource: Any) -> list[Any]:
         items: list[Any] = [resource]

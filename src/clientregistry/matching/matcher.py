@@ -10,7 +10,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, Blocker
+from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, Blocker, CandidateSet
 from clientregistry.matching.classify import Candidate
 from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import DecisionRules
@@ -19,10 +19,18 @@ from clientregistry.matching.scoring import PairScore, Scorer, TermFrequency, _n
 
 @dataclass(frozen=True, slots=True)
 class PreparedRecord:
-    """A record's features and blocking keys, computed once."""
+    """A record's features and blocking keys, computed once.
+
+    A process that keeps its own blocking index (``clientregistry dedupe``'s reader, see
+    :mod:`clientregistry.batch.pipeline`) sends ``found`` (the candidates, as positions of
+    earlier records) instead of keys, and ``scored`` (the candidates that are at least
+    potential matches, best first, with their scores) when it has scored them too.
+    """
 
     features: Features
     keys: tuple[str, ...]
+    found: CandidateSet | None = None
+    scored: tuple[tuple[int, PairScore], ...] | None = None
 
 
 class Matcher:
