@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from clientregistry.store.enums import AgentKind, AuditAction
@@ -89,20 +90,24 @@ def record(
     entity: str | None,
     detail: dict[str, Any],
 ) -> None:
-    """Add one audit event to ``session`` (committed with it)."""
+    """Write one audit event in ``session``'s transaction (committed with it).
+
+    One Core ``INSERT`` on the session's connection: the event has no relations, so it need
+    not wait for (nor trigger) a flush of the session's objects."""
     now = datetime.now(UTC)
-    session.add(
-        AuditEvent(
-            recorded=now,
-            action=action,
-            outcome=outcome,
-            event_type=interaction,
-            agent=agent,
-            agent_kind=agent_kind,
-            source_address=source_address,
-            entity=entity,
-            detail=detail,
-            resource=audit_resource(
+    session.connection().execute(
+        insert(AuditEvent),
+        {
+            "recorded": now,
+            "action": action,
+            "outcome": outcome,
+            "event_type": interaction,
+            "agent": agent,
+            "agent_kind": agent_kind,
+            "source_address": source_address,
+            "entity": entity,
+            "detail": detail,
+            "resource": audit_resource(
                 action=action.value,
                 outcome=outcome,
                 recorded=now,
@@ -113,7 +118,7 @@ def record(
                 interaction=interaction,
                 detail=detail,
             ),
-        )
+        },
     )
 
 

@@ -43,8 +43,7 @@ from sqlalchemy.orm import Session
 from clientregistry.errors import ClientRegistryError
 from clientregistry.registry.audit import audit_resource
 from clientregistry.registry.context import RegistryContext
-from clientregistry.registry.submit import Submitter, broken_with
-from clientregistry.store.blocking_index import DatabaseBlockingIndex
+from clientregistry.registry.submit import broken_with, find_matches
 from clientregistry.store.enums import (
     AgentKind,
     AuditAction,
@@ -402,9 +401,7 @@ class LinkEditor:
             self.resolve(issue)
         broken = broken_with(session, record.id)
         # The same candidate search and classification as a submission (one source of truth).
-        result = Submitter(self.context)._classify(
-            session, DatabaseBlockingIndex(session), record.id, record.features, keys, old, broken
-        )
+        result = find_matches(session, self.context, record.id, record.features, keys, old, broken)
         best = result.auto[0] if result.auto else None
         rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
         score = None if best is None else best.score.score

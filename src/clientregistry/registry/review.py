@@ -27,7 +27,12 @@ from clientregistry.fhir.patient import internal_identifier
 from clientregistry.matching.classify import Classification
 from clientregistry.matching.features import Features
 from clientregistry.registry.context import RegistryContext
-from clientregistry.registry.submit import Submitter, broken_with, keep_golden, source_resource
+from clientregistry.registry.submit import (
+    broken_with,
+    find_matches,
+    keep_golden,
+    source_resource,
+)
 from clientregistry.store.blocking_index import DatabaseBlockingIndex
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
 from clientregistry.store.models import GoldenRecord, Link, MatchIssue, SourceRecord
@@ -410,11 +415,8 @@ def _classify(
     broken: set[str],
 ) -> Classification:
     keys = context.matcher.blocker.keys(features)
-    index = DatabaseBlockingIndex(session)
     # The same candidate search and classification as a submission (one source of truth).
-    return Submitter(context)._classify(
-        session, index, record_id or "", features, keys, current_golden, broken
-    )
+    return find_matches(session, context, record_id or "", features, keys, current_golden, broken)
 
 
 def record_view(session: Session, context: RegistryContext, record_id: str) -> RecordView | None:

@@ -11,6 +11,11 @@ A record whose place a person decided (``SourceRecord.human_adjudicated``: joine
 or resolved by a reviewer — OpenCR's ``humanAdjudication``) keeps its golden record when it is
 updated: matching still runs, but an automatic result that disagrees (an auto match under
 another golden record) becomes a conflict in the review queue instead of moving the record.
+
+This is the registry's hot path, so it speaks SQLAlchemy Core on the session's connection:
+three reads (the caller's record, the blocking candidates, their features) and one statement
+per table written, with no ORM unit of work. It never loads ORM objects, so a session that
+holds some (a Bundle, a review action) sees what it wrote once it reads them again.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir import codes
@@ -42,6 +47,7 @@ from clientregistry.store.models import (
     SearchToken,
     SourceRecord,
     SourceRecordVersion,
+    new_id,
 )
 from clientregistry.store.term_counts import bump_features
 
@@ -60,6 +66,53 @@ class SubmitResult:
     rule_set: str | None
     potential: int
     conflicts: int
+
+
+class StoredRecord(Protocol):
+    """What :func:`source_resource` reads of a source record (a model or a snapshot)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def last_updated(self) -> datetime: ...
+    @property
+    def resource(self) -> dict[str, Any]: ...
+    @property
+    def client_system(self) -> str: ...
+    @property
+    def golden_id(self) -> str | None: ...
+    @property
+    def match_status(self) -> MatchStatus: ...
+    @property
+    def human_adjudicated(self) -> bool | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSnapshot:
+    """A source record's state as plain values (see :class:`StoredRecord`)."""
+
+    id: str
+    version: int
+    last_updated: datetime
+    resource: dict[str, Any]
+    client_system: str
+    golden_id: str | None
+    match_status: MatchStatus
+    human_adjudicated: bool | None = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Existing:
+    """The caller's record as stored before this submission."""
+
+    id: str
+    version: int
+    golden_id: str | None
+    features: Features
+    human_adjudicated: bool
+    client_system: str
 
 
 def _now() -> datetime:
@@ -87,7 +140,7 @@ def broken_with(session: Session, record_id: str) -> set[str]:
 
 
 def source_resource(
-    record: SourceRecord, client: ClientSystemConfig | None, broken: set[str]
+    record: StoredRecord, client: ClientSystemConfig | None, broken: set[str]
 ) -> dict[str, Any]:
     """The FHIR form of a stored source record."""
     tags = match_tags(record.match_status)
@@ -126,6 +179,48 @@ def keep_golden(result: Classification, golden_id: str) -> Classification:
     return kept
 
 
+def match_status(result: Classification) -> MatchStatus:
+    """The record's status after ``result``: its most pressing review item, else auto/none."""
+    if result.conflicts:
+        return MatchStatus.CONFLICT
+    if result.potential:
+        return MatchStatus.POTENTIAL
+    return MatchStatus.AUTO if result.auto else MatchStatus.NONE
+
+
+def find_matches(
+    session: Session,
+    context: RegistryContext,
+    record_id: str,
+    features: Features,
+    keys: list[str],
+    old_golden: str | None,
+    broken: set[str],
+) -> Classification:
+    """Score ``features`` against the blocking candidates and classify them (the one candidate
+    search and classification that submissions, re-matching and review all use)."""
+    matcher = context.matcher
+    found = DatabaseBlockingIndex(session).candidates(keys, matcher.candidate_limit + 1)
+    ids = [c for c in found.ids if c != record_id and c not in broken]
+    if not ids:
+        return Classification(None)
+    rows = session.execute(
+        select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
+            SourceRecord.id.in_(ids)
+        )
+    ).all()
+    # Nor may it join a golden record that holds a record it is broken from (through a
+    # third record that matches both): "not the same person" holds for the golden record.
+    excluded = _goldens_of(session, broken)
+    stored = [
+        (rid, golden, feats)
+        for rid, golden, feats in rows
+        if golden is not None and golden not in excluded
+    ]
+    scored = matcher.candidates(features, stored, context.term_counts.tf)
+    return classify(scored, current_golden=old_golden, broken=broken)
+
+
 class Submitter:
     """The submit use case over a :class:`RegistryContext`."""
 
@@ -146,20 +241,14 @@ class Submitter:
         matcher = context.matcher
         features = matcher.extractor.extract(patient)
         keys = matcher.blocker.keys(features)
+        session.flush()  # whatever the session holds goes first; from here on, Core only
+        connection = session.connection()
         # Serialise on the caller's identifier (two submissions of one record) and on every
         # blocking key the record has now or had before (two submissions of one person).
         lock_blocking_keys(session, [f"record|{system}|{value}"])
-        existing = session.scalars(
-            select(SourceRecord).where(
-                SourceRecord.internal_system == system, SourceRecord.internal_value == value
-            )
-        ).one_or_none()
-        self._lock_keys(session, existing, keys)
-        if (
-            url_id is not None
-            and existing is None
-            and session.get(GoldenRecord, url_id) is not None
-        ):
+        existing = _existing(connection, system, value)
+        existing = self._lock_keys(session, connection, existing, keys, system, value)
+        if url_id is not None and existing is None and _is_golden(connection, url_id):
             raise conflict(
                 f"Patient/{url_id} is a golden record; source records cannot take its id",
                 ["Patient.id"],
@@ -170,101 +259,114 @@ class Submitter:
                 f"(that is Patient/{existing.id})",
                 ["Patient.identifier"],
             )
-        index = DatabaseBlockingIndex(session)
         now = _now()
         stored = dict(patient)
+        index = DatabaseBlockingIndex(session)
         if existing is None:
-            record = SourceRecord(
-                client_system=client.name,
-                internal_system=system,
-                internal_value=value,
-                version=1,
-                last_updated=now,
-                resource=stored,
-                features=features,
-                match_status=MatchStatus.NONE,
-            )
-            if url_id is not None:
-                record.id = url_id
-            session.add(record)
-            session.flush()
+            record_id = url_id or new_id()
+            version = 1
             old_golden: str | None = None
+            broken: set[str] = set()
         else:
-            record = existing
-            old_golden = record.golden_id
-            index.remove_record(record.id)
-            bump_features(session, context.term_counts, record.features, -1)
-            context.term_counts.remove(record.features)
-            record.version += 1
-            record.last_updated = now
-            record.resource = stored
-            record.features = features
-            session.execute(delete(Link).where(Link.source_record_id == record.id))
-            session.execute(
+            record_id = existing.id
+            version = existing.version + 1
+            old_golden = existing.golden_id
+            index.remove_record(record_id)
+            bump_features(session, context.term_counts, existing.features, -1)
+            context.term_counts.remove(existing.features)
+            connection.execute(delete(Link).where(Link.source_record_id == record_id))
+            connection.execute(
                 delete(MatchIssue).where(
                     MatchIssue.status == IssueStatus.OPEN,
-                    (MatchIssue.record_id == record.id) | (MatchIssue.other_record_id == record.id),
+                    (MatchIssue.record_id == record_id) | (MatchIssue.other_record_id == record_id),
                 )
             )
-        session.add(
-            SourceRecordVersion(
-                record_id=record.id, version=record.version, resource=stored, last_updated=now
-            )
-        )
-        _store_search_tokens(session, record.id, stored, replace=existing is not None)
-        broken = broken_with(session, record.id) if existing is not None else set()
-        result = self._classify(session, index, record.id, features, keys, old_golden, broken)
-        adjudicated = bool(record.human_adjudicated) and old_golden is not None
+            broken = broken_with(session, record_id)
+        result = find_matches(session, context, record_id, features, keys, old_golden, broken)
+        adjudicated = existing is not None and existing.human_adjudicated and old_golden is not None
         if adjudicated and old_golden is not None:
             # A person placed this record: it stays; disagreement goes to the review queue.
             result = keep_golden(result, old_golden)
-        golden_id = self._place(session, record, result, old_golden, now)
-        status = (
-            MatchStatus.CONFLICT
-            if result.conflicts
-            else MatchStatus.POTENTIAL
-            if result.potential
-            else MatchStatus.AUTO
-            if result.auto
-            else MatchStatus.NONE
-        )
-        record.match_status = status
-        best = result.auto[0] if result.auto else None
-        rule_set = None
-        if best is not None:
-            rule_set = matcher.rules.rule_sets[best.score.rule_set].name
-        session.add(
-            Link(
-                source_record_id=record.id,
-                golden_id=golden_id,
-                kind=LinkKind.MANUAL if adjudicated else LinkKind.AUTO,
-                score=None if best is None else best.score.score,
-                rule_set=rule_set,
-                created_at=now,
+        golden_id = self._place(connection, record_id, result, old_golden, now)
+        status = match_status(result)
+        row = {
+            "version": version,
+            "last_updated": now,
+            "resource": stored,
+            "features": features,
+            "golden_id": golden_id,
+            "match_status": status,
+        }
+        if existing is None:
+            connection.execute(
+                insert(SourceRecord),
+                {
+                    "id": record_id,
+                    "client_system": client.name,
+                    "internal_system": system,
+                    "internal_value": value,
+                    "human_adjudicated": False,
+                    **row,
+                },
             )
+        else:
+            connection.execute(
+                update(SourceRecord).where(SourceRecord.id == record_id).values(**row)
+            )
+        connection.execute(
+            insert(SourceRecordVersion),
+            {"record_id": record_id, "version": version, "resource": stored, "last_updated": now},
         )
-        queues = ((IssueKind.POTENTIAL, result.potential), (IssueKind.CONFLICT, result.conflicts))
-        for kind, items in queues:
-            for item in items:
-                session.add(
-                    MatchIssue(
-                        record_id=record.id,
-                        other_record_id=str(item.record_id),
-                        kind=kind,
-                        score=item.score.score,
-                        created_at=now,
-                    )
-                )
-        index.add(record.id, keys)
+        _store_search_tokens(connection, record_id, stored, replace=existing is not None)
+        best = result.auto[0] if result.auto else None
+        rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
+        connection.execute(
+            insert(Link),
+            {
+                "source_record_id": record_id,
+                "golden_id": golden_id,
+                "kind": LinkKind.MANUAL if adjudicated else LinkKind.AUTO,
+                "score": None if best is None else best.score.score,
+                "rule_set": rule_set,
+                "created_at": now,
+            },
+        )
+        issues = [
+            {
+                "record_id": record_id,
+                "other_record_id": str(item.record_id),
+                "kind": kind,
+                "score": item.score.score,
+                "status": IssueStatus.OPEN,
+                "created_at": now,
+            }
+            for kind, items in (
+                (IssueKind.POTENTIAL, result.potential),
+                (IssueKind.CONFLICT, result.conflicts),
+            )
+            for item in items
+        ]
+        if issues:
+            connection.execute(insert(MatchIssue), issues)
+        index.add(record_id, keys)
         bump_features(session, context.term_counts, features, 1)
         context.term_counts.add(features)
-        session.flush()
+        snapshot = RecordSnapshot(
+            id=record_id,
+            version=version,
+            last_updated=now,
+            resource=stored,
+            client_system=client.name if existing is None else existing.client_system,
+            golden_id=golden_id,
+            match_status=status,
+            human_adjudicated=existing is not None and existing.human_adjudicated,
+        )
         return SubmitResult(
-            record_id=record.id,
+            record_id=record_id,
             golden_id=golden_id,
             created=existing is None,
-            version=record.version,
-            resource=source_resource(record, client, broken),
+            version=version,
+            resource=source_resource(snapshot, client, broken),
             status=status,
             score=None if best is None else best.score.score,
             rule_set=rule_set,
@@ -272,101 +374,119 @@ class Submitter:
             conflicts=len(result.conflicts),
         )
 
-    def _lock_keys(self, session: Session, existing: SourceRecord | None, keys: list[str]) -> None:
-        """Lock the new keys and the stored record's current ones (which another update may
-        have changed while this one waited, hence the re-read)."""
-        locked = set(keys)
-        lock_blocking_keys(session, keys)
-        for _ in range(3):
-            if existing is None:
-                return
-            session.refresh(existing)
-            current = set(self.context.matcher.blocker.keys(existing.features))
-            missing = current - locked
-            if not missing:
-                return
-            lock_blocking_keys(session, sorted(missing))
-            locked |= missing
-
-    def _classify(
+    def _lock_keys(
         self,
         session: Session,
-        index: DatabaseBlockingIndex,
-        record_id: str,
-        features: Features,
+        connection: Connection,
+        existing: _Existing | None,
         keys: list[str],
-        old_golden: str | None,
-        broken: set[str],
-    ) -> Classification:
-        matcher = self.context.matcher
-        found = index.candidates(keys, matcher.candidate_limit + 1)
-        ids = [c for c in found.ids if c != record_id and c not in broken]
-        if not ids:
-            return Classification(None)
-        rows = session.execute(
-            select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
-                SourceRecord.id.in_(ids)
-            )
-        ).all()
-        # Nor may it join a golden record that holds a record it is broken from (through a
-        # third record that matches both): "not the same person" holds for the golden record.
-        excluded = _goldens_of(session, broken)
-        stored = [
-            (rid, golden, feats)
-            for rid, golden, feats in rows
-            if golden is not None and golden not in excluded
-        ]
-        scored = matcher.candidates(features, stored, self.context.term_counts.tf)
-        return classify(scored, current_golden=old_golden, broken=broken)
+        system: str,
+        value: str,
+    ) -> _Existing | None:
+        """Lock the new keys and the stored record's current ones (which another update may
+        have changed while this one waited, hence the re-read); the record as it is now."""
+        if not lock_blocking_keys(session, keys):
+            return existing  # SQLite: the write lock taken at BEGIN serialises everything
+        locked = set(keys)
+        for _ in range(3):
+            if existing is None:
+                return None
+            existing = _existing(connection, system, value)
+            if existing is None:
+                return None
+            missing = set(self.context.matcher.blocker.keys(existing.features)) - locked
+            if not missing:
+                return existing
+            lock_blocking_keys(session, sorted(missing))
+            locked |= missing
+        return existing
 
     def _place(
         self,
-        session: Session,
-        record: SourceRecord,
+        connection: Connection,
+        record_id: str,
         result: Classification,
         old_golden: str | None,
         now: datetime,
     ) -> str:
         """Choose the record's golden record; retire one that re-matching emptied."""
-        created = False
         if result.golden_id is not None:
             golden_id = str(result.golden_id)
-        elif old_golden is not None and not _others_in(session, old_golden, record.id):
+            touched = [golden_id]
+        elif old_golden is not None and not _others_in(connection, old_golden, record_id):
             golden_id = old_golden  # it linked only this record: keep it
+            touched = [golden_id]
         else:
-            golden = GoldenRecord(version=1, last_updated=now, active=True)
-            session.add(golden)
-            session.flush()
-            golden_id = golden.id
-            created = True
-        record.golden_id = golden_id
-        changed = set() if created else {golden_id}
+            golden_id = new_id()
+            connection.execute(
+                insert(GoldenRecord),
+                {"id": golden_id, "version": 1, "last_updated": now, "active": True},
+            )
+            touched = []
         if old_golden is not None and old_golden != golden_id:
-            changed.add(old_golden)
-        for gid in changed:
-            touched = session.get(GoldenRecord, gid)
-            if touched is None:
-                continue
-            touched.version += 1
-            touched.last_updated = now
-            if gid == old_golden and gid != golden_id and not _others_in(session, gid, record.id):
-                touched.replaced_by = golden_id  # emptied by re-matching: point to successor
-                touched.active = False
+            if _others_in(connection, old_golden, record_id):
+                touched.append(old_golden)
+            else:
+                # Emptied by re-matching: point it to its successor.
+                connection.execute(
+                    update(GoldenRecord)
+                    .where(GoldenRecord.id == old_golden)
+                    .values(
+                        version=GoldenRecord.version + 1,
+                        last_updated=now,
+                        replaced_by=golden_id,
+                        active=False,
+                    )
+                )
+        if touched:
+            connection.execute(
+                update(GoldenRecord)
+                .where(GoldenRecord.id.in_(touched))
+                .values(version=GoldenRecord.version + 1, last_updated=now)
+            )
         return golden_id
 
 
+def _existing(connection: Connection, system: str, value: str) -> _Existing | None:
+    row = connection.execute(
+        select(
+            SourceRecord.id,
+            SourceRecord.version,
+            SourceRecord.golden_id,
+            SourceRecord.features,
+            SourceRecord.human_adjudicated,
+            SourceRecord.client_system,
+        ).where(SourceRecord.internal_system == system, SourceRecord.internal_value == value)
+    ).one_or_none()
+    if row is None:
+        return None
+    return _Existing(
+        row.id,
+        row.version,
+        row.golden_id,
+        row.features,
+        bool(row.human_adjudicated),
+        row.client_system,
+    )
+
+
+def _is_golden(connection: Connection, record_id: str) -> bool:
+    found = connection.execute(select(GoldenRecord.id).where(GoldenRecord.id == record_id))
+    return found.first() is not None
+
+
 def _store_search_tokens(
-    session: Session, record_id: str, resource: Mapping[str, Any], *, replace: bool
+    connection: Connection, record_id: str, resource: Mapping[str, Any], *, replace: bool
 ) -> None:
     """Replace the record's search tokens with those of ``resource`` (one bulk insert)."""
     if replace:
-        session.execute(delete(SearchToken).where(SearchToken.record_id == record_id))
+        connection.execute(delete(SearchToken).where(SearchToken.record_id == record_id))
     rows = [
         {"kind": kind, "value": value, "record_id": record_id}
         for kind, value in search_tokens(resource)
     ]
     if rows:
-        session.execute(insert(SearchToken), rows)
+        connection.execute(insert(SearchToken), rows)
 
 
 def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:
@@ -379,13 +499,11 @@ def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:
     return {golden for golden in rows if golden is not None}
 
 
-def _others_in(session: Session, golden_id: str, record_id: str) -> bool:
+def _others_in(connection: Connection, golden_id: str, record_id: str) -> bool:
     """Whether a golden record has source records besides ``record_id``."""
-    return (
-        session.scalar(
-            select(SourceRecord.id)
-            .where(SourceRecord.golden_id == golden_id, SourceRecord.id != record_id)
-            .limit(1)
-        )
-        is not None
+    found = connection.execute(
+        select(SourceRecord.id)
+        .where(SourceRecord.golden_id == golden_id, SourceRecord.id != record_id)
+        .limit(1)
     )
+    return found.first() is not None

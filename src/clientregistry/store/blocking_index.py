@@ -64,7 +64,8 @@ class DatabaseBlockingIndex:
             return
         self._session.flush()
         statement = insert_for(self._session, BlockingKey).on_conflict_do_nothing()
-        self._session.execute(statement, [{"key_hash": h, "record_id": record_id} for h in hashes])
+        rows = [{"key_hash": h, "record_id": record_id} for h in hashes]
+        self._session.connection().execute(statement, rows)
 
     def remove(self, record: Hashable, keys: Sequence[str]) -> None:
         """Take ``record`` out of ``keys``' postings."""
@@ -72,7 +73,7 @@ class DatabaseBlockingIndex:
         hashes = key_hashes(keys)
         if not hashes:
             return
-        self._session.execute(
+        self._session.connection().execute(
             delete(BlockingKey).where(
                 BlockingKey.record_id == record_id, BlockingKey.key_hash.in_(hashes)
             )
@@ -80,7 +81,7 @@ class DatabaseBlockingIndex:
 
     def remove_record(self, record: Hashable) -> None:
         """Take ``record`` out of every posting (when its old keys are not known)."""
-        self._session.execute(
+        self._session.connection().execute(
             delete(BlockingKey).where(BlockingKey.record_id == _record_id(record))
         )
 
@@ -100,7 +101,7 @@ class DatabaseBlockingIndex:
             .order_by(shared.desc(), BlockingKey.record_id)
             .limit(limit)
         )
-        rows = self._session.execute(statement).all()
+        rows = self._session.connection().execute(statement).all()
         if not rows:
             return CandidateSet([], False, 0)
         considered = int(rows[0].total)

@@ -47,11 +47,13 @@ def begin_write(session: Session) -> None:
     begin_immediate(session)
 
 
-def lock_blocking_keys(session: Session, keys: Iterable[str]) -> None:
+def lock_blocking_keys(session: Session, keys: Iterable[str]) -> bool:
     """Hold, until the transaction ends, a lock on each of ``keys`` (PostgreSQL); waits for
-    transactions holding any of them. A no-op on SQLite (see the module notes)."""
+    transactions holding any of them. A no-op on SQLite (see the module notes). Returns
+    whether this database serialises by key locks (False on SQLite)."""
     if dialect_name(session) != "postgresql":
-        return
+        return False
     hashes = key_hashes(keys)
     if hashes:
-        session.execute(_ADVISORY_LOCKS, {"hashes": hashes})
+        session.connection().execute(_ADVISORY_LOCKS, {"hashes": hashes})
+    return True

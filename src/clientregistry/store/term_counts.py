@@ -64,7 +64,7 @@ def bump_many(session: Session, deltas: Iterable[tuple[int, str, int]]) -> None:
         index_elements=[TermCount.slot, TermCount.value],
         set_={"count": TermCount.count + statement.excluded["count"]},
     )
-    session.execute(statement, rows)
+    session.connection().execute(statement, rows)
 
 
 def feature_deltas(
