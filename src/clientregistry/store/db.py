@@ -19,8 +19,10 @@ transaction later tries to write.
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -33,12 +35,16 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.store.write_gate import WriteGate
 
 MIGRATIONS = "clientregistry.store:migrations"
 """Alembic ``script_location`` of the packaged migrations."""
 
 SQLITE_BEGIN_OPTION = "clientregistry_sqlite_begin"
 """Connection execution option naming the ``BEGIN`` variant (``"IMMEDIATE"``) on SQLite."""
+
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
+"""The :class:`WriteGate` of each SQLite engine (see :func:`transaction`)."""
 
 _BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
 """serialization_failure, deadlock_detected, lock_not_available, query_canceled (timeout)."""
@@ -76,6 +82,10 @@ def create_engine_for(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -
         connect_args = {"check_same_thread": False, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine, busy_timeout_ms)
+        database = parsed.database or ""
+        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
+        lock_path = Path(f"{database}-writer.lock") if on_disk else None
+        _WRITE_GATES[engine] = WriteGate(lock_path, busy_timeout_ms / 1000)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)
@@ -137,12 +147,21 @@ def begin_immediate(session: Session) -> None:
 def transaction(factory: sessionmaker[Session], *, write: bool = True) -> Iterator[Session]:
     """A session in a transaction: committed when the block ends, rolled back when it raises;
     driver errors come out as :class:`StoreError`. ``write`` takes SQLite's write lock first
-    (:func:`begin_immediate`); on PostgreSQL serialise with :mod:`clientregistry.store.locks`.
+    (:func:`begin_immediate`), queueing at the engine's :class:`WriteGate` until the
+    transaction has ended; on PostgreSQL serialise with :mod:`clientregistry.store.locks`.
     """
-    with translate_errors(), factory() as session, session.begin():
-        if write:
-            begin_immediate(session)
-        yield session
+    bind = factory.kw.get("bind")
+    gate = _WRITE_GATES.get(bind) if write and isinstance(bind, Engine) else None
+    if gate is not None:
+        gate.acquire()
+    try:
+        with translate_errors(), factory() as session, session.begin():
+            if write:
+                begin_immediate(session)
+            yield session
+    finally:
+        if gate is not None:
+            gate.release()
 
 
 # ----------------------------------------------------------------------------- errors

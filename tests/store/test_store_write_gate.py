@@ -1,0 +1,132 @@
+"""The SQLite write gate: writers queue in front of SQLite and get their turn at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from clientregistry.store.db import create_engine_for, session_factory, transaction
+from clientregistry.store.errors import Busy
+from clientregistry.store.write_gate import WriteGate
+
+
+def test_a_waiting_thread_gets_its_turn_as_soon_as_the_writer_commits(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        session.execute(text("CREATE TABLE t (n INTEGER)"))
+    holding = threading.Event()
+    waited: list[float] = []
+
+    def first() -> None:
+        with transaction(factory) as session:
+            session.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            time.sleep(0.15)
+
+    def second() -> None:
+        holding.wait()
+        started = time.perf_counter()
+        with transaction(factory) as session:
+            session.execute(text("INSERT INTO t VALUES (2)"))
+        waited.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with transaction(factory, write=False) as session:
+        assert session.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    assert 0.1 <= waited[0] < 1.0  # it waited for the first writer, not for a timeout
+    engine.dispose()
+
+
+def test_a_write_transaction_holds_the_engines_gate_until_it_ends(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    factory = session_factory(engine)
+    other = WriteGate(tmp_path / "db.sqlite-writer.lock", 0.05)  # as another process would
+
+    def other_gets_in() -> bool:
+        try:
+            other.acquire()
+        except Busy:
+            return False
+        other.release()
+        return True
+
+    with transaction(factory) as session:
+        session.execute(text("CREATE TABLE t (n INTEGER)"))
+        assert not other_gets_in()
+    assert other_gets_in()
+    with transaction(factory, write=False) as session:  # readers do not queue
+        assert other_gets_in()
+        session.execute(text("SELECT count(*) FROM t"))
+    other.close()
+    engine.dispose()
+
+
+def test_the_gate_is_released_when_the_transaction_fails(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}", busy_timeout_ms=500)
+    factory = session_factory(engine)
+    with pytest.raises(RuntimeError), transaction(factory) as session:
+        session.execute(text("CREATE TABLE t (n INTEGER)"))
+        raise RuntimeError("boom")
+    with transaction(factory) as session:  # would wait 0.5 s and raise Busy if still held
+        session.execute(text("CREATE TABLE t (n INTEGER)"))
+    engine.dispose()
+
+
+def _hold_gate(path: str, held: multiprocessing.synchronize.Event, seconds: float) -> None:
+    gate = WriteGate(Path(path), 5.0)
+    gate.acquire()
+    held.set()
+    time.sleep(seconds)
+    gate.release()
+
+
+def test_processes_queue_on_the_lock_file_and_time_out_with_busy(tmp_path: Path) -> None:
+    lock = tmp_path / "db.sqlite-writer.lock"
+    held = multiprocessing.get_context("spawn").Event()
+    other = multiprocessing.get_context("spawn").Process(
+        target=_hold_gate, args=(str(lock), held, 1.0)
+    )
+    other.start()
+    try:
+        assert held.wait(30)
+        impatient = WriteGate(lock, 0.2)
+        with pytest.raises(Busy, match="another process"):
+            impatient.acquire()
+        patient = WriteGate(lock, 10.0)
+        started = time.perf_counter()
+        patient.acquire()
+        assert time.perf_counter() - started < 5.0
+        patient.release()
+        impatient.close()
+        patient.close()
+    finally:
+        other.join(30)
+    assert other.exitcode == 0
+
+
+def test_a_thread_that_never_gets_its_turn_gets_busy(tmp_path: Path) -> None:
+    gate = WriteGate(None, 0.1)
+    gate.acquire()
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            gate.acquire()
+        except Busy as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    thread.join()
+    gate.release()
+    assert len(errors) == 1 and "no write turn" in str(errors[0])
