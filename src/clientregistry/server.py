@@ -3,19 +3,21 @@
 uvicorn builds its own SSL context from file names; ours also checks the CRL and asks for a
 client certificate without requiring one, so :class:`RegistryConfig` swaps it in after
 uvicorn's ``load()`` — in every worker, since each worker loads the config anew. The HTTP
-protocol is :class:`~clientregistry.api.tls.TLSProtocol`, which hands the client certificate
-to the application.
+protocol is :class:`~clientregistry.api.tls.HttpToolsTLSProtocol` (uvicorn's httptools
+protocol, which hands the client certificate to the application) on uvloop's event loop
+where uvloop exists (not on Windows); both cut the server's time per request.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from clientregistry.api.tls import TLSProtocol
+from clientregistry.api.tls import HttpToolsTLSProtocol
 from clientregistry.security.tls import ssl_server_context
 from clientregistry.settings import Settings
 
@@ -41,7 +43,8 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        http=TLSProtocol,
+        http=HttpToolsTLSProtocol,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         ssl_certfile=str(certs / "server.pem"),
         ssl_keyfile=str(certs / "server-key.pem"),
         proxy_headers=False,

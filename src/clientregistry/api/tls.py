@@ -14,6 +14,7 @@ import ssl
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 def _tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
@@ -32,11 +33,13 @@ def _tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
     }
 
 
-class TLSProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the ASGI TLS extension in each request's scope."""
+class _TLSExtension:
+    """Adds the ASGI TLS extension to the scope of every request on the connection."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    app: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         extension = _tls_extension(transport)
         if extension is None:
             return
@@ -48,3 +51,11 @@ class TLSProtocol(H11Protocol):
             await inner(scope, receive, send)
 
         self.app = app
+
+
+class TLSProtocol(_TLSExtension, H11Protocol):
+    """uvicorn's h11 protocol (pure Python), plus the ASGI TLS extension."""
+
+
+class HttpToolsTLSProtocol(_TLSExtension, HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, the faster parser), plus the ASGI TLS extension."""

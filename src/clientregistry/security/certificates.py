@@ -10,6 +10,7 @@ written atomically (temporary file + rename).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import os
@@ -317,20 +318,12 @@ def verify_client_certificate(
 ) -> ClientIdentity:
     """The identity in a client certificate (PEM or DER), after checking that this registry's CA
     issued it, that it is valid ``now``, not revoked, names a system and allows client
-    authentication. Raises ``CertificateRefused`` otherwise."""
-    try:
-        cert = load_certificate(certificate)
-    except ValueError as exc:
-        raise CertificateRefused("malformed", f"not a readable certificate: {exc}") from exc
+    authentication. Raises ``CertificateRefused`` otherwise.
+
+    What cannot change for a given certificate (its signature, CN, key usage) is checked once
+    and remembered (:func:`_issued_identity`); validity dates and revocation every time."""
+    cert, identity = _issued_identity(certificate, ca_cert)
     who = cert.subject.rfc4514_string() or "(empty subject)"
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise CertificateRefused(
-            "untrusted",
-            f"certificate {who} (issuer {cert.issuer.rfc4514_string()}) was not issued by this "
-            f"registry's CA {ca_cert.subject.rfc4514_string()}",
-        ) from exc
     now = utcnow() if now is None else now
     now = now if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
     if now < cert.not_valid_before_utc:
@@ -345,15 +338,42 @@ def verify_client_certificate(
         raise CertificateRefused(
             "revoked", f"certificate {who} (serial {cert.serial_number:x}) has been revoked"
         )
+    if isinstance(identity, CertificateRefused):
+        raise CertificateRefused(identity.reason, str(identity))  # a fresh one: no old traceback
+    return identity
+
+
+@functools.lru_cache(maxsize=1024)
+def _issued_identity(
+    certificate: x509.Certificate | bytes | str, ca_cert: x509.Certificate
+) -> tuple[x509.Certificate, ClientIdentity | CertificateRefused]:
+    """The parsed certificate, once ``ca_cert`` is known to have issued it (else the refusal is
+    raised, and so not remembered), and its identity, or why it cannot be a client's
+    (returned, for the caller to raise after the date and revocation checks)."""
+    try:
+        cert = load_certificate(certificate)
+    except ValueError as exc:
+        raise CertificateRefused("malformed", f"not a readable certificate: {exc}") from exc
+    who = cert.subject.rfc4514_string() or "(empty subject)"
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateRefused(
+            "untrusted",
+            f"certificate {who} (issuer {cert.issuer.rfc4514_string()}) was not issued by this "
+            f"registry's CA {ca_cert.subject.rfc4514_string()}",
+        ) from exc
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     system = str(names[0].value).strip() if names else ""
     if not system:
-        raise CertificateRefused("no_common_name", f"certificate {who} has no common name (CN)")
+        return cert, CertificateRefused(
+            "no_common_name", f"certificate {who} has no common name (CN)"
+        )
     if not _is_client_auth(cert):
-        raise CertificateRefused(
+        return cert, CertificateRefused(
             "not_client_auth", f"certificate {who} is not a client-authentication certificate"
         )
-    return ClientIdentity(
+    return cert, ClientIdentity(
         system=system,
         serial=cert.serial_number,
         not_after=cert.not_valid_after_utc,
