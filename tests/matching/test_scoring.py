@@ -960,3 +960,95 @@ def test_default_rules_with_term_frequencies_are_symmetric(a: Any, b: Any) -> No
     rs = rules.rule_sets[0]
     shift = sum(TF_MAX_SHIFT for f in rs.fields if any(lv.term_frequency for lv in f.levels))
     assert _min_score(rs) - shift - 1e-9 <= ab.score <= rs.max_score() + shift + 1e-9
+
+
+# ----------------------------------------------------------------------------- hot-path helpers
+
+
+def _identifier_agreement_reference(a: frozenset[str], b: frozenset[str]) -> bool | None:
+    """The plain definition the optimised function must keep."""
+    if a & b:
+        return True
+    systems_a = {item.rsplit("|", 1)[0] for item in a}
+    if any(item.rsplit("|", 1)[0] in systems_a for item in b):
+        return False
+    return None
+
+
+_identifier_items = st.frozensets(
+    st.builds(
+        "{}|{}".format,
+        st.sampled_from(["http://x.org", "http://y.org", "urn:a|b", ""]),
+        st.sampled_from(["1", "2", "cf21927", ""]),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_identifier_items, b=_identifier_items)
+def test_identifier_agreement_matches_its_definition(a: frozenset[str], b: frozenset[str]) -> None:
+    from clientregistry.matching.scoring import _identifier_agreement
+
+    assert _identifier_agreement(a, b) == _identifier_agreement_reference(a, b)
+
+
+def _two_rule_sets() -> DecisionRules:
+    """Two rule sets (the general path of ``likely_matches``)."""
+    return parse_rules(
+        {
+            "rules": [
+                {
+                    "matchingType": "deterministic",
+                    "fields": {
+                        "given": {
+                            "algorithm": "jaro-winkler-similarity",
+                            "threshold": 0.85,
+                            "fhirpath": "name.given",
+                        },
+                        "family": {"algorithm": "exact", "fhirpath": "name.family"},
+                        "birth": {
+                            "algorithm": "dateDamerau",
+                            "threshold": 1,
+                            "fhirpath": "birthDate",
+                        },
+                    },
+                    "potentialMatchThreshold": 2,
+                    "autoMatchThreshold": 3,
+                },
+                {
+                    "matchingType": "deterministic",
+                    "fields": {
+                        "ids": {"algorithm": "shared-identifier", "fhirpath": "identifier"},
+                        "phone": {
+                            "algorithm": "exact",
+                            "fhirpath": "telecom.where(system='phone').value",
+                        },
+                    },
+                    "potentialMatchThreshold": 1,
+                    "autoMatchThreshold": 2,
+                },
+            ]
+        }
+    )
+
+
+@pytest.mark.parametrize("rules", [default_rules(), _two_rule_sets()], ids=["default", "two"])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(patients=st.lists(_patients(), min_size=1, max_size=12))
+def test_likely_matches_keeps_what_candidates_keeps(
+    rules: DecisionRules, patients: list[dict[str, Any]]
+) -> None:
+    """The dedupe hot loop (by position) and the registry's candidate scoring agree: same
+    records, same scores, same order."""
+    from clientregistry.matching.matcher import Matcher
+
+    matcher = Matcher(rules)
+    stored = [matcher.extractor.extract(p) for p in patients[1:]]
+    new = matcher.extractor.extract(patients[0])
+    positions = list(range(len(stored)))
+    expected = matcher.candidates(new, ((j, None, f) for j, f in enumerate(stored)), _fake_tf)
+    found = matcher.likely_matches(new, positions, stored, _fake_tf)
+    assert [(c.record_id, c.score) for c in expected] == found

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from clientregistry.matching.blocking import MemoryIndex
 from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher, PreparedRecord
+from clientregistry.matching.scoring import PairScore
 from clientregistry.matching.term_frequency import TermCounts
 
 log = logging.getLogger(__name__)
@@ -138,15 +139,18 @@ class Deduplicator:
                 self.stats.true_pairs_compared += sum(
                     1 for j in found.ids if self._entity_of.get(self.ids[j]) == entity
                 )
+        likely: Sequence[tuple[int, PairScore]]
         if prepared.scored is None:
-            stored = ((j, cluster[j], features[j]) for j in found.ids)
-            scored = matcher.candidates(prepared.features, stored, self.term_counts.tf)
-        else:  # scored by the reader, best first: only the golden ids are ours to add
-            autos = self._auto_thresholds
-            scored = [
-                Candidate(j, cluster[j], score, score.score - autos[score.rule_set])
-                for j, score in prepared.scored
-            ]
+            likely = matcher.likely_matches(
+                prepared.features, found.ids, features, self.term_counts.tf
+            )
+        else:  # scored by the reader (batch.pipeline)
+            likely = prepared.scored
+        autos = self._auto_thresholds
+        scored = [
+            Candidate(j, cluster[j], score, score.score - autos[score.rule_set])
+            for j, score in likely
+        ]
         result = classify(scored)
         position = len(self.ids)
         if result.golden_id is None:

@@ -22,7 +22,7 @@ import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 try:
     import fcntl
@@ -101,12 +101,9 @@ class Reader:
             for j in range(self.counted, len(stored)):
                 counts.add(stored[j])
             self.counted = len(stored)
-            candidates = matcher.candidates(
-                features, ((j, None, stored[j]) for j in found.ids), self.term_counts.tf
-            )
             scored = tuple(
-                (cast(int, c.record_id), c.score.score, c.score.decision, c.score.rule_set)
-                for c in candidates
+                (j, score.score, score.decision, score.rule_set)
+                for j, score in matcher.likely_matches(features, found.ids, stored, counts.tf)
             )
         self.index.add(len(self.features), keys)
         self.features.append(features)

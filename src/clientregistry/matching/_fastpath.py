@@ -22,7 +22,6 @@ from clientregistry.matching.scoring import (
     TermFrequency,
     _identifier_agreement,
     _null_contribution,
-    _swapped,
 )
 
 RuleSetScore = Callable[[Features, Features, TermFrequency], float | None]
@@ -62,7 +61,6 @@ class _Writer:
         self.names: dict[str, Any] = {
             "PRUNED": PRUNED,
             "_ident": _identifier_agreement,
-            "_swapped": _swapped,
             "EMPTY": frozenset(),
         }
 
@@ -87,8 +85,15 @@ def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, ind
         comparator = level.comparator
         assert comparator is not None
         if level.swapped_with is not None:
-            lv = w.bind("L", level)
-            condition = f"_swapped({lv}, va, vb, (a[{other}], b[{other}]))"
+            # what _swapped decides: both others present, and each value agrees with the
+            # other record's other field
+            measure = w.bind("M", comparator.measure)
+            op = "<=" if comparator.kind == "distance" else ">="
+            t = repr(level.threshold)
+            condition = (
+                f"(ca := a[{other}]) and (cb := b[{other}]) "
+                f"and {measure}(va, cb) {op} {t} and {measure}(ca, vb) {op} {t}"
+            )
         elif comparator.name == "exact":
             condition = "va == vb"
         else:

@@ -245,6 +245,7 @@ def _exact(a: str, b: str) -> float:
 _NOT_DIGIT = re.compile(r"[^0-9]")
 
 
+@lru_cache(maxsize=65536)
 def _date_digits(value: str) -> str:
     if len(value) == 10 and value[4] == "-" and value[7] == "-":  # ISO, as normalised
         return value[:4] + value[5:7] + value[8:]

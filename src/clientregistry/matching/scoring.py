@@ -178,6 +178,12 @@ class Scorer:
         best = self.score(a, b, tf)
         return None if best is None or best.decision == "none" else best
 
+    @property
+    def compiled(self) -> list[tuple[RuleSet, Callable[..., float | None]]]:
+        """Each rule set with its compiled function (a, b, tf) -> score, ``None`` (blocked)
+        or ``-inf`` (cannot reach the potential-match threshold)."""
+        return self._compiled or self._compile()
+
     def _compile(self) -> list[tuple[RuleSet, Callable[..., float | None]]]:
         from clientregistry.matching._fastpath import compile_rule_set
 
@@ -358,8 +364,12 @@ def _better(
 
 def _identifier_agreement(a: frozenset[str], b: frozenset[str]) -> bool | None:
     """Agree when an identifier is shared; disagree when a shared system differs; else None."""
-    if a & b:
+    if not a.isdisjoint(b):
         return True
+    if len(a) == 1 and len(b) == 1:  # the usual case, without building a set
+        (x,) = a
+        (y,) = b
+        return False if x.rsplit("|", 1)[0] == y.rsplit("|", 1)[0] else None
     systems_a = {item.rsplit("|", 1)[0] for item in a}
     for item in b:
         if item.rsplit("|", 1)[0] in systems_a:
