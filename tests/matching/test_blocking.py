@@ -642,3 +642,18 @@ def test_candidates_rank_as_most_common_does(
         index.add(position, list(dict.fromkeys(record_keys)))
     keys = list(dict.fromkeys(keys))
     assert index.candidates(keys, limit) == _most_common_reference(index, keys, limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from("abcdefg"), max_size=4), max_size=30),
+    st.integers(min_value=1, max_value=6),
+)
+def test_find_then_add_is_candidates_then_add(records: list[list[str]], limit: int) -> None:
+    one, two = MemoryIndex(), MemoryIndex()
+    for position, record_keys in enumerate(records):
+        keys = list(dict.fromkeys(record_keys))
+        expected = one.candidates(keys, limit)
+        one.add(position, keys)
+        assert two.find_then_add(position, keys, limit) == expected
+    assert one._postings == two._postings

@@ -31,7 +31,11 @@ except ImportError:  # pragma: no cover - Windows
 
 from clientregistry.batch.readers import CsvMapping, read_patients
 from clientregistry.errors import InvalidRecord
-from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, CandidateSet, MemoryIndex
+from clientregistry.matching.blocking import (
+    DEFAULT_CANDIDATE_LIMIT,
+    CandidateSet,
+    MemoryIndex,
+)
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher, PreparedRecord
 from clientregistry.matching.rules import default_rules, load_rules
@@ -93,7 +97,8 @@ class Reader:
         matcher = self.matcher
         features = matcher.extractor.extract(resource)
         keys = matcher.blocker.keys(features)
-        found = self.index.candidates(keys, matcher.candidate_limit)
+        position = len(self.features)
+        found = self.index.find_then_add(position, keys, matcher.candidate_limit)
         scored = None
         if score:
             stored = self.features
@@ -105,7 +110,6 @@ class Reader:
                 (j, score.score, score.decision, score.rule_set)
                 for j, score in matcher.likely_matches(features, found.ids, stored, counts.tf)
             )
-        self.index.add(len(self.features), keys)
         self.features.append(features)
         return features, found, scored
 

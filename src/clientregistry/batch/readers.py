@@ -12,6 +12,7 @@ import csv
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,13 @@ class SourceRecord:
 ReadResult = SourceRecord | InvalidRecord
 
 
+@lru_cache(maxsize=1 << 14)
+def _valid_date(value: str) -> bool:
+    """Whether ``value`` is a FHIR date that is a real day, month or year (birth dates repeat:
+    cached)."""
+    return FHIR_DATE.fullmatch(value) is not None and parse_date(value) is not None
+
+
 def check_patient(resource: Any, line: int | None, entry: int | None = None) -> SourceRecord:
     """Check the little ``dedupe`` needs of a Patient; raise :class:`InvalidRecord` if unusable."""
     if not isinstance(resource, dict):
@@ -57,9 +65,7 @@ def check_patient(resource: Any, line: int | None, entry: int | None = None) -> 
     if not FHIR_ID.fullmatch(record_id):
         raise InvalidRecord(f"Patient id {record_id!r} is not a valid FHIR id", line=line)
     birth = resource.get("birthDate")
-    if birth is not None and (
-        not isinstance(birth, str) or not FHIR_DATE.fullmatch(birth) or parse_date(birth) is None
-    ):
+    if birth is not None and (not isinstance(birth, str) or not _valid_date(birth)):
         raise InvalidRecord(
             f"birthDate {birth!r} is not a valid date (YYYY, YYYY-MM or YYYY-MM-DD)",
             line=line,

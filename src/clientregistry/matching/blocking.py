@@ -101,23 +101,43 @@ class MemoryIndex:
 
     def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
         postings = self._postings
-        lists = [found for key in keys if (found := postings.get(key))]
-        if not lists:
-            return CandidateSet([], False, 0)
-        if len(lists) == 1:
-            only = lists[0]
-            if len(only) <= limit:
-                return CandidateSet(list(only), False, len(only))
-            return CandidateSet(only[-limit:], True, len(only))
-        counts: dict[Any, int] = {}
+        return _ranked([found for key in keys if (found := postings.get(key))], limit)
+
+    def find_then_add(self, record: Hashable, keys: Sequence[str], limit: int) -> CandidateSet:
+        """:meth:`candidates` and then :meth:`add`, with one look-up per key. ``keys`` must
+        be distinct, as :meth:`Blocker.keys` gives them."""
+        postings = self._postings
+        lists = []
+        for key in keys:
+            found = postings.get(key)
+            if found is None:
+                postings[key] = [record]
+            else:
+                lists.append(found)
+        result = _ranked(lists, limit)
         for found in lists:
-            _count_elements(counts, found)
-        if len(counts) > limit:
-            best = [record for record, _ in Counter(counts).most_common(limit)]
-            return CandidateSet(best, True, len(counts))
-        # what most_common() gives: by count, ties in first-seen order (sorted is stable)
-        ranked = sorted(counts, key=counts.__getitem__, reverse=True)
-        return CandidateSet(ranked, False, len(counts))
+            found.append(record)
+        return result
+
+
+def _ranked(lists: list[list[Any]], limit: int) -> CandidateSet:
+    """The records of these postings, those in most lists first, at most ``limit``."""
+    if not lists:
+        return CandidateSet([], False, 0)
+    if len(lists) == 1:
+        only = lists[0]
+        if len(only) <= limit:
+            return CandidateSet(list(only), False, len(only))
+        return CandidateSet(only[-limit:], True, len(only))
+    counts: dict[Any, int] = {}
+    for found in lists:
+        _count_elements(counts, found)
+    if len(counts) > limit:
+        best = [record for record, _ in Counter(counts).most_common(limit)]
+        return CandidateSet(best, True, len(counts))
+    # what most_common() gives: by count, ties in first-seen order (sorted is stable)
+    ranked = sorted(counts, key=counts.__getitem__, reverse=True)
+    return CandidateSet(ranked, False, len(counts))
 
 
 # ------------------------------------------------------------------ key derivation
