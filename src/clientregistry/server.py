@@ -50,6 +50,7 @@ def serve(settings: Settings) -> None:
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        access_log=settings.access_log,
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)

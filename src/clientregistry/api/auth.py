@@ -33,7 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clientregistry.api.deps import Context, context_of
+from clientregistry.api.deps import Context, request_context
 from clientregistry.registry.links import record_action
 from clientregistry.security.tokens import (
     LOGOUT_EVENT,
@@ -116,7 +116,7 @@ def current_user(
     """The enabled account behind the request's bearer token; 401 otherwise."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized("A bearer token from POST /auth/token is required")
-    context = context_of(request)
+    context = request_context(request)
     with transaction(context.sessions, write=False) as session:
         user = user_for_token(session, credentials.credentials)
     if user is None:
@@ -145,7 +145,7 @@ def require_role(*roles: Role) -> Any:
 
     def check(request: Request, user: CurrentUser) -> User:
         if not has_role(user, roles):
-            context = context_of(request)
+            context = request_context(request)
             with transaction(context.sessions) as session:
                 record_action(
                     session,

@@ -3,6 +3,10 @@
 The TLS layer already refused certificates from other CAs, expired or revoked ones; this
 checks again (defence in depth, and for revocations made while a connection stays open) and
 maps the certificate's CN to a configured client system.
+
+The dependencies are ``async`` because they do no blocking work (the certificate check is
+cached, the revocation list a ``stat``): FastAPI would run plain functions in the thread pool,
+a thread hop each per request.
 """
 
 from __future__ import annotations
@@ -18,9 +22,15 @@ from clientregistry.security.certificates import CertificateRefused, verify_clie
 from clientregistry.settings import ClientSystemConfig
 
 
-def context_of(request: Request) -> RegistryContext:
+def request_context(request: Request) -> RegistryContext:
+    """The registry the application serves."""
     context: RegistryContext = request.app.state.context
     return context
+
+
+async def context_of(request: Request) -> RegistryContext:
+    """A dependency: :func:`request_context`."""
+    return request_context(request)
 
 
 def _client_certificate(request: Request) -> str | None:
@@ -29,7 +39,12 @@ def _client_certificate(request: Request) -> str | None:
     return chain[0] if chain else None
 
 
-def current_system(request: Request) -> ClientSystemConfig:
+async def current_system(request: Request) -> ClientSystemConfig:
+    """A dependency: :func:`request_system`."""
+    return request_system(request)
+
+
+def request_system(request: Request) -> ClientSystemConfig:
     """The configured client system that holds the request's certificate (401/403 otherwise)."""
     pem = _client_certificate(request)
     if pem is None:
@@ -39,7 +54,7 @@ def current_system(request: Request) -> ClientSystemConfig:
         identity = verify_client_certificate(pem, authority.cert, authority.revoked_serials())
     except CertificateRefused as error:
         raise FhirError(401, "login", f"Client certificate refused: {error.reason}") from None
-    system = context_of(request).settings.systems.get(identity.system)
+    system = request_context(request).settings.systems.get(identity.system)
     if system is None:
         raise forbidden(f"{identity.system!r} is not a client system of this registry")
     request.state.agent = identity.system
@@ -49,7 +64,9 @@ def current_system(request: Request) -> ClientSystemConfig:
 def require(permission: str) -> Any:
     """A dependency: the current system, which must hold ``permission``."""
 
-    def check(system: Annotated[ClientSystemConfig, Depends(current_system)]) -> ClientSystemConfig:
+    async def check(
+        system: Annotated[ClientSystemConfig, Depends(current_system)],
+    ) -> ClientSystemConfig:
         if permission not in system.permissions:
             raise forbidden(f"{system.name!r} may not {permission.replace('-', ' ')}")
         return system

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from clientregistry.api.auth import bearer, current_user
-from clientregistry.api.deps import Context, current_system
+from clientregistry.api.deps import Context, request_system
 from clientregistry.api.match import fhir_base
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import (
@@ -79,7 +79,7 @@ def searcher(
 
     A person is seen as a caller allowed to read demographics, named by their username."""
     if credentials is None:
-        return current_system(request)
+        return request_system(request)
     user = current_user(request, credentials)
     if not has_role(user, (Role.REVIEWER,)):
         raise forbidden(f"{user.username!r} ({user.role.value}) may not search demographics")

@@ -1,0 +1,44 @@
+"""Settings: the TOML file ``init`` writes, its defaults and ``CR_…`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clientregistry.errors import ConfigError
+from clientregistry.settings import CONFIG_FILE, ClientSystemConfig, load_settings, render_config
+
+SYSTEM = ClientSystemConfig("openmrs", "OpenMRS", "http://clientregistry.org/openmrs")
+
+
+def _write(tmp_path: Path, text: str | None = None) -> Path:
+    if text is None:
+        text = render_config(hostnames=["localhost"], systems=[SYSTEM])
+    (tmp_path / CONFIG_FILE).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_the_written_file_loads_with_its_defaults(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path), environ={})
+    assert settings.port == 3000
+    assert settings.access_log is False
+    assert settings.systems["openmrs"].internal_id_system == "http://clientregistry.org/openmrs"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("0", False), ("YES", True)])
+def test_the_access_log_can_be_switched_by_environment(
+    tmp_path: Path, raw: str, expected: bool
+) -> None:
+    settings = load_settings(_write(tmp_path), environ={"CR_SERVER_ACCESS_LOG": raw})
+    assert settings.access_log is expected
+
+
+def test_a_wrong_access_log_value_is_named(tmp_path: Path) -> None:
+    text = render_config(hostnames=["localhost"], systems=[SYSTEM]).replace(
+        "access_log = false", 'access_log = "often"'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text), environ={})
+    assert [p.location for p in caught.value.problems] == ["access_log"]
+    assert "'often'" in str(caught.value)
