@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -26,8 +28,24 @@ log = logging.getLogger(__name__)
 
 
 def create_app(context: RegistryContext) -> FastAPI:
-    """The registry's application over an open :class:`RegistryContext`."""
-    app = FastAPI(title="clientregistry", version="0.1.0", docs_url="/docs", redoc_url=None)
+    """The registry's application over an open :class:`RegistryContext`, whose background
+    work runs while the application does and which it closes when it stops."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        context.start()
+        try:
+            yield
+        finally:
+            context.close()
+
+    app = FastAPI(
+        title="clientregistry",
+        version="0.1.0",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     app.include_router(metadata.router)
@@ -102,4 +120,4 @@ def app_from_environment() -> FastAPI:
     """The application for ``clientregistry serve`` workers (data directory from CR_DATA_DIR)."""
     data_dir = Path(os.environ.get("CR_DATA_DIR", str(default_data_dir())))
     settings = load_settings(data_dir)
-    return create_app(RegistryContext.open(settings, run_migrations=False))
+    return create_app(RegistryContext.open(settings, run_migrations=False, serving=True))

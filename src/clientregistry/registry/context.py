@@ -11,6 +11,7 @@ from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.rules import default_rules, load_rules
 from clientregistry.matching.term_frequency import TermCounts
 from clientregistry.settings import Settings
+from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
 from clientregistry.store.db import create_engine_for, migrate, session_factory
 from clientregistry.store.term_counts import load_term_counts
 
@@ -29,10 +30,21 @@ class RegistryContext:
     sessions: sessionmaker[Session]
     matcher: Matcher
     term_counts: TermCounts
+    checkpointer: WalCheckpointer | None = None
+    """On SQLite files opened ``serving``: checkpoints the log in the background (call
+    :meth:`start`)."""
 
     @classmethod
-    def open(cls, settings: Settings, *, run_migrations: bool = True) -> RegistryContext:
-        engine = create_engine_for(settings.database)
+    def open(
+        cls, settings: Settings, *, run_migrations: bool = True, serving: bool = False
+    ) -> RegistryContext:
+        """Open the registry; ``serving`` for a long-lived server process (on SQLite, the
+        log is checkpointed by a background thread instead of by commits)."""
+        database = settings.database
+        background = serving and database.startswith("sqlite:")
+        engine = create_engine_for(
+            database, wal_autocheckpoint=SAFETY_PAGES if background else 1000
+        )
         if run_migrations:
             migrate(engine)
         rules = default_rules() if settings.rules_path is None else load_rules(settings.rules_path)
@@ -45,7 +57,15 @@ class RegistryContext:
         counts = TermCounts(matcher.extractor)
         with sessions() as session:
             load_term_counts(session, counts)
-        return cls(settings, engine, sessions, matcher, counts)
+        checkpointer = WalCheckpointer(engine) if background else None
+        return cls(settings, engine, sessions, matcher, counts, checkpointer)
+
+    def start(self) -> None:
+        """Start background work (the checkpointer), when there is any."""
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()

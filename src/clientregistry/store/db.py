@@ -70,18 +70,23 @@ def _database_url(url: str) -> URL:
     raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
-def create_engine_for(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> Engine:
+def create_engine_for(
+    url: str, *, busy_timeout_ms: int = 5000, wal_autocheckpoint: int = 1000, **kwargs: Any
+) -> Engine:
     """An engine for ``url``; extra keyword arguments go to :func:`sqlalchemy.create_engine`.
 
     SQLite: WAL journal, foreign keys enforced, ``busy_timeout_ms`` wait for locks, usable
-    from several threads. PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are
-    rewritten to ``postgresql+psycopg://``), connections checked before use.
+    from several threads; commits checkpoint the log past ``wal_autocheckpoint`` pages (raise
+    it when a :class:`~clientregistry.store.checkpoint.WalCheckpointer` does that instead).
+
+    PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are rewritten to
+    ``postgresql+psycopg://``), connections checked before use.
     """
     parsed = _database_url(url)
     if parsed.get_backend_name() == "sqlite":
         connect_args = {"check_same_thread": False, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
-        _configure_sqlite(engine, busy_timeout_ms)
+        _configure_sqlite(engine, busy_timeout_ms, wal_autocheckpoint)
         database = parsed.database or ""
         on_disk = database not in ("", ":memory:") and not database.startswith("file:")
         lock_path = Path(f"{database}-writer.lock") if on_disk else None
@@ -91,7 +96,7 @@ def create_engine_for(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -
     return create_engine(parsed, **kwargs)
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, wal_autocheckpoint: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
@@ -104,6 +109,9 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
+            # After a checkpoint, a log that grew large is cut back to 64 MB.
+            cursor.execute(f"PRAGMA journal_size_limit={64 << 20}")
         finally:
             cursor.close()
 

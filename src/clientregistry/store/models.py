@@ -20,6 +20,8 @@ The schema is created by the Alembic migrations in ``store/migrations``, never b
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -75,8 +77,19 @@ TOKEN_VALUE = String(255).with_variant(String(255, collation="C"), "postgresql")
 
 
 def new_id() -> str:
-    """A new random record id (UUID 4, as text)."""
-    return str(uuid.uuid4())
+    """A new record id: a UUID of version 7 (RFC 9562) as text.
+
+    The first 48 bits are the time in milliseconds and the other 74 are random, so ids are
+    unguessable and unique like UUID 4's, and ids made one after another sort together: every
+    index keyed by a record id (the tables' keys, links, blocking keys, search tokens, audit
+    entities) takes new entries on its last pages instead of on a random page each, which keeps
+    the pages a submission writes (and SQLite's WAL) several times smaller. An id reveals when
+    its record was created, to the millisecond, which its ``meta.lastUpdated`` shows anyway.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant RFC 9562
+    return str(uuid.UUID(int=value))
 
 
 class Base(DeclarativeBase):

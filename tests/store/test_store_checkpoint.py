@@ -1,0 +1,59 @@
+"""The background WAL checkpointer: it copies the log into the database, and commits leave it
+the work."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
+from clientregistry.store.db import create_engine_for, session_factory, transaction
+
+
+def test_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = create_engine_for(url, wal_autocheckpoint=SAFETY_PAGES)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        session.execute(text("CREATE TABLE t (n INTEGER, pad TEXT)"))
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == SAFETY_PAGES
+    checkpointer = WalCheckpointer(engine, interval=0.01, threshold_bytes=0)
+    checkpointer.start()
+    try:
+        for n in range(20):
+            with transaction(factory) as session:
+                session.execute(
+                    text("INSERT INTO t VALUES (:n, :pad)"), {"n": n, "pad": "x" * 5000}
+                )
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints >= 1
+    finally:
+        checkpointer.stop()  # a last checkpoint on the way out
+    with transaction(factory, write=False) as session:
+        assert session.execute(text("SELECT count(*) FROM t")).scalar() == 20
+    engine.dispose()
+
+
+def test_stopping_checkpoints_what_is_left(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = create_engine_for(url, wal_autocheckpoint=SAFETY_PAGES)
+    factory = session_factory(engine)
+    checkpointer = WalCheckpointer(engine, interval=60.0)
+    checkpointer.start()
+    with transaction(factory) as session:
+        session.execute(text("CREATE TABLE t (n INTEGER)"))
+        session.execute(text("INSERT INTO t VALUES (1)"))
+    checkpointer.stop()
+    assert checkpointer.checkpoints == 1  # the interval never came: this is the last one
+    engine.dispose()
+
+
+def test_only_sqlite_files_have_a_checkpointer() -> None:
+    with pytest.raises(ValueError, match="SQLite database files"):
+        WalCheckpointer(create_engine_for("sqlite://"))
