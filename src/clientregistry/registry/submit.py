@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir import codes
@@ -37,6 +37,7 @@ from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.blocking_index import DatabaseBlockingIndex
+from clientregistry.store.columns import UTCDateTime
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
 from clientregistry.store.locks import lock_blocking_keys
 from clientregistry.store.models import (
@@ -50,6 +51,57 @@ from clientregistry.store.models import (
     new_id,
 )
 from clientregistry.store.term_counts import bump_features
+
+# The statements of a submission, built once (building one costs more than running it).
+_EXISTING = select(
+    SourceRecord.id,
+    SourceRecord.version,
+    SourceRecord.golden_id,
+    SourceRecord.features,
+    SourceRecord.human_adjudicated,
+    SourceRecord.client_system,
+).where(
+    SourceRecord.internal_system == bindparam("system"),
+    SourceRecord.internal_value == bindparam("value"),
+)
+_IS_GOLDEN = select(GoldenRecord.id).where(GoldenRecord.id == bindparam("golden"))
+_CANDIDATE_ROWS = select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
+    SourceRecord.id.in_(bindparam("ids", expanding=True))
+)
+_OTHERS_IN = (
+    select(SourceRecord.id)
+    .where(SourceRecord.golden_id == bindparam("golden"), SourceRecord.id != bindparam("record"))
+    .limit(1)
+)
+_INSERT_RECORD = insert(SourceRecord)
+_UPDATE_RECORD = update(SourceRecord).where(SourceRecord.id == bindparam("record"))
+_INSERT_VERSION = insert(SourceRecordVersion)
+_INSERT_LINK = insert(Link)
+_DELETE_LINKS = delete(Link).where(Link.source_record_id == bindparam("record"))
+_INSERT_ISSUES = insert(MatchIssue)
+_DELETE_OPEN_ISSUES = delete(MatchIssue).where(
+    MatchIssue.status == IssueStatus.OPEN,
+    (MatchIssue.record_id == bindparam("record"))
+    | (MatchIssue.other_record_id == bindparam("record")),
+)
+_INSERT_TOKENS = insert(SearchToken)
+_DELETE_TOKENS = delete(SearchToken).where(SearchToken.record_id == bindparam("record"))
+_INSERT_GOLDEN = insert(GoldenRecord)
+_TOUCH_GOLDENS = (
+    update(GoldenRecord)
+    .where(GoldenRecord.id.in_(bindparam("goldens", expanding=True)))
+    .values(version=GoldenRecord.version + 1, last_updated=bindparam("now", type_=UTCDateTime()))
+)
+_RETIRE_GOLDEN = (
+    update(GoldenRecord)
+    .where(GoldenRecord.id == bindparam("golden"))
+    .values(
+        version=GoldenRecord.version + 1,
+        last_updated=bindparam("now", type_=UTCDateTime()),
+        replaced_by=bindparam("successor"),
+        active=False,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +256,7 @@ def find_matches(
     ids = [c for c in found.ids if c != record_id and c not in broken]
     if not ids:
         return Classification(None)
-    rows = session.execute(
-        select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
-            SourceRecord.id.in_(ids)
-        )
-    ).all()
+    rows = session.connection().execute(_CANDIDATE_ROWS, {"ids": ids}).all()
     # Nor may it join a golden record that holds a record it is broken from (through a
     # third record that matches both): "not the same person" holds for the golden record.
     excluded = _goldens_of(session, broken)
@@ -274,13 +322,8 @@ class Submitter:
             index.remove_record(record_id)
             bump_features(session, context.term_counts, existing.features, -1)
             context.term_counts.remove(existing.features)
-            connection.execute(delete(Link).where(Link.source_record_id == record_id))
-            connection.execute(
-                delete(MatchIssue).where(
-                    MatchIssue.status == IssueStatus.OPEN,
-                    (MatchIssue.record_id == record_id) | (MatchIssue.other_record_id == record_id),
-                )
-            )
+            connection.execute(_DELETE_LINKS, {"record": record_id})
+            connection.execute(_DELETE_OPEN_ISSUES, {"record": record_id})
             broken = broken_with(session, record_id)
         result = find_matches(session, context, record_id, features, keys, old_golden, broken)
         adjudicated = existing is not None and existing.human_adjudicated and old_golden is not None
@@ -299,7 +342,7 @@ class Submitter:
         }
         if existing is None:
             connection.execute(
-                insert(SourceRecord),
+                _INSERT_RECORD,
                 {
                     "id": record_id,
                     "client_system": client.name,
@@ -310,18 +353,16 @@ class Submitter:
                 },
             )
         else:
-            connection.execute(
-                update(SourceRecord).where(SourceRecord.id == record_id).values(**row)
-            )
+            connection.execute(_UPDATE_RECORD, {"record": record_id, **row})
         connection.execute(
-            insert(SourceRecordVersion),
+            _INSERT_VERSION,
             {"record_id": record_id, "version": version, "resource": stored, "last_updated": now},
         )
         _store_search_tokens(connection, record_id, stored, replace=existing is not None)
         best = result.auto[0] if result.auto else None
         rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
         connection.execute(
-            insert(Link),
+            _INSERT_LINK,
             {
                 "source_record_id": record_id,
                 "golden_id": golden_id,
@@ -347,7 +388,7 @@ class Submitter:
             for item in items
         ]
         if issues:
-            connection.execute(insert(MatchIssue), issues)
+            connection.execute(_INSERT_ISSUES, issues)
         index.add(record_id, keys)
         bump_features(session, context.term_counts, features, 1)
         context.term_counts.add(features)
@@ -419,7 +460,7 @@ class Submitter:
         else:
             golden_id = new_id()
             connection.execute(
-                insert(GoldenRecord),
+                _INSERT_GOLDEN,
                 {"id": golden_id, "version": 1, "last_updated": now, "active": True},
             )
             touched = []
@@ -429,35 +470,15 @@ class Submitter:
             else:
                 # Emptied by re-matching: point it to its successor.
                 connection.execute(
-                    update(GoldenRecord)
-                    .where(GoldenRecord.id == old_golden)
-                    .values(
-                        version=GoldenRecord.version + 1,
-                        last_updated=now,
-                        replaced_by=golden_id,
-                        active=False,
-                    )
+                    _RETIRE_GOLDEN, {"golden": old_golden, "now": now, "successor": golden_id}
                 )
         if touched:
-            connection.execute(
-                update(GoldenRecord)
-                .where(GoldenRecord.id.in_(touched))
-                .values(version=GoldenRecord.version + 1, last_updated=now)
-            )
+            connection.execute(_TOUCH_GOLDENS, {"goldens": touched, "now": now})
         return golden_id
 
 
 def _existing(connection: Connection, system: str, value: str) -> _Existing | None:
-    row = connection.execute(
-        select(
-            SourceRecord.id,
-            SourceRecord.version,
-            SourceRecord.golden_id,
-            SourceRecord.features,
-            SourceRecord.human_adjudicated,
-            SourceRecord.client_system,
-        ).where(SourceRecord.internal_system == system, SourceRecord.internal_value == value)
-    ).one_or_none()
+    row = connection.execute(_EXISTING, {"system": system, "value": value}).one_or_none()
     if row is None:
         return None
     return _Existing(
@@ -471,7 +492,7 @@ def _existing(connection: Connection, system: str, value: str) -> _Existing | No
 
 
 def _is_golden(connection: Connection, record_id: str) -> bool:
-    found = connection.execute(select(GoldenRecord.id).where(GoldenRecord.id == record_id))
+    found = connection.execute(_IS_GOLDEN, {"golden": record_id})
     return found.first() is not None
 
 
@@ -480,13 +501,13 @@ def _store_search_tokens(
 ) -> None:
     """Replace the record's search tokens with those of ``resource`` (one bulk insert)."""
     if replace:
-        connection.execute(delete(SearchToken).where(SearchToken.record_id == record_id))
+        connection.execute(_DELETE_TOKENS, {"record": record_id})
     rows = [
         {"kind": kind, "value": value, "record_id": record_id}
         for kind, value in search_tokens(resource)
     ]
     if rows:
-        connection.execute(insert(SearchToken), rows)
+        connection.execute(_INSERT_TOKENS, rows)
 
 
 def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:
@@ -501,9 +522,5 @@ def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:
 
 def _others_in(connection: Connection, golden_id: str, record_id: str) -> bool:
     """Whether a golden record has source records besides ``record_id``."""
-    found = connection.execute(
-        select(SourceRecord.id)
-        .where(SourceRecord.golden_id == golden_id, SourceRecord.id != record_id)
-        .limit(1)
-    )
+    found = connection.execute(_OTHERS_IN, {"golden": golden_id, "record": record_id})
     return found.first() is not None

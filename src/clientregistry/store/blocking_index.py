@@ -22,12 +22,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable, Iterable, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Integer, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from clientregistry.matching.blocking import CandidateSet
-from clientregistry.store.dialect import insert_for
+from clientregistry.store.dialect import Upsert, dialect_name, insert_for
 from clientregistry.store.models import BlockingKey
+
+_SHARED = func.count().label("shared")
+_CANDIDATES = (
+    select(BlockingKey.record_id, _SHARED, func.count().over().label("total"))
+    .where(BlockingKey.key_hash.in_(bindparam("hashes", expanding=True)))
+    .group_by(BlockingKey.record_id)
+    .order_by(_SHARED.desc(), BlockingKey.record_id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_DELETE_RECORD = delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
+_INSERT_IGNORE: dict[str, Upsert] = {}
+"""``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
 
 
 def key_hash(key: str) -> int:
@@ -63,7 +75,10 @@ class DatabaseBlockingIndex:
         if not hashes:
             return
         self._session.flush()
-        statement = insert_for(self._session, BlockingKey).on_conflict_do_nothing()
+        statement = _INSERT_IGNORE.get(dialect_name(self._session))
+        if statement is None:
+            statement = insert_for(self._session, BlockingKey).on_conflict_do_nothing()
+            _INSERT_IGNORE[dialect_name(self._session)] = statement
         rows = [{"key_hash": h, "record_id": record_id} for h in hashes]
         self._session.connection().execute(statement, rows)
 
@@ -81,9 +96,7 @@ class DatabaseBlockingIndex:
 
     def remove_record(self, record: Hashable) -> None:
         """Take ``record`` out of every posting (when its old keys are not known)."""
-        self._session.connection().execute(
-            delete(BlockingKey).where(BlockingKey.record_id == _record_id(record))
-        )
+        self._session.connection().execute(_DELETE_RECORD, {"record": _record_id(record)})
 
     def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
         """Records sharing most of ``keys`` first, at most ``limit`` of them."""
@@ -92,16 +105,11 @@ class DatabaseBlockingIndex:
         hashes = key_hashes(keys)
         if not hashes:
             return CandidateSet([], False, 0)
-        shared = func.count().label("shared")
-        total = func.count().over().label("total")
-        statement = (
-            select(BlockingKey.record_id, shared, total)
-            .where(BlockingKey.key_hash.in_(hashes))
-            .group_by(BlockingKey.record_id)
-            .order_by(shared.desc(), BlockingKey.record_id)
-            .limit(limit)
+        rows = (
+            self._session.connection()
+            .execute(_CANDIDATES, {"hashes": hashes, "limit": limit})
+            .all()
         )
-        rows = self._session.connection().execute(statement).all()
         if not rows:
             return CandidateSet([], False, 0)
         considered = int(rows[0].total)

@@ -17,8 +17,11 @@ from sqlalchemy.orm import Session
 
 from clientregistry.matching.features import Features
 from clientregistry.matching.term_frequency import TermCounts
-from clientregistry.store.dialect import insert_for
+from clientregistry.store.dialect import Upsert, dialect_name, insert_for
 from clientregistry.store.models import TermCount
+
+_UPSERTS: dict[str, Upsert] = {}
+"""The counting upsert per dialect name, built once."""
 
 
 def load_term_counts(session: Session, counts: TermCounts) -> TermCounts:
@@ -59,11 +62,14 @@ def bump_many(session: Session, deltas: Iterable[tuple[int, str, int]]) -> None:
     ]
     if not rows:
         return
-    statement = insert_for(session, TermCount)
-    statement = statement.on_conflict_do_update(
-        index_elements=[TermCount.slot, TermCount.value],
-        set_={"count": TermCount.count + statement.excluded["count"]},
-    )
+    name = dialect_name(session)
+    statement = _UPSERTS.get(name)
+    if statement is None:
+        insert = insert_for(session, TermCount)
+        statement = _UPSERTS[name] = insert.on_conflict_do_update(
+            index_elements=[TermCount.slot, TermCount.value],
+            set_={"count": TermCount.count + insert.excluded["count"]},
+        )
     session.connection().execute(statement, rows)
 
 
