@@ -21,12 +21,14 @@ from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.lookup import (
     READ_DEMOGRAPHICS,
     READ_IDENTIFIERS,
+    record_lookup,
+    require_permission,
+)
+from clientregistry.registry.person_match import (
     MatchRequest,
     match_bundle,
     match_people,
     parse_match_request,
-    record_lookup,
-    require_permission,
     select_matches,
 )
 from clientregistry.settings import ClientSystemConfig

@@ -7,12 +7,14 @@ from fastapi import APIRouter, Request, Response
 from clientregistry import __version__
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.capability import capability_statement
-from clientregistry.registry import lookup
+from clientregistry.registry import search_query
 
 router = APIRouter(prefix="/fhir")
 
-SEARCH_PARAMS = sorted({"_id", *lookup.STRING_PARAMS, *lookup.TOKEN_PARAMS, *lookup.DATE_PARAMS})
-"""What registry/lookup.py searches on, so the statement cannot drift from it."""
+SEARCH_PARAMS = sorted(
+    {"_id", *search_query.STRING_PARAMS, *search_query.TOKEN_PARAMS, *search_query.DATE_PARAMS}
+)
+"""What registry/search_query.py searches on, so the statement cannot drift from it."""
 
 
 @router.get("/metadata")
@@ -24,7 +26,7 @@ def metadata(request: Request) -> Response:
         interactions=["read", "vread", "history-instance", "create", "update", "search-type"],
         system_interactions=["batch", "transaction"],
         search_params=SEARCH_PARAMS,
-        search_includes=sorted(lookup.INCLUDES),
+        search_includes=sorted(search_query.INCLUDES),
         operations=["ihe-pix", "match"],
         conditional_update=True,
         update_create=True,

@@ -16,11 +16,10 @@ from clientregistry.registry.lookup import (
     READ_DEMOGRAPHICS,
     READ_IDENTIFIERS,
     Caller,
-    cross_reference,
-    parse_pix_query,
     record_lookup,
     require_permission,
 )
+from clientregistry.registry.pix import cross_reference, parse_pix_query
 from clientregistry.store.db import transaction
 from clientregistry.store.enums import AuditAction
 

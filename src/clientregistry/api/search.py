@@ -29,11 +29,11 @@ from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.lookup import (
     READ_DEMOGRAPHICS,
     Caller,
-    parse_patient_query,
     record_lookup,
     require_permission,
-    search,
 )
+from clientregistry.registry.search import search
+from clientregistry.registry.search_query import parse_patient_query
 from clientregistry.security.users import has_role
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction

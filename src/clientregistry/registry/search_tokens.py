@@ -1,10 +1,11 @@
 """Search tokens: what the ``search_token`` index table holds for one stored Patient.
 
 A pure function of the resource (no database): :func:`search_tokens` gives the distinct
-``(kind, value)`` pairs that :mod:`clientregistry.registry.lookup` uses to narrow the
-candidates of a search or an identifier lookup before its exact check in Python. The tokens
-are a superset device only: a record is found by the index whenever the exact check could
-accept it.
+``(kind, value)`` pairs that :mod:`clientregistry.registry.search_prefilter` (a search) and
+:mod:`clientregistry.registry.pix` (an identifier lookup) use, through
+:mod:`clientregistry.registry.token_index`, to narrow the candidates before the exact check in
+Python. The tokens are a superset device only: a record is found by the index whenever the
+exact check could accept it.
 
 Kinds
     ``identifier`` — each identifier value as is; ``identifier-system`` — each identifier

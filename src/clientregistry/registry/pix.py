@@ -1,0 +1,166 @@
+"""PIXm identifier cross-references: ``GET Patient/$ihe-pix`` (ITI-83), :func:`cross_reference`.
+
+*Known identifier systems* are the configured client systems' internal id systems plus every
+identifier system present on a stored record. An unknown ``sourceIdentifier`` system is 400
+``code-invalid``, an unknown ``targetSystem`` 403 ``code-invalid``, a known system with an
+unknown value 404 ``not-found`` (IHE's three cases, checked in that order). The person is
+every golden record holding a source record with the source identifier (an internal id
+system is looked up by the record-id index; any other system through the ``search_token``
+index of identifier values, then an exact check). The answer is a ``Parameters`` with, per
+person, a ``targetId`` to the golden record ``Patient/<cruid>``, then for each linked source
+record a ``targetId`` ``Patient/<id>`` followed by the ``targetIdentifier`` of each of its
+identifiers. The source identifier itself is never returned (other identifiers of the same
+system are: a second record in that domain); the record whose own record id is the source
+identifier gets no ``targetId`` (it is the caller's own Patient). With ``targetSystem``, only
+identifiers of those systems are returned, and only the source records holding one get a
+``targetId``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from clientregistry.fhir.errors import FhirError, bad_request
+from clientregistry.fhir.search_params import not_supported, parse_format, parse_tokens
+from clientregistry.registry.people import (
+    Stored,
+    patient_identifiers,
+    people,
+    source_records,
+    stream_records,
+)
+from clientregistry.registry.search_tokens import IDENTIFIER, IDENTIFIER_SYSTEM
+from clientregistry.registry.token_index import token_equals
+from clientregistry.settings import Settings
+from clientregistry.store.models import SourceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PixQuery:
+    """A parsed ``$ihe-pix`` query."""
+
+    system: str
+    value: str
+    targets: tuple[str, ...] = ()
+
+
+def parse_pix_query(pairs: Iterable[tuple[str, str]]) -> PixQuery:
+    """``sourceIdentifier=system|value`` (exactly one, both parts), ``targetSystem`` (0..*),
+    ``_format``; anything else is 400."""
+    sources: list[str] = []
+    targets: list[str] = []
+    for name, value in pairs:
+        if name == "sourceIdentifier":
+            sources.append(value)
+        elif name == "targetSystem":
+            if not value:
+                raise bad_request("targetSystem: the value is empty")
+            if value not in targets:
+                targets.append(value)
+        elif name == "_format":
+            parse_format(value)
+        else:
+            raise not_supported(
+                f"Unknown parameter {name!r} (supported: sourceIdentifier, targetSystem, _format)"
+            )
+    if len(sources) != 1:
+        what = "is required" if not sources else "must be given exactly once"
+        raise bad_request(f"sourceIdentifier {what}", code="required" if not sources else "invalid")
+    tokens = parse_tokens(sources[0], name="sourceIdentifier")
+    if len(tokens) != 1 or not tokens[0].system or not tokens[0].code:
+        raise bad_request(
+            f"sourceIdentifier={sources[0]!r}: expected one identifier, system|value "
+            "(escape a '|' or ',' in the value with '\\')"
+        )
+    return PixQuery(tokens[0].system, tokens[0].code, tuple(targets))
+
+
+def identifier_system_known(session: Session, settings: Settings, system: str) -> bool:
+    """Whether ``system`` is a known identifier system (see the module docstring)."""
+    if system in settings.record_id_systems:
+        return True
+    return any(
+        any(i["system"] == system for i in patient_identifiers(record.resource))
+        for record in stream_records(session, [token_equals(IDENTIFIER_SYSTEM, [system])])
+    )
+
+
+def records_with_identifier(
+    session: Session, settings: Settings, system: str, value: str
+) -> list[Stored]:
+    """Source records holding the identifier ``system|value``."""
+    if system in settings.record_id_systems:
+        return source_records(
+            session,
+            [SourceRecord.internal_system == system, SourceRecord.internal_value == value],
+        )
+    found = stream_records(session, [token_equals(IDENTIFIER, [value])])
+    held = [
+        r
+        for r in found
+        if any(
+            i["system"] == system and i["value"] == value for i in patient_identifiers(r.resource)
+        )
+    ]
+    return sorted(held, key=lambda r: r.id)
+
+
+@dataclass(frozen=True, slots=True)
+class PixResult:
+    parameters: dict[str, Any]
+    golden_ids: tuple[str, ...]
+
+
+def _parameter(name: str, kind: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, f"value{kind}": value}
+
+
+def cross_reference(session: Session, settings: Settings, query: PixQuery) -> PixResult:
+    """ITI-83: the identifiers and Patients of the person with ``query``'s source identifier."""
+    if not identifier_system_known(session, settings, query.system):
+        raise FhirError(400, "code-invalid", "sourceIdentifier Assigning Authority not found")
+    for target in query.targets:
+        if not identifier_system_known(session, settings, target):
+            raise FhirError(403, "code-invalid", "targetSystem not found")
+    holders = records_with_identifier(session, settings, query.system, query.value)
+    golden_ids = sorted({r.golden_id for r in holders if r.golden_id is not None})
+    if not golden_ids:
+        raise FhirError(404, "not-found", "sourceIdentifier Patient Identifier not found")
+    targets = set(query.targets)
+    source = (query.system, query.value)
+    parameters: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    found = people(session, golden_ids)
+    for golden_id in golden_ids:
+        person = found[golden_id]
+        parameters.append(
+            _parameter("targetId", "Reference", {"reference": f"Patient/{golden_id}"})
+        )
+        for member in person.members:
+            returned = []
+            for ident in patient_identifiers(member.resource):
+                key = (ident["system"], ident["value"])
+                if key == source or key in seen or (targets and key[0] not in targets):
+                    continue
+                seen.add(key)
+                returned.append(ident)
+            own = (member.internal_system, member.internal_value) == source
+            if not own and (returned or not targets):
+                reference = {"reference": f"Patient/{member.id}"}
+                parameters.append(_parameter("targetId", "Reference", reference))
+            parameters.extend(_parameter("targetIdentifier", "Identifier", i) for i in returned)
+    return PixResult({"resourceType": "Parameters", "parameter": parameters}, tuple(golden_ids))
+
+
+__all__ = [
+    "PixQuery",
+    "PixResult",
+    "cross_reference",
+    "identifier_system_known",
+    "parse_pix_query",
+    "records_with_identifier",
+]
