@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,25 @@ def test_stopping_early_stops_the_worker(ndjson: Path) -> None:
     records = prepare_in_background(ndjson, CsvMapping(), None, [])
     assert isinstance(next(records), Prepared)
     records.close()  # what a caller stopping at a bad record does
+
+
+def test_term_counts_cover_every_record_whoever_scored(ndjson: Path) -> None:
+    """The deduplicator counts values only when it scores; asking for the counts catches up."""
+    from clientregistry.matching.term_frequency import TermCounts
+
+    dedup = Deduplicator(_matcher())
+    records = prepare_in_background(
+        ndjson, CsvMapping(), None, sorted(DEFAULT_RECORD_ID_SYSTEMS), backlog=-1
+    )
+    for item in records:
+        if isinstance(item, Prepared):
+            with contextlib.suppress(InvalidRecord):  # the duplicate id
+                dedup.add_prepared(item.record_id, item.prepared)
+    expected = TermCounts(dedup.matcher.extractor)
+    for features in dedup.features:
+        expected.add(features)
+    counts = dedup.term_counts
+    assert counts.slots and counts.slots == expected.slots
+    for slot in counts.slots:
+        for value in {features[slot] for features in dedup.features}:
+            assert counts.tf(slot, value) == expected.tf(slot, value)

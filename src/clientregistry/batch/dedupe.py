@@ -81,7 +81,10 @@ class Deduplicator:
     def __init__(self, matcher: Matcher, *, entity_of: Mapping[str, str] | None = None):
         self.matcher = matcher
         self.index = MemoryIndex()
-        self.term_counts = TermCounts(matcher.extractor)
+        self._term_counts = TermCounts(matcher.extractor)
+        self._counted = 0
+        """Records in ``_term_counts``: they are counted when a record is scored here (records
+        scored by the reader of :mod:`clientregistry.batch.pipeline` need no counts)."""
         self.ids: list[str] = []
         self.features: list[Features] = []
         self.cluster: list[int] = []
@@ -91,6 +94,20 @@ class Deduplicator:
         self._entity_of = entity_of
         self._warned_cap = False
         self._auto_thresholds = [rs.auto_threshold for rs in matcher.rules.rule_sets]
+
+    @property
+    def term_counts(self) -> TermCounts:
+        """Value counts of the records added so far."""
+        self._count_terms()
+        return self._term_counts
+
+    def _count_terms(self) -> None:
+        features = self.features
+        if self._counted < len(features):
+            add = self._term_counts.add
+            for j in range(self._counted, len(features)):
+                add(features[j])
+            self._counted = len(features)
 
     def add(
         self, record_id: str, resource: Mapping[str, Any], line: int | None = None
@@ -141,8 +158,9 @@ class Deduplicator:
                 )
         likely: Sequence[tuple[int, PairScore]]
         if prepared.scored is None:
+            self._count_terms()
             likely = matcher.likely_matches(
-                prepared.features, found.ids, features, self.term_counts.tf
+                prepared.features, found.ids, features, self._term_counts.tf
             )
         else:  # scored by the reader (batch.pipeline)
             likely = prepared.scored
@@ -151,7 +169,7 @@ class Deduplicator:
             Candidate(j, cluster[j], score, score.score - autos[score.rule_set])
             for j, score in likely
         ]
-        result = classify(scored)
+        result = classify(scored) if scored else Classification(None)
         position = len(self.ids)
         if result.golden_id is None:
             golden = position
@@ -171,7 +189,6 @@ class Deduplicator:
         self._positions[record_id] = position
         if prepared.keys:
             self.index.add(position, prepared.keys)
-        self.term_counts.add(prepared.features)
         self.stats.records += 1
         return result
 
