@@ -193,21 +193,32 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="a data directory kept (--keep) by an earlier run with the same --n and --data: "
+        "measure again without loading",
+    )
     args = parser.parse_args()
 
     patients = read_patients(args.data, args.n)
-    data_dir = OUT / f"lookups_data_{args.n}_{os.getpid()}"
     port = free_port()
-    init_data_dir(data_dir, hostnames=["localhost", "127.0.0.1"], port=port)
-    add_system_to_config(data_dir, READER)
-    settings = load_settings(data_dir, environ={})
-    CertificateAuthority.load(settings.certs_dir).issue_client(READER.name)
+    if args.reuse:
+        data_dir = args.reuse
+        load_seconds = float("nan")
+    else:
+        data_dir = OUT / f"lookups_data_{args.n}_{os.getpid()}"
+        init_data_dir(data_dir, hostnames=["localhost", "127.0.0.1"], port=port)
+        add_system_to_config(data_dir, READER)
+        settings = load_settings(data_dir, environ={})
+        CertificateAuthority.load(settings.certs_dir).issue_client(READER.name)
     server = None
     try:
-        print(f"loading {args.n:,} Patients ...", file=sys.stderr)
-        load_seconds = load(data_dir, patients, args.batch)
+        if not args.reuse:
+            print(f"loading {args.n:,} Patients ...", file=sys.stderr)
+            load_seconds = load(data_dir, patients, args.batch)
+            print(f"loaded {args.n:,} in {load_seconds:.1f} s", file=sys.stderr)
         rate = args.n / load_seconds
-        print(f"loaded {args.n:,} in {load_seconds:.1f} s ({rate:,.0f} rec/s)", file=sys.stderr)
 
         log_path = OUT / "lookups_server.log"
         server = start_server(data_dir, port, 1, log_path, None)
@@ -225,7 +236,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-        if not args.keep:
+        if not args.keep and not args.reuse:
             shutil.rmtree(data_dir, ignore_errors=True)
 
     result = {
