@@ -555,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         load_peak_kb = sum(proc_status(p, "VmHWM") or 0 for p in pids)
         reset_peak_rss(pids)
 
-        for rate, submit in zip(rates, phases, strict=True):
+        for phase, (rate, submit) in enumerate(zip(rates, phases, strict=True)):
             pace = f"at {rate:g} requests/s" if rate else "closed loop"
             print(
                 f"submitting {len(submit):,} Patients from {args.clients} clients, {pace} ...",
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                 "clients": args.clients,
                 "offered_rate": rate or None,
                 "dataset": data.name,
-                "records_loaded": loaded.entries + sum(len(p) for p in phases[: rates.index(rate)]),
+                "records_loaded": loaded.entries + sum(len(p) for p in phases[:phase]),
                 "load_seconds": round(loaded.seconds, 2),
                 "load_rate": round(load_rate, 1),
                 "load_bundle": args.load_bundle,
