@@ -181,3 +181,21 @@ def test_transaction_entry_with_a_stale_if_match_is_refused(registry_server, fhi
     response = post_bundle(registry_server, "openmrs", "transaction", [entry])
     assert response.status_code in (400, 412), response.text
     assert registry_server.read("hie", record_id).json()["meta"]["versionId"] == "1"
+
+
+def test_a_large_transaction_holds_the_registry_while_ordinary_submissions_wait(
+    registry_server, fhir
+) -> None:
+    """Above 16 entries a transaction takes one registry-wide lock instead of a lock per
+    blocking key of each entry (PostgreSQL's lock table would not hold several such
+    Bundles); it still matches its own entries, and everything commits."""
+    person = fhir.person()
+    entries = [post_entry(fhir.patient("openmrs", demographics=person)) for _ in range(3)]
+    entries += [post_entry(fhir.patient("openmrs")) for _ in range(37)]
+    response = post_bundle(registry_server, "openmrs", "transaction", entries)
+    assert response.status_code == 200, response.text
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert statuses == ["201 Created"] * 40
+    cruids = header_array(response, "LocationCRUID")
+    assert len(set(cruids[:3])) == 1  # one person, one golden record
+    assert registry_server.submit("openmrs", fhir.patient("openmrs")).status_code == 201

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clientregistry.store.db import transaction, translate_errors
 from clientregistry.store.errors import Busy
-from clientregistry.store.locks import begin_write, lock_blocking_keys
+from clientregistry.store.locks import begin_write, lock_blocking_keys, lock_registry
 
 
 def _postgres_only(engine: Engine) -> None:
@@ -92,3 +92,57 @@ def test_sqlite_is_serialised_by_begin_immediate(
         assert session.execute(text("SELECT 1")).scalar() == 1
     with transaction(factory) as session:
         lock_blocking_keys(session, [])
+
+
+def _advisory_locks_held(session: Session) -> list[str]:
+    rows = session.execute(
+        text(
+            "SELECT mode FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid() ORDER BY mode"
+        )
+    )
+    return [mode for (mode,) in rows]
+
+
+def test_key_locks_come_with_the_registry_lock_shared(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    _postgres_only(engine)
+    with factory() as session, session.begin():
+        lock_blocking_keys(session, ["a", "b"])
+        lock_blocking_keys(session, ["c"])  # the shared lock is not taken twice
+        assert _advisory_locks_held(session) == [
+            "ExclusiveLock",
+            "ExclusiveLock",
+            "ExclusiveLock",
+            "ShareLock",
+        ]
+
+
+def test_the_registry_lock_replaces_key_locks_and_excludes_everyone(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    _postgres_only(engine)
+    with factory() as big, big.begin():
+        lock_registry(big)
+        lock_blocking_keys(big, [f"key-{n}" for n in range(500)])  # nothing more to take
+        assert _advisory_locks_held(big) == ["ExclusiveLock"]
+        with factory() as other, pytest.raises(Busy), translate_errors(), other.begin():
+            _short_lock_timeout(other)
+            lock_blocking_keys(other, ["unrelated"])  # waits for the shared lock
+    with factory() as other, other.begin():  # released at commit
+        _short_lock_timeout(other)
+        lock_blocking_keys(other, ["unrelated"])
+
+
+def test_the_registry_lock_waits_for_ordinary_submissions(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    _postgres_only(engine)
+    with factory() as ordinary, ordinary.begin():
+        lock_blocking_keys(ordinary, ["k"])
+        with factory() as big, pytest.raises(Busy), translate_errors(), big.begin():
+            _short_lock_timeout(big)
+            lock_registry(big)
+        with pytest.raises(RuntimeError, match="before lock_blocking_keys"):
+            lock_registry(ordinary)  # it holds the lock shared already

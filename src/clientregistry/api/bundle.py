@@ -2,6 +2,9 @@
 
 A batch processes each entry in its own transaction (one failing entry does not stop the
 others); a transaction processes all entries in one database transaction: all or nothing.
+A transaction of more than :data:`REGISTRY_LOCK_ENTRIES` entries holds the whole registry
+while it runs rather than a lock per blocking key of every entry (see
+:mod:`clientregistry.store.locks`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ from clientregistry.registry import audit
 from clientregistry.registry.submit import Submitter as SubmitUseCase
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
+from clientregistry.store.locks import lock_registry
 
 router = APIRouter(prefix="/fhir")
+
+REGISTRY_LOCK_ENTRIES = 16
+"""Above this many entries, a transaction Bundle takes the registry-wide lock."""
 
 
 def _process(
@@ -83,6 +90,8 @@ def _process_all(
     responses: list[EntryResponse] = []
     if parsed.type == "transaction":
         with transaction(context.sessions) as session:
+            if len(parsed.entries) > REGISTRY_LOCK_ENTRIES:
+                lock_registry(session)
             for entry in parsed.entries:
                 assert isinstance(entry, BundleEntry)  # parse_bundle fails bad transactions
                 try:

@@ -17,6 +17,15 @@ PostgreSQL
     order is always advisory locks first.
 
 SQLite
+    A transaction that submits many records (a transaction Bundle) would hold a lock per
+    blocking key of each, and PostgreSQL's lock table is small (``max_locks_per_transaction``,
+    64 per connection by default, shared by all): two Bundles of 250 records at once exhaust
+    it. Such a transaction takes :func:`lock_registry` instead: one exclusive lock on the
+    whole registry. To make that exclusive, every :func:`lock_blocking_keys` first takes the
+    same lock *shared*, once per transaction and in the same statement, so ordinary
+    submissions still run side by side and wait only for the big transaction.
+
+SQLite
     SQLite has one write lock for the whole database; :func:`begin_write` starts the
     transaction with ``BEGIN IMMEDIATE`` (:func:`clientregistry.store.db.begin_immediate`),
     taking that lock before the candidates are read, so writers run one after the other and
@@ -35,10 +44,28 @@ from clientregistry.store.blocking_index import key_hashes
 from clientregistry.store.db import begin_immediate
 from clientregistry.store.dialect import dialect_name
 
+REGISTRY_KEY = "registry|all"
+"""The key of the registry-wide lock (:func:`lock_registry`)."""
+
 _ADVISORY_LOCKS = text(
     "SELECT count(pg_advisory_xact_lock(h)) FROM unnest(:hashes) AS t(h)"
 ).bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
 """One round trip; ``unnest`` yields the (sorted) array in order, so locks are taken in order."""
+
+_SHARED_THEN_KEYS = text(
+    "SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(h) "
+    "ELSE pg_advisory_xact_lock(h) END) "
+    "FROM unnest(:hashes) WITH ORDINALITY AS t(h, i)"
+).bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
+"""The registry lock shared (the array's first element), then the keys in order, in the
+same round trip as :data:`_ADVISORY_LOCKS`."""
+
+_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:registry)").bindparams(
+    bindparam("registry", type_=BigInteger)
+)
+
+_HELD = "clientregistry_registry_lock"
+"""``Session.info`` key: the transaction that holds the registry lock, and how."""
 
 
 def begin_write(session: Session) -> None:
@@ -47,13 +74,44 @@ def begin_write(session: Session) -> None:
     begin_immediate(session)
 
 
+def _held(session: Session) -> str | None:
+    """How this transaction holds the registry lock: ``"shared"``, ``"exclusive"`` or None."""
+    held = session.info.get(_HELD)
+    if held is None or held[0] is not session.get_transaction():
+        return None
+    return str(held[1])
+
+
+def lock_registry(session: Session) -> None:
+    """Hold the whole registry alone until the transaction ends (PostgreSQL; a no-op on
+    SQLite, whose writers are serialised anyway). Later :func:`lock_blocking_keys` calls in
+    the transaction take nothing more. Call it before any of them: a transaction that
+    already holds the lock shared cannot also take it exclusively."""
+    if dialect_name(session) != "postgresql":
+        return
+    held = _held(session)
+    if held == "shared":
+        raise RuntimeError("lock_registry() must come before lock_blocking_keys()")
+    if held is None:
+        session.connection().execute(_EXCLUSIVE, {"registry": key_hashes([REGISTRY_KEY])[0]})
+        session.info[_HELD] = (session.get_transaction(), "exclusive")
+
+
 def lock_blocking_keys(session: Session, keys: Iterable[str]) -> bool:
     """Hold, until the transaction ends, a lock on each of ``keys`` (PostgreSQL); waits for
-    transactions holding any of them. A no-op on SQLite (see the module notes). Returns
-    whether this database serialises by key locks (False on SQLite)."""
+    transactions holding any of them, or holding the whole registry. A no-op on SQLite (see
+    the module notes). Returns whether this database serialises by key locks (False on
+    SQLite)."""
     if dialect_name(session) != "postgresql":
         return False
+    held = _held(session)
+    if held == "exclusive":
+        return True
     hashes = key_hashes(keys)
-    if hashes:
+    if held is None:
+        registry = key_hashes([REGISTRY_KEY])[0]
+        session.connection().execute(_SHARED_THEN_KEYS, {"hashes": [registry, *hashes]})
+        session.info[_HELD] = (session.get_transaction(), "shared")
+    elif hashes:
         session.connection().execute(_ADVISORY_LOCKS, {"hashes": hashes})
     return True
