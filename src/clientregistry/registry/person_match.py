@@ -13,7 +13,7 @@ the identifiers of its source records and no demographics.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ from clientregistry.registry.people import (
     source_records,
     source_resources,
 )
+from clientregistry.registry.submit import golden_ids_of
 from clientregistry.settings import Settings
 from clientregistry.store.blocking_index import DatabaseBlockingIndex
 from clientregistry.store.models import SourceRecord
@@ -180,8 +181,8 @@ def match_people(
         by_person.setdefault(str(candidate.golden_id), []).append(candidate)
     own = _own_records(session, context.settings, patient)
     broken = set().union(*broken_matches(session, own).values()) if own else set()
-    own_people = _golden_ids(session, own)
-    broken_people = _golden_ids(session, broken) - own_people
+    own_people = golden_ids_of(session, own)
+    broken_people = golden_ids_of(session, broken) - own_people
     id_slots = sorted(
         {
             matcher.extractor.slot(f)
@@ -226,15 +227,6 @@ def match_people(
 
 def _id_set(value: Any) -> frozenset[str]:
     return value if isinstance(value, frozenset) else frozenset()
-
-
-def _golden_ids(session: Session, record_ids: Collection[str]) -> set[str]:
-    if not record_ids:
-        return set()
-    rows = session.scalars(
-        select(SourceRecord.golden_id).where(SourceRecord.id.in_(list(record_ids)))
-    )
-    return {g for g in rows if g is not None}
 
 
 def select_matches(matches: Sequence[PersonMatch], request: MatchRequest) -> list[PersonMatch]:

@@ -20,7 +20,7 @@ holds some (a Bundle, a review action) sees what it wrote once it reads them aga
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -259,7 +259,7 @@ def find_matches(
     rows = session.connection().execute(_CANDIDATE_ROWS, {"ids": ids}).all()
     # Nor may it join a golden record that holds a record it is broken from (through a
     # third record that matches both): "not the same person" holds for the golden record.
-    excluded = _goldens_of(session, broken)
+    excluded = golden_ids_of(session, broken)
     stored = [
         (rid, golden, feats)
         for rid, golden, feats in rows
@@ -510,7 +510,7 @@ def _store_search_tokens(
         connection.execute(_INSERT_TOKENS, rows)
 
 
-def _goldens_of(session: Session, record_ids: set[str]) -> set[str]:
+def golden_ids_of(session: Session, record_ids: Collection[str]) -> set[str]:
     """The golden records of ``record_ids``."""
     if not record_ids:
         return set()
