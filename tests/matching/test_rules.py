@@ -756,3 +756,55 @@ def test_round_trip_keeps_filter_value_type() -> None:
     assert rules.rule_sets[0].filters[0].value_type == "code"
     again = parse_rules(rules.to_json())
     assert again.rule_sets[0].filters[0].value_type == "code"
+
+
+def _identifier_levels(*levels: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "matchingType": "probabilistic",
+                "fields": {"identifier": {"fhirpath": "identifier", "levels": list(levels)}},
+                "potentialMatchThreshold": 100,
+                "autoMatchThreshold": 101,
+            }
+        ]
+    }
+
+
+def test_shared_identifier_levels_round_trip_with_their_edits() -> None:
+    doc = _identifier_levels(
+        {"algorithm": "shared-identifier", "mValue": 0.87, "uValue": 0.0001},
+        {"algorithm": "shared-identifier", "threshold": 1, "mValue": 0.03, "uValue": 0.001},
+    )
+    field = parse_rules(doc).rule_sets[0].fields[0]
+    assert field.is_identifier_set
+    assert [lv.threshold for lv in field.levels] == [0.0, 1.0]
+    written = parse_rules(doc).to_json()["rules"][0]["fields"]["identifier"]["levels"]
+    assert "threshold" not in written[0]
+    assert written[1]["threshold"] == 1
+    again = parse_rules(parse_rules(doc).to_json()).rule_sets[0].fields[0]
+    assert again == field
+
+
+def test_shared_identifier_level_problems(tmp_path: Path) -> None:
+    error = _load_error(
+        tmp_path,
+        _identifier_levels(
+            {"algorithm": "shared-identifier", "mValue": 0.8, "uValue": 0.0001},
+            {"algorithm": "shared-identifier", "threshold": 1.5, "mValue": 0.03, "uValue": 0.01},
+            {"algorithm": "shared-identifier", "threshold": -1, "mValue": 0.03, "uValue": 0.01},
+        ),
+    )
+    assert _locations(error) == [
+        "rules[0].fields.identifier.levels[1].threshold",
+        "rules[0].fields.identifier.levels[2].threshold",
+    ]
+    mixed = _load_error(
+        tmp_path,
+        _identifier_levels(
+            {"algorithm": "shared-identifier", "mValue": 0.8, "uValue": 0.0001},
+            {"algorithm": "levenshtein", "threshold": 1, "mValue": 0.03, "uValue": 0.01},
+        ),
+    )
+    assert _locations(mixed) == ["rules[0].fields.identifier.levels"]
+    assert "cannot be mixed" in mixed.problems[0].message

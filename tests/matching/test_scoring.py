@@ -739,6 +739,67 @@ def test_record_id_systems_are_never_compared(matching_type: str) -> None:
     assert _value(without_ids, a, b) > anchor
 
 
+def _near_identifier_rules() -> dict[str, Any]:
+    document = _identifier_rules("probabilistic")
+    document["rules"][0]["fields"]["identifier"] = {
+        "fhirpath": "identifier",
+        "levels": [
+            {"algorithm": "shared-identifier", "mValue": 0.87, "uValue": 0.0001},
+            {"algorithm": "shared-identifier", "threshold": 1, "mValue": 0.03, "uValue": 0.001},
+        ],
+        "else": {"mValue": 0.1, "uValue": 0.9989},
+    }
+    return document
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "outcome"),
+    [
+        ([(X, "1234567")], [(X, "1234567")], "level 1 (shared-identifier)"),
+        ([(X, "1234567")], [(X, "1234967")], "level 2 (shared-identifier within 1 edits)"),
+        ([(X, "1234567")], [(X, "1243567")], "level 2 (shared-identifier within 1 edits)"),
+        ([(X, "1234567")], [(X, "123456")], "level 2 (shared-identifier within 1 edits)"),
+        ([(X, "1234567")], [(X, "1243576")], "else"),  # two edits
+        ([(X, "1234567"), (Y, "55")], [(X, "7654321"), (Y, "56")], "level 2"),  # any system
+        ([(X, "1234567")], [(Y, "1234568")], "no shared system"),  # other system: not compared
+    ],
+)
+def test_identifier_within_edits_level(
+    left: list[tuple[str, str]], right: list[tuple[str, str]], outcome: str
+) -> None:
+    scorer = _scorer(_near_identifier_rules())
+    a, b = _patient("Ann", identifiers=left), _patient("Ann", identifiers=right)
+    expected = BASE_SCORE + _w(0.9, 0.1)
+    if outcome.startswith("level 1"):
+        expected += _w(0.87, 0.0001)
+    elif outcome.startswith("level 2"):
+        expected += _w(0.03, 0.001)
+    elif outcome == "else":
+        expected += _w(0.1, 0.9989)
+    assert _value(scorer, a, b) == pytest.approx(expected, abs=1e-12)
+    assert _value(scorer, b, a) == pytest.approx(expected, abs=1e-12)
+    note = {n.field: n for n in scorer.explain(*map(scorer.extractor.extract, (a, b)))[0].fields}[
+        "identifier"
+    ]
+    assert note.level.startswith(outcome)
+
+
+def test_single_shared_identifier_level_needs_the_same_value() -> None:
+    """OpenCR's form (and a level without ``threshold``) allow no edits."""
+    for document in (_identifier_rules("probabilistic"), _near_identifier_rules()):
+        del document["rules"][0]["fields"]["identifier"].get("levels", [{}, {}])[1:]
+        rules = parse_rules(document)
+        assert [lv.threshold for lv in rules.rule_sets[0].fields[1].levels] == [0.0]
+    scorer = _scorer(_identifier_rules("probabilistic"))
+    a, b = (
+        _patient("Ann", identifiers=[(X, "1234567")]),
+        _patient("Ann", identifiers=[(X, "1234967")]),
+    )
+    assert _value(scorer, a, b) == pytest.approx(
+        BASE_SCORE + _w(0.9, 0.1) + _else(0.9, 0.001), abs=1e-12
+    )
+
+
 # ----------------------------------------------------------------------------- explain
 
 

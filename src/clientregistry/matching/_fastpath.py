@@ -22,6 +22,7 @@ from clientregistry.matching.scoring import (
     TermFrequency,
     _identifier_agreement,
     _null_contribution,
+    identifier_distance,
 )
 
 RuleSetScore = Callable[[Features, Features, TermFrequency], float | None]
@@ -61,6 +62,7 @@ class _Writer:
         self.names: dict[str, Any] = {
             "PRUNED": PRUNED,
             "_ident": _identifier_agreement,
+            "_idist": identifier_distance,
             "EMPTY": frozenset(),
         }
 
@@ -78,7 +80,22 @@ def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, ind
     if f.comparator is None:  # shared-identifier
         w.line(indent, "r = _ident(va, vb)")
         agree = f.levels[0].weight
-        w.line(indent, f"w = 0.0 if r is None else ({agree!r} if r else {f.else_weight!r})")
+        if len(f.levels) == 1 or f.levels[-1].threshold <= 0:
+            w.line(indent, f"w = 0.0 if r is None else ({agree!r} if r else {f.else_weight!r})")
+            return
+        # within some edits: what _identifier_level decides (r is True: the first level)
+        w.line(indent, "if r is None:")
+        w.line(indent + 1, "w = 0.0")
+        w.line(indent, "elif r:")
+        w.line(indent + 1, f"w = {agree!r}")
+        w.line(indent, "else:")
+        w.line(indent + 1, "d = _idist(va, vb)")
+        for index, level in enumerate(f.levels):
+            keyword = "if" if index == 0 else "elif"
+            w.line(indent + 1, f"{keyword} d <= {level.threshold!r}:")
+            w.line(indent + 2, f"w = {level.weight!r}")
+        w.line(indent + 1, "else:")
+        w.line(indent + 2, f"w = {f.else_weight!r}")
         return
     measured: dict[str, str] = {}
     for index, level in enumerate(f.levels):

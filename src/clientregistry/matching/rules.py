@@ -483,6 +483,17 @@ class _Parser:
             value = self.number(where, raw, "threshold", required=True, low=0.0)
         return 0.0 if value is None else value
 
+    def edits(self, where: str, raw: dict[str, Any]) -> float:
+        """A shared-identifier level's ``threshold``: how many edits a value of a system both
+        records carry may be from the other's (0, the default: the same value)."""
+        value = self.number(where, raw, "threshold", low=0.0)
+        if value is None:
+            return 0.0
+        if not value.is_integer():
+            self.problem(f"{where}.threshold", f"must be a whole number of edits, not {value:g}")
+            return 0.0
+        return value
+
     def m_u(self, where: str, raw: dict[str, Any]) -> tuple[float, float] | None:
         m = self.number(where, raw, "mValue", required=True, low=0.0, high=1.0, open_interval=True)
         u = self.number(where, raw, "uValue", required=True, low=0.0, high=1.0, open_interval=True)
@@ -545,6 +556,8 @@ class _Parser:
                 if mu is not None:
                     m, u = mu
                     tf = bool(raw.get("termFrequency", False))
+                    if algorithm == SHARED_IDENTIFIER:  # one level: a shared identifier
+                        threshold = 0.0
                     levels = (Level(algorithm, comparator, threshold, m, u, tf),)
                     else_m, else_u = 1.0 - m, 1.0 - u
         if expression is None or len(self.problems) > before:
@@ -590,13 +603,21 @@ class _Parser:
             mu = self.m_u(lwhere, raw_level)
             if found is None or mu is None:
                 continue
-            threshold = self.threshold(lwhere, raw_level, found[1])
+            if found[0] == SHARED_IDENTIFIER:
+                threshold = self.edits(lwhere, raw_level)
+            else:
+                threshold = self.threshold(lwhere, raw_level, found[1])
             term_frequency = bool(raw_level.get("termFrequency", False))
             swapped = raw_level.get("swappedWith")
             if swapped is not None and not isinstance(swapped, str):
                 self.problem(f"{lwhere}.swappedWith", "must be the name of another field")
                 continue
             out.append(Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency, swapped))
+        if len({level.algorithm == SHARED_IDENTIFIER for level in out}) > 1:
+            self.problem(
+                f"{where}.levels",
+                "shared-identifier levels cannot be mixed with other algorithms",
+            )
         sum_m = sum(level.m for level in out)
         sum_u = sum(level.u for level in out)
         raw_else = raw.get("else")
@@ -651,6 +672,8 @@ def _level_json(level: Level) -> dict[str, Any]:
     out: dict[str, Any] = {"algorithm": level.algorithm}
     if level.comparator is not None and level.comparator.name != "exact":
         out["threshold"] = level.threshold
+    elif level.comparator is None and level.threshold > 0:  # shared-identifier within edits
+        out["threshold"] = int(level.threshold)
     out["mValue"] = level.m
     out["uValue"] = level.u
     if level.term_frequency:

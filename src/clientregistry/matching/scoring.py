@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rapidfuzz.distance import OSA
+
 from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import (
     BASE_SCORE,
@@ -377,6 +379,43 @@ def _identifier_agreement(a: frozenset[str], b: frozenset[str]) -> bool | None:
     return None
 
 
+def identifier_distance(a: frozenset[str], b: frozenset[str]) -> int | None:
+    """The fewest edits (optimal string alignment: a character inserted, deleted or changed,
+    or two neighbours swapped) between a value of one set and a value of the same system in
+    the other; 0 when they share an identifier, ``None`` when they have no system in common."""
+    if not a.isdisjoint(b):
+        return 0
+    by_system: dict[str, list[str]] = {}
+    for item in a:
+        system, value = item.rsplit("|", 1)
+        by_system.setdefault(system, []).append(value)
+    best: int | None = None
+    for item in b:
+        system, value = item.rsplit("|", 1)
+        for other in by_system.get(system, ()):
+            distance = OSA.distance(value, other)
+            if best is None or distance < best:
+                best = distance
+    return best
+
+
+def _identifier_level(f: Field, a: frozenset[str], b: frozenset[str]) -> int | None:
+    """Index of the first shared-identifier level within whose edits the sets agree."""
+    agreement = _identifier_agreement(a, b)
+    if agreement is None:
+        return None
+    levels = f.levels
+    if agreement:
+        return 0
+    if len(levels) == 1 or levels[-1].threshold <= 0:
+        return len(levels)
+    distance = identifier_distance(a, b)
+    for index, level in enumerate(levels):
+        if distance is not None and distance <= level.threshold:
+            return index
+    return len(levels)
+
+
 def _agrees(f: Field, a: Any, b: Any) -> bool:
     if f.comparator is None:  # shared-identifier
         return _identifier_agreement(a, b) is True
@@ -451,10 +490,7 @@ def comparison_level(f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = N
     Values must be present (null handling is the caller's business).
     """
     if f.comparator is None:  # shared-identifier
-        agreement = _identifier_agreement(a, b)
-        if agreement is None:
-            return None
-        return 0 if agreement else len(f.levels)
+        return _identifier_level(f, a, b)
     measured: dict[str, float] = {}
     for index, level in enumerate(f.levels):
         comparator = level.comparator
@@ -504,6 +540,8 @@ def _probabilistic(
         return f.else_weight, "disagree" if len(f.levels) == 1 else "else", False
     level = f.levels[index]
     name = "agree" if len(f.levels) == 1 else f"level {index + 1} ({level.algorithm})"
+    if level.comparator is None and level.threshold > 0:
+        name = f"level {index + 1} ({level.algorithm} within {level.threshold:g} edits)"
     if level.swapped_with is not None:
         name = f"level {index + 1} (swapped with {level.swapped_with})"
     return _level_weight(level, slot, a, b, tf), name, True
