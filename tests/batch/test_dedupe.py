@@ -136,7 +136,8 @@ def test_duplicate_id_raises_invalid_record(deterministic_rules: DecisionRules) 
 def test_potential_matches_and_conflicts_are_kept_for_review(
     tmp_path: Path, deterministic_rules: DecisionRules
 ) -> None:
-    dedup = Deduplicator(Matcher(deterministic_rules))
+    # OpenCR's classification as the registry applies it: conflicts stay apart, for review
+    dedup = Deduplicator(Matcher(deterministic_rules), merge_conflicts=False)
     # b agrees with a on the given name only (score 1: potential);
     # c agrees with a on given+family and with b on given+phone (score 2: auto with both).
     dedup.add("a", person("a", "john", "smith", "111"))
@@ -170,6 +171,55 @@ def test_potential_matches_and_conflicts_are_kept_for_review(
         ["b", "a", "1.0000"],
         ["c", "b", "2.0000"],
     ]
+
+
+def test_supported_conflict_joins_the_two_clusters(deterministic_rules: DecisionRules) -> None:
+    """By default a record that auto-matches two clusters joins them when the conflicting
+    record is itself at least a potential match of the chosen cluster's record."""
+    dedup = Deduplicator(Matcher(deterministic_rules))
+    dedup.add("a", person("a", "john", "smith", "111"))
+    dedup.add("b", person("b", "johnny", "okello", "222"))  # potential match of a
+    result_c = dedup.add("c", person("c", "john", "smith", "222"))
+    assert result_c.golden_id == 0
+    assert len(result_c.conflicts) == 1  # the classification itself is OpenCR's
+    assert dedup.golden_ids() == [("a", "golden-1"), ("b", "golden-1"), ("c", "golden-1")]
+    assert [(r.record_id, r.other_id, r.kind) for r in dedup.review] == [("b", "a", "potential")]
+    assert (dedup.stats.merges, dedup.stats.conflicts, dedup.stats.clusters) == (1, 0, 1)
+    # later records see the merged cluster as one golden record: no conflict between them
+    result_d = dedup.add("d", person("d", "johnny", "okello", "222"))
+    assert result_d.golden_id == 0
+    assert result_d.conflicts == []
+
+
+UNSUPPORTED_RULES = {
+    "rules": [
+        {
+            "matchingType": "deterministic",
+            "fields": {
+                "given": {"algorithm": "exact", "fhirpath": "name.given"},
+                "family": {"algorithm": "exact", "fhirpath": "name.family"},
+                "phone": {"algorithm": "exact", "fhirpath": "telecom.value"},
+                "birthDate": {"algorithm": "exact", "fhirpath": "birthDate"},
+            },
+            "potentialMatchThreshold": 2,
+            "autoMatchThreshold": 2,
+        }
+    ]
+}
+
+
+def test_unsupported_conflict_stays_for_review() -> None:
+    """c auto-matches a (names) and b (phone and birth date), but a and b have nothing in
+    common: the clusters stay apart and the conflict is kept for review."""
+    dedup = Deduplicator(Matcher(parse_rules(UNSUPPORTED_RULES)))
+    a = person("a", "john", "smith", "111") | {"birthDate": "1990-01-01"}
+    b = person("b", "mary", "okello", "222") | {"birthDate": "2000-02-02"}
+    c = person("c", "john", "smith", "222") | {"birthDate": "2000-02-02"}
+    for record in (a, b, c):
+        dedup.add(record["id"], record)
+    assert dedup.golden_ids() == [("a", "golden-1"), ("b", "golden-2"), ("c", "golden-1")]
+    assert [(r.record_id, r.other_id, r.kind) for r in dedup.review] == [("c", "b", "conflict")]
+    assert (dedup.stats.merges, dedup.stats.conflicts) == (0, 1)
 
 
 def test_write_exact_format_and_input_order(tmp_path: Path) -> None:

@@ -1,8 +1,17 @@
 """Deduplicating a file of Patients in memory, exactly as the registry would receive them.
 
 Records are taken in input order; each is matched against the records before it, classified
-the OpenCR way and given a golden record (a cluster). Potential matches and conflicts do not
-join a cluster; they are kept for review.
+the OpenCR way and given a golden record (a cluster). Potential matches do not join a cluster;
+they are kept for review.
+
+A conflict (the record also auto-matches a record of another cluster) is where a file differs
+from the registry. The registry keeps the two golden records apart until a person decides; a
+file has nobody to decide, and its clusters are read as the answer. So, by default, the two
+clusters are joined when the evidence holds together: the conflicting record is itself at
+least a potential match of one of the chosen cluster's matching records (three records that
+pairwise look like one person). Otherwise, for instance a record that matches one twin on
+names and the other on birth date and address, the conflict is kept for review as before.
+``merge_conflicts=False`` keeps every conflict apart, as the registry does.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ class DedupeStats:
     auto_links: int = 0
     potential_matches: int = 0
     conflicts: int = 0
+    merges: int = 0
     candidate_pairs: int = 0
     capped_queries: int = 0
     true_pairs_compared: int = 0
@@ -58,6 +68,7 @@ class DedupeStats:
             "auto_links": self.auto_links,
             "potential_matches": self.potential_matches,
             "conflicts": self.conflicts,
+            "merges": self.merges,
             "candidate_pairs": self.candidate_pairs,
             "capped_queries": self.capped_queries,
             "seconds": round(self.seconds, 3),
@@ -78,7 +89,13 @@ class ReviewItem:
 class Deduplicator:
     """Holds the records seen so far: features, blocking index, term counts, clusters."""
 
-    def __init__(self, matcher: Matcher, *, entity_of: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        matcher: Matcher,
+        *,
+        entity_of: Mapping[str, str] | None = None,
+        merge_conflicts: bool = True,
+    ):
         self.matcher = matcher
         self.index = MemoryIndex()
         self._term_counts = TermCounts(matcher.extractor)
@@ -94,6 +111,10 @@ class Deduplicator:
         self._entity_of = entity_of
         self._warned_cap = False
         self._auto_thresholds = [rs.auto_threshold for rs in matcher.rules.rule_sets]
+        self.merge_conflicts = merge_conflicts
+        self._parent: dict[int, int] = {}
+        """Clusters merged into another (union-find over golden positions; see
+        :meth:`_root`); empty unless ``merge_conflicts`` joined some."""
 
     @property
     def term_counts(self) -> TermCounts:
@@ -165,8 +186,9 @@ class Deduplicator:
         else:  # scored by the reader (batch.pipeline)
             likely = prepared.scored
         autos = self._auto_thresholds
+        root = self._root if self._parent else _same
         scored = [
-            Candidate(j, cluster[j], score, score.score - autos[score.rule_set])
+            Candidate(j, root(cluster[j]), score, score.score - autos[score.rule_set])
             for j, score in likely
         ]
         result = classify(scored) if scored else Classification(None)
@@ -177,12 +199,27 @@ class Deduplicator:
         else:
             golden = int(result.golden_id)  # type: ignore[call-overload]
             self.stats.auto_links += 1
-        for kind, items in (("potential", result.potential), ("conflict", result.conflicts)):
+        conflicts = result.conflicts
+        if conflicts and self.merge_conflicts:
+            kept = []
+            for item in conflicts:
+                j = int(item.record_id)  # type: ignore[call-overload]
+                other_root = self._root(cluster[j])
+                if other_root == golden:
+                    continue
+                if self._supported(j, result.auto):
+                    self._parent[other_root] = golden
+                    self.stats.merges += 1
+                    self.stats.clusters -= 1
+                else:
+                    kept.append(item)
+            conflicts = kept
+        for kind, items in (("potential", result.potential), ("conflict", conflicts)):
             for item in items:
                 other = self.ids[int(item.record_id)]  # type: ignore[call-overload]
                 self.review.append(ReviewItem(record_id, other, item.score.score, kind))
         self.stats.potential_matches += len(result.potential)
-        self.stats.conflicts += len(result.conflicts)
+        self.stats.conflicts += len(conflicts)
         self.ids.append(record_id)
         features.append(prepared.features)
         cluster.append(golden)
@@ -192,11 +229,34 @@ class Deduplicator:
         self.stats.records += 1
         return result
 
+    def _supported(self, j: int, chosen: Sequence[Candidate]) -> bool:
+        """Whether record ``j`` (a conflict) is at least a potential match of one of the
+        records through which the new record joined its cluster."""
+        features = self.features
+        self._count_terms()
+        tf = self._term_counts.tf
+        likely = self.matcher.scorer.likely
+        return any(
+            likely(features[j], features[int(c.record_id)], tf) is not None  # type: ignore[call-overload]
+            for c in chosen
+        )
+
+    def _root(self, golden: int) -> int:
+        parent = self._parent
+        root = golden
+        while root in parent:
+            root = parent[root]
+        while golden != root:  # path compression
+            parent[golden], golden = root, parent[golden]
+        return root
+
     def golden_ids(self) -> list[tuple[str, str]]:
         """(patient id, golden id) for every record; golden ids number clusters as created."""
         names: dict[int, str] = {}
         out = []
+        root = self._root if self._parent else _same
         for record_id, golden in zip(self.ids, self.cluster, strict=True):
+            golden = root(golden)
             name = names.get(golden)
             if name is None:
                 name = names[golden] = f"golden-{len(names) + 1}"
@@ -217,6 +277,10 @@ class Deduplicator:
             for item in self.review:
                 writer.writerow([item.record_id, item.other_id, f"{item.score:.4f}"])
         return potential_path
+
+
+def _same(golden: int) -> int:
+    return golden
 
 
 def potential_path_for(output: Path) -> Path:
