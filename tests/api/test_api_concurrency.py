@@ -1,5 +1,6 @@
 """Concurrent submissions of one person to a server with several worker processes must end in
-ONE golden record (PostgreSQL: advisory locks on the blocking keys serialise them)."""
+ONE golden record (PostgreSQL: advisory locks on the blocking keys serialise them; SQLite: the
+processes queue at the write gate for SQLite's single writer)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ THREADS = 8
 HEADERS = {"Content-Type": "application/fhir+json"}
 
 
-@pytest.fixture(scope="module", params=["postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def busy_server(request: pytest.FixtureRequest, launch_server):
-    """A server with three worker processes (PostgreSQL only)."""
+    """A server with three worker processes."""
     return launch_server(request.param, workers=3)
 
 

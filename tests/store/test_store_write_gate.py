@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -50,14 +52,14 @@ def test_a_waiting_thread_gets_its_turn_as_soon_as_the_writer_commits(tmp_path: 
 def test_a_write_transaction_holds_the_engines_gate_until_it_ends(tmp_path: Path) -> None:
     engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
     factory = session_factory(engine)
-    other = WriteGate(tmp_path / "db.sqlite-writer.lock", 0.05)  # as another process would
+    fd = os.open(tmp_path / "db.sqlite-writer.lock", os.O_RDWR | os.O_CREAT)
 
-    def other_gets_in() -> bool:
+    def other_gets_in() -> bool:  # as another process would, without waiting
         try:
-            other.acquire()
-        except Busy:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             return False
-        other.release()
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return True
 
     with transaction(factory) as session:
@@ -67,7 +69,7 @@ def test_a_write_transaction_holds_the_engines_gate_until_it_ends(tmp_path: Path
     with transaction(factory, write=False) as session:  # readers do not queue
         assert other_gets_in()
         session.execute(text("SELECT count(*) FROM t"))
-    other.close()
+    os.close(fd)
     engine.dispose()
 
 
@@ -90,28 +92,25 @@ def _hold_gate(path: str, held: multiprocessing.synchronize.Event, seconds: floa
     gate.release()
 
 
-def test_processes_queue_on_the_lock_file_and_time_out_with_busy(tmp_path: Path) -> None:
+def test_processes_take_turns_on_the_lock_file(tmp_path: Path) -> None:
     lock = tmp_path / "db.sqlite-writer.lock"
     held = multiprocessing.get_context("spawn").Event()
     other = multiprocessing.get_context("spawn").Process(
-        target=_hold_gate, args=(str(lock), held, 1.0)
+        target=_hold_gate, args=(str(lock), held, 0.5)
     )
     other.start()
     try:
         assert held.wait(30)
-        impatient = WriteGate(lock, 0.2)
-        with pytest.raises(Busy, match="another process"):
-            impatient.acquire()
-        patient = WriteGate(lock, 10.0)
+        waiting = WriteGate(lock, 10.0)
         started = time.perf_counter()
-        patient.acquire()
-        assert time.perf_counter() - started < 5.0
-        patient.release()
-        impatient.close()
-        patient.close()
+        waiting.acquire()  # sleeps until the other process lets go
+        waited = time.perf_counter() - started
+        waiting.release()
+        waiting.close()
     finally:
         other.join(30)
     assert other.exitcode == 0
+    assert 0.2 < waited < 5.0
 
 
 def test_a_thread_that_never_gets_its_turn_gets_busy(tmp_path: Path) -> None:

@@ -9,17 +9,18 @@ the process, then an exclusive ``flock`` on a lock file beside the database acro
 gate is held from ``BEGIN IMMEDIATE`` to commit or rollback, so SQLite's own lock is then
 always free when asked for.
 
-Waits are bounded by the same timeout as SQLite's busy handler; past it,
-:class:`~clientregistry.store.errors.Busy` is raised, as SQLite's "database is locked" would
-have been. The gate only orders writers: SQLite's lock still guards the data, so a process
-that does not use the gate (the ``sqlite3`` shell) is safe, merely not queued.
+A thread waits for its process's turn at most as long as SQLite's busy handler would have
+(then :class:`~clientregistry.store.errors.Busy`, as SQLite's "database is locked" would have
+been); the one thread per process that waits for the file lock waits until it is free (a
+process that dies frees it). The gate only orders writers: SQLite's lock still guards the
+data, so a process that does not use the gate (the ``sqlite3`` shell) is safe, merely not
+queued.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 from clientregistry.store.errors import Busy
@@ -28,11 +29,6 @@ try:  # POSIX; elsewhere the gate queues threads of one process only
     import fcntl
 except ImportError:  # pragma: no cover - not on this platform
     fcntl = None  # type: ignore[assignment]
-
-_FIRST_SLEEP = 0.00005
-_MAX_SLEEP = 0.0005
-"""Pauses between attempts at the file lock while another process holds it: from 50 µs,
-doubling, up to 0.5 ms (a transaction takes a few ms; an attempt is one system call)."""
 
 
 class WriteGate:
@@ -46,11 +42,10 @@ class WriteGate:
 
     def acquire(self) -> None:
         """Wait for the gate (at most the timeout); :class:`Busy` when it does not open."""
-        deadline = time.monotonic() + self._timeout
         if not self._lock.acquire(timeout=self._timeout):
             raise Busy(f"database is locked: no write turn within {self._timeout:g} s")
         try:
-            self._lock_file(deadline)
+            self._lock_file()
         except BaseException:
             self._lock.release()
             raise
@@ -63,24 +58,19 @@ class WriteGate:
         finally:
             self._lock.release()
 
-    def _lock_file(self, deadline: float) -> None:
+    def _lock_file(self) -> None:
         if self._lock_path is None or fcntl is None:
             return
         if self._fd is None:
             self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        pause = _FIRST_SLEEP
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Busy(
-                        f"database is locked: another process kept {self._lock_path.name} "
-                        f"for {self._timeout:g} s"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, _MAX_SLEEP)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Another process writes: sleep in the kernel until it lets go (it wakes us at
+            # once, so the processes take turns). No timeout here: a process that dies lets
+            # go by itself, and while one thread of this process waits here the others wait
+            # for the thread lock, with the timeout.
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def close(self) -> None:
         """Close the lock file (the gate must not be held)."""
