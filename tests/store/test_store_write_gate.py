@@ -113,6 +113,24 @@ def test_processes_take_turns_on_the_lock_file(tmp_path: Path) -> None:
     assert 0.2 < waited < 5.0
 
 
+def test_a_process_that_waits_too_long_gets_busy_and_the_lock_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    lock = tmp_path / "db.sqlite-writer.lock"
+    holder = WriteGate(lock, 1.0)
+    holder.acquire()
+    impatient = WriteGate(lock, 0.1)  # another engine, as another process would hold it
+    with pytest.raises(Busy, match="another process"):
+        impatient.acquire()
+    holder.release()
+    time.sleep(0.1)  # the abandoned waiter takes the lock and lets go of it at once
+    patient = WriteGate(lock, 5.0)
+    patient.acquire()
+    patient.release()
+    for gate in (holder, impatient, patient):
+        gate.close()
+
+
 def test_a_thread_that_never_gets_its_turn_gets_busy(tmp_path: Path) -> None:
     gate = WriteGate(None, 0.1)
     gate.acquire()
