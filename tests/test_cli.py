@@ -324,6 +324,7 @@ def test_dedupe_skips_bad_lines_and_lists_them(two_bad_lines: Path, tmp_path: Pa
     assert "2 clusters" in summary
     assert "1 auto links" in summary
     assert "potential matches" in summary
+    assert "joined clusters" in summary
     assert "records/s" in summary
     assert "skipped 2 records" in summary
     assert "line 2: not JSON" in summary

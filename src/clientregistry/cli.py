@@ -365,7 +365,8 @@ def _summary(
     err.print(
         f"[bold]{stats.records:,}[/] records, [bold]{stats.clusters:,}[/] clusters, "
         f"{stats.auto_links:,} auto links, {stats.potential_matches:,} potential matches, "
-        f"{stats.conflicts:,} conflicts, {stats.records_per_second:,.0f} records/s "
+        f"{stats.conflicts:,} conflicts ({stats.merges:,} joined clusters), "
+        f"{stats.records_per_second:,.0f} records/s "
         f"({stats.seconds:.1f} s)"
     )
     if stats.capped_queries:
