@@ -40,25 +40,16 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-PASSWORD = "reviewer password 1"
-SYSTEMS = {
-    "openmrs": "http://clientregistry.org/openmrs",
-    "dhis2": "http://clientregistry.org/dhis2",
-    "lims": "http://clientregistry.org/lims",
-}
-
-
-def patient(system: str, value: str, given: str, family: str, **extra: Any) -> dict[str, Any]:
-    resource: dict[str, Any] = {
-        "resourceType": "Patient",
-        "identifier": [{"system": SYSTEMS[system], "value": value}],
-        "name": [{"family": family, "given": [given]}],
-        "gender": extra.get("gender", "female"),
-        "birthDate": extra.get("birth_date", "1984-01-12"),
-        "telecom": [{"system": "phone", "value": extra.get("phone", "0772410233")}],
-    }
-    return resource
-
+from admin_routes import (
+    ACCOUNTS,
+    PASSWORD,
+    ROUTES,
+    SYSTEMS,
+    Route,
+    every_route_and_caller,
+    expected_status,
+    patient,
+)
 
 JOHN = {"birth_date": "1990-05-05", "phone": "0711111111", "gender": "male"}
 PETER = {"birth_date": "1971-11-30", "phone": "0755555555", "gender": "male"}
@@ -156,73 +147,17 @@ def api(
 
 # ----------------------------------------------------------------------------- roles
 
-REVIEW = {"reviewer", "admin"}
-AUDIT = {"auditor", "admin"}
-ADMIN = {"admin"}
-ANYONE = {"reviewer", "auditor", "admin"}
-CALLERS = ("nobody", "certificate", "reviewer", "auditor", "admin")
-ACCOUNTS = {"reviewer": "rita", "auditor": "otto", "admin": "admin"}
 
-ROUTES: list[tuple[str, str, Any, set[str], int]] = [
-    # method, path, JSON body, roles allowed, status when allowed
-    ("GET", "/auth/me", None, ANYONE, 200),
-    ("POST", "/auth/logout", None, ANYONE, 204),
-    ("GET", "/admin/queues", None, REVIEW, 200),
-    ("GET", "/admin/queues/auto", None, REVIEW, 200),
-    ("GET", "/admin/queues/potential", None, REVIEW, 200),
-    ("GET", "/admin/queues/conflict", None, REVIEW, 200),
-    ("GET", "/admin/issues/999", None, REVIEW, 404),
-    ("POST", "/admin/issues/999/resolve", {"resolution": "keep"}, REVIEW, 404),
-    ("GET", "/admin/records/no-such-record", None, REVIEW, 404),
-    ("POST", "/admin/records/no-such-record/break", None, REVIEW, 404),
-    ("POST", "/admin/records/no-such-record/unbreak", None, REVIEW, 404),
-    ("POST", "/admin/records/no-such-record/join", {"golden_id": "x"}, REVIEW, 404),
-    ("POST", "/admin/match/dry-run", patient("lims", "1", "Aisha", "Nakato"), REVIEW, 200),
-    ("POST", "/admin/audit/999999/revert", None, REVIEW, 404),
-    ("GET", "/admin/audit", None, AUDIT, 200),
-    ("GET", "/admin/audit/1", None, AUDIT, 200),
-    ("GET", "/admin/users", None, ADMIN, 200),
-    (
-        "POST",
-        "/admin/users",
-        {"username": "carol", "password": PASSWORD, "role": "auditor"},
-        ADMIN,
-        201,
-    ),
-    ("PATCH", "/admin/users/dave", {"role": "reviewer"}, ADMIN, 200),
-    ("GET", "/admin/config", None, ADMIN, 200),
-]
-
-
-def _expected(caller: str, allowed: set[str], status: int) -> int:
-    if caller in ("nobody", "certificate"):
-        return 401
-    return status if caller in allowed else 403
-
-
-@pytest.mark.parametrize("caller", CALLERS)
-@pytest.mark.parametrize(
-    ("method", "path", "body", "allowed", "status"),
-    ROUTES,
-    ids=[f"{method} {path}" for method, path, *_ in ROUTES],
-)
-def test_every_route_checks_the_role(
-    shared_api: Api,
-    caller: str,
-    method: str,
-    path: str,
-    body: Any,
-    allowed: set[str],
-    status: int,
-) -> None:
+@every_route_and_caller
+def test_every_route_checks_the_role(shared_api: Api, caller: str, route: Route) -> None:
     headers: dict[str, str] = {}
     if caller in ACCOUNTS:
         headers = shared_api.headers(ACCOUNTS[caller])
     # All but "nobody" come with the openmrs client certificate: it must grant nothing, and
     # must not get in the way of a valid token either.
     client = shared_api.client if caller == "nobody" else shared_api.cert_client
-    response = client.request(method, path, json=body, headers=headers)
-    assert response.status_code == _expected(caller, allowed, status), response.text
+    response = client.request(route.method, route.path, json=route.body, headers=headers)
+    assert response.status_code == expected_status(caller, route), response.text
     if response.status_code == 401:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert response.headers["content-type"] == "application/json"
