@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from clientregistry.registry.setup import add_system_to_config, init_data_dir
 from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import create_engine_for
 
-POSTGRES_ENV = "CR_TEST_POSTGRES_URL"
+FreshDatabase = Callable[[str], AbstractContextManager[str]]
+"""The ``fresh_database`` fixture of ``tests/conftest.py``."""
 STARTUP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 30.0
 FHIR_JSON = "application/fhir+json"
@@ -190,33 +191,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def postgres_url_or_skip() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(
-            f"PostgreSQL API tests need {POSTGRES_ENV}=postgresql://user@host:port/db "
-            "(a database to connect to; each server gets a fresh database of its own)"
-        )
-    return url
-
-
-@contextlib.contextmanager
-def _postgres_database(base_url: str) -> Iterator[str]:
-    """A fresh database ``cr_test_<random>`` next to ``base_url``'s, dropped afterwards."""
-    import psycopg
-
-    base = make_url(base_url)
-    name = f"cr_test_{uuid.uuid4().hex[:12]}"
-    admin_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _wait_until_ready(server: RegistryServer) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     cert, key = server.cert_files("openmrs")
@@ -258,15 +232,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    base: Path, backend: str, *, workers: int = 1, database_url: str | None = None
+    base: Path, backend: str, fresh_database: FreshDatabase, *, workers: int = 1
 ) -> Iterator[RegistryServer]:
-    """``init`` a data directory under ``base`` and serve it until the block ends."""
+    """``init`` a data directory under ``base`` on a fresh database of ``backend`` and serve
+    it until the block ends."""
     with contextlib.ExitStack() as stack:
-        url = ""
-        if backend == "postgresql":
-            url = stack.enter_context(_postgres_database(database_url or postgres_url_or_skip()))
-        elif backend != "sqlite":
-            raise ValueError(backend)
+        url = stack.enter_context(fresh_database(backend))
         data_dir = base / "data"
         init_data_dir(data_dir, hostnames=[], database_url=url)
         CertificateAuthority.load(data_dir / "certs").issue_client(READER.name)
@@ -294,19 +265,21 @@ BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def registry_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fresh_database: FreshDatabase,
 ) -> Iterator[RegistryServer]:
     """A registry served over HTTPS, one per backend, shared by the test modules (they use
     identifiers and made-up people of their own, so they do not see each other's records).
     Tests that change the server itself (revoking certificates) start their own."""
     base = tmp_path_factory.mktemp(f"registry-{request.param}")
-    with running_server(base, request.param) as server:
+    with running_server(base, request.param, fresh_database) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def launch_server(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, fresh_database: FreshDatabase
 ) -> Iterator[Callable[..., RegistryServer]]:
     """Start servers of a module's own (``launch("postgresql", workers=3)``); they stop when
     the module ends. A PostgreSQL launch skips the test without CR_TEST_POSTGRES_URL."""
@@ -314,7 +287,9 @@ def launch_server(
 
         def launch(backend: str, *, workers: int = 1) -> RegistryServer:
             base = tmp_path_factory.mktemp(f"registry-{backend}-w{workers}")
-            return stack.enter_context(running_server(base, backend, workers=workers))
+            return stack.enter_context(
+                running_server(base, backend, fresh_database, workers=workers)
+            )
 
         yield launch
 

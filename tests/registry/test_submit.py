@@ -3,19 +3,16 @@ potential and conflicting matches, on a registry made by ``init_data_dir`` (SQLi
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from clientregistry.fhir.errors import FhirError
 from clientregistry.registry.context import RegistryContext
@@ -35,7 +32,8 @@ from clientregistry.store.models import (
     SourceRecordVersion,
 )
 
-POSTGRES_ENV = "CR_TEST_POSTGRES_URL"
+FreshDatabase = Callable[[str], AbstractContextManager[str]]
+"""The ``fresh_database`` fixture of ``tests/conftest.py``."""
 GOLDEN_CODE = "5c827da5-4858-4f3d-a50c-62ece001efea"
 POTENTIAL_TAG = {
     "system": "http://openclientregistry.org/fhir/matchIssues",
@@ -383,28 +381,9 @@ def test_a_failed_transaction_leaves_nothing(registry: Registry) -> None:
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
-@contextlib.contextmanager
-def _postgres_database(base_url: str) -> Iterator[str]:
-    import psycopg
-
-    base = make_url(base_url)
-    name = f"cr_test_{uuid.uuid4().hex[:12]}"
-    admin_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
-def postgres_settings(tmp_path: Path) -> Iterator[Settings]:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
-    with _postgres_database(url) as database_url:
+def postgres_settings(tmp_path: Path, fresh_database: FreshDatabase) -> Iterator[Settings]:
+    with fresh_database("postgresql") as database_url:
         data_dir = tmp_path / "pg-data"
         init_data_dir(data_dir, hostnames=[], database_url=database_url)
         yield load_settings(data_dir, environ={})
