@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
-from clientregistry.store.db import create_engine_for, session_factory, transaction
+from clientregistry.store.db import create_engine_for, session_factory, sqlite_file, transaction
 
 
 def test_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
@@ -57,3 +57,16 @@ def test_stopping_checkpoints_what_is_left(tmp_path: Path) -> None:
 def test_only_sqlite_files_have_a_checkpointer() -> None:
     with pytest.raises(ValueError, match="SQLite database files"):
         WalCheckpointer(create_engine_for("sqlite://"))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:////data/registry.db", Path("/data/registry.db")),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("postgresql://u@h/db", None),
+    ],
+)
+def test_only_a_sqlite_file_counts_as_one(url: str, expected: Path | None) -> None:
+    assert sqlite_file(url) == expected

@@ -12,7 +12,7 @@ from clientregistry.matching.rules import default_rules, load_rules
 from clientregistry.matching.term_frequency import TermCounts
 from clientregistry.settings import Settings
 from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
-from clientregistry.store.db import create_engine_for, migrate, session_factory
+from clientregistry.store.db import create_engine_for, migrate, session_factory, sqlite_file
 from clientregistry.store.term_counts import load_term_counts
 
 
@@ -41,7 +41,7 @@ class RegistryContext:
         """Open the registry; ``serving`` for a long-lived server process (on SQLite, the
         log is checkpointed by a background thread instead of by commits)."""
         database = settings.database
-        background = serving and database.startswith("sqlite:")
+        background = serving and sqlite_file(database) is not None
         engine = create_engine_for(
             database, wal_autocheckpoint=SAFETY_PAGES if background else 1000
         )

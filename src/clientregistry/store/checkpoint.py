@@ -25,6 +25,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from clientregistry.store.db import sqlite_file
+
 log = logging.getLogger(__name__)
 
 SAFETY_PAGES = 16_000
@@ -37,8 +39,8 @@ class WalCheckpointer:
     def __init__(
         self, engine: Engine, *, interval: float = 0.05, threshold_bytes: int = 4 << 20
     ) -> None:
-        database = engine.url.database
-        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        database = sqlite_file(engine.url.render_as_string(hide_password=False))
+        if database is None:
             raise ValueError("background checkpoints are for SQLite database files")
         self._engine = engine
         self._wal = Path(f"{database}-wal")

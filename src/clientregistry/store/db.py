@@ -70,6 +70,16 @@ def _database_url(url: str) -> URL:
     raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory (or ``file:`` URI) database
+    and for other databases."""
+    parsed = _database_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
 def create_engine_for(
     url: str, *, busy_timeout_ms: int = 5000, wal_autocheckpoint: int = 1000, **kwargs: Any
 ) -> Engine:
@@ -87,9 +97,8 @@ def create_engine_for(
         connect_args = {"check_same_thread": False, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine, busy_timeout_ms, wal_autocheckpoint)
-        database = parsed.database or ""
-        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
-        lock_path = Path(f"{database}-writer.lock") if on_disk else None
+        database = sqlite_file(url)
+        lock_path = None if database is None else Path(f"{database}-writer.lock")
         _WRITE_GATES[engine] = WriteGate(lock_path, busy_timeout_ms / 1000)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
