@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from clientregistry.fhir.errors import not_found
 from clientregistry.fhir.patient import golden_record_resource
-from clientregistry.registry.submit import broken_with, source_resource
+from clientregistry.registry.submit import RecordSnapshot, broken_with, source_resource
 from clientregistry.settings import Settings
 from clientregistry.store.models import GoldenRecord, SourceRecord, SourceRecordVersion
 
@@ -50,12 +50,12 @@ def history(session: Session, settings: Settings, patient_id: str) -> list[dict[
     client = settings.systems.get(record.client_system)
     out = []
     for version in versions:
-        snapshot = SourceRecord(
+        snapshot = RecordSnapshot(
             id=record.id,
-            client_system=record.client_system,
             version=version.version,
             last_updated=version.last_updated,
             resource=version.resource,
+            client_system=record.client_system,
             golden_id=record.golden_id if version.version == record.version else None,
             match_status=record.match_status,
         )
