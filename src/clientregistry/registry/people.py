@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir.patient import golden_record_resource
-from clientregistry.registry.submit import source_resource
+from clientregistry.registry.submit import RecordSnapshot, source_resource
 from clientregistry.settings import Settings
 from clientregistry.store.enums import MatchStatus
 from clientregistry.store.models import BrokenMatch, GoldenRecord, SourceRecord
@@ -149,12 +149,12 @@ def source_resources(
     broken = broken_matches(session, [r.id for r in records])
     out = []
     for r in records:
-        record = SourceRecord(
+        record = RecordSnapshot(
             id=r.id,
-            client_system=r.client_system,
             version=r.version,
             last_updated=r.last_updated,
             resource=r.resource,
+            client_system=r.client_system,
             golden_id=r.golden_id,
             match_status=r.match_status,
         )
