@@ -70,3 +70,36 @@ def test_only_sqlite_files_have_a_checkpointer() -> None:
 )
 def test_only_a_sqlite_file_counts_as_one(url: str, expected: Path | None) -> None:
     assert sqlite_file(url) == expected
+
+
+def test_the_log_starts_again_under_a_steady_stream_of_writes(tmp_path: Path) -> None:
+    """Without the gated last step, the log would only grow while commits keep coming (and
+    the commit that crossed SAFETY_PAGES would checkpoint everything while writers wait)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = create_engine_for(url, wal_autocheckpoint=SAFETY_PAGES)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        session.execute(text("CREATE TABLE t (n INTEGER, pad TEXT)"))
+    checkpointer = WalCheckpointer(engine, interval=0.001, threshold_bytes=0, restart_pages=32)
+    checkpointer.start()
+    commits = 600
+    try:
+        for n in range(commits):  # ~2 pages each: ~1,200 pages if the log never restarted
+            with transaction(factory) as session:
+                session.execute(
+                    text("INSERT INTO t VALUES (:n, :pad)"), {"n": n, "pad": "x" * 5000}
+                )
+            if n % 50 == 0:
+                time.sleep(0.02)  # let the thread have a turn at the interpreter
+        assert checkpointer.gated >= 1
+        with engine.connect() as connection:
+            busy, log_pages, _copied = connection.exec_driver_sql(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).one()
+        assert busy == 0
+        assert log_pages < commits  # the log started again from its beginning
+    finally:
+        checkpointer.stop()
+    with transaction(factory, write=False) as session:
+        assert session.execute(text("SELECT count(*) FROM t")).scalar() == commits
+    engine.dispose()

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from clientregistry.store.db import create_engine_for, session_factory, transaction
+from clientregistry.store.db import (
+    create_engine_for,
+    session_factory,
+    sessions_write_gate,
+    transaction,
+)
 from clientregistry.store.errors import Busy
 from clientregistry.store.write_gate import WriteGate
 
@@ -147,3 +152,48 @@ def test_a_thread_that_never_gets_its_turn_gets_busy(tmp_path: Path) -> None:
     thread.join()
     gate.release()
     assert len(errors) == 1 and "no write turn" in str(errors[0])
+
+
+def test_try_acquire_takes_an_open_gate_and_never_waits(tmp_path: Path) -> None:
+    lock = tmp_path / "db.sqlite-writer.lock"
+    gate = WriteGate(lock, 5.0)
+    other_process = WriteGate(lock, 5.0)  # its own descriptor, as another process's
+    assert gate.try_acquire()
+    started = time.perf_counter()
+    assert not gate.try_acquire()  # held by this process (another thread, say)
+    assert not other_process.try_acquire()  # held across processes: the file lock
+    assert time.perf_counter() - started < 0.5
+    gate.release()
+    assert other_process.try_acquire()
+    assert not gate.try_acquire()  # the thread lock was free, the file lock is not
+    other_process.release()
+    assert gate.try_acquire()  # ... and a refused try left the thread lock open
+    gate.release()
+    for each in (gate, other_process):
+        each.close()
+
+
+def test_a_turn_taken_in_one_thread_can_be_used_and_released_in_another(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}", busy_timeout_ms=500)
+    factory = session_factory(engine)
+    gate = sessions_write_gate(factory)
+    assert gate is not None
+    helper = threading.Thread(target=gate.acquire)
+    helper.start()
+    helper.join()
+    with transaction(factory, gate_held=True) as session:  # does not queue again
+        session.execute(text("CREATE TABLE t (n INTEGER)"))
+    assert not gate.try_acquire()  # the caller holds the turn until it releases it
+    gate.release()
+    with transaction(factory) as session:  # would wait 0.5 s and raise Busy if still held
+        session.execute(text("INSERT INTO t VALUES (1)"))
+    engine.dispose()
+
+
+def test_only_sqlite_engines_have_a_gate() -> None:
+    assert sessions_write_gate(session_factory(create_engine_for("sqlite://"))) is not None
+    engine = create_engine_for("postgresql://nobody@127.0.0.1:1/none")
+    assert sessions_write_gate(session_factory(engine)) is None
+    engine.dispose()

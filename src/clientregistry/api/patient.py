@@ -1,7 +1,9 @@
 """The FHIR Patient routes point-of-service systems use: submit, update, read, history.
 
-Bodies are read on the event loop; database work runs in the thread pool so that one slow
-transaction does not stall other connections.
+Bodies are read, validated and prepared for matching on the event loop; the submission's
+transaction runs through :func:`~clientregistry.api.writes.run_short_write` (on SQLite, on
+the loop once it has the write turn; on PostgreSQL in the thread pool) and reads in the
+thread pool, so that one slow transaction does not stall other connections.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from clientregistry.api.audit import audit_read, client_address
 from clientregistry.api.body import read_body
 from clientregistry.api.deps import Context, CurrentSystem, Submitter
 from clientregistry.api.responses import fhir_response
+from clientregistry.api.writes import run_short_write
 from clientregistry.fhir.datatypes import etag
 from clientregistry.fhir.errors import bad_request, business_rule, forbidden, not_found
 from clientregistry.fhir.patient import parse_patient, require_id
@@ -23,7 +25,7 @@ from clientregistry.fhir.search_params import parse_identifier_condition
 from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.read import history, read_patient
-from clientregistry.registry.submit import SubmitResult
+from clientregistry.registry.submit import Submission, SubmitResult
 from clientregistry.registry.submit import Submitter as SubmitUseCase
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
@@ -43,15 +45,29 @@ def _check_id(patient_id: str) -> None:
 
 def _submit(
     context: RegistryContext,
-    system: ClientSystemConfig,
-    patient: dict[str, Any],
+    submission: Submission,
     address: str | None,
     url_id: str | None = None,
+    *,
+    gate_held: bool = False,
 ) -> SubmitResult:
-    with transaction(context.sessions) as session:
-        result = SubmitUseCase(context).submit(session, patient, system, url_id=url_id)
-        audit.record_submission(session, result, system.name, address)
+    with transaction(context.sessions, gate_held=gate_held) as session:
+        result = SubmitUseCase(context).submit_prepared(session, submission, url_id=url_id)
+        audit.record_submission(session, result, submission.client.name, address)
     return result
+
+
+async def _submit_patient(
+    request: Request,
+    context: RegistryContext,
+    system: ClientSystemConfig,
+    patient: dict[str, Any],
+    url_id: str | None = None,
+) -> Response:
+    submission = SubmitUseCase(context).prepare(patient, system)
+    address = client_address(request)
+    result = await run_short_write(context, _submit, context, submission, address, url_id)
+    return _submitted(result)
 
 
 def _submitted(result: SubmitResult) -> Response:
@@ -73,8 +89,7 @@ async def _patient_body(request: Request, context: RegistryContext) -> dict[str,
 async def create_patient(request: Request, context: Context, system: Submitter) -> Response:
     """Create or update the caller's record (by its internal identifier) and match it."""
     patient = await _patient_body(request, context)
-    address = client_address(request)
-    return _submitted(await run_in_threadpool(_submit, context, system, patient, address))
+    return await _submit_patient(request, context, system, patient)
 
 
 @router.put("/Patient/{patient_id}")
@@ -85,9 +100,7 @@ async def update_patient(
     _check_id(patient_id)
     patient = await _patient_body(request, context)
     require_id(patient, patient_id)
-    address = client_address(request)
-    result = await run_in_threadpool(_submit, context, system, patient, address, patient_id)
-    return _submitted(result)
+    return await _submit_patient(request, context, system, patient, patient_id)
 
 
 @router.put("/Patient")
@@ -105,8 +118,7 @@ async def conditional_update(request: Request, context: Context, system: Submitt
             "The Patient must carry the identifier named in the condition",
             ["Patient.identifier"],
         )
-    address = client_address(request)
-    return _submitted(await run_in_threadpool(_submit, context, system, patient, address))
+    return await _submit_patient(request, context, system, patient)
 
 
 def carries_identifier(patient: dict[str, Any], system: str, value: str) -> bool:

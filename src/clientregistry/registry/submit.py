@@ -156,6 +156,21 @@ class RecordSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Submission:
+    """What a submission derives from the Patient alone (:meth:`Submitter.prepare`): pure
+    work done before the transaction, so that a writer holds SQLite's write lock less long."""
+
+    patient: Mapping[str, Any]
+    client: ClientSystemConfig
+    system: str
+    """The caller's internal identifier: its system and value."""
+    value: str
+    features: Features
+    keys: list[str]
+    tokens: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class _Existing:
     """The caller's record as stored before this submission."""
 
@@ -275,6 +290,15 @@ class Submitter:
     def __init__(self, context: RegistryContext) -> None:
         self.context = context
 
+    def prepare(self, patient: Mapping[str, Any], client: ClientSystemConfig) -> Submission:
+        """Check the caller's identifier and derive features, blocking keys and search tokens
+        (no database); an :class:`~clientregistry.fhir.errors.FhirError` when it is missing."""
+        system, value = require_internal_identifier(patient, [client.internal_id_system])
+        matcher = self.context.matcher
+        features = matcher.extractor.extract(patient)
+        keys = matcher.blocker.keys(features)
+        return Submission(patient, client, system, value, features, keys, search_tokens(patient))
+
     def submit(
         self,
         session: Session,
@@ -284,11 +308,17 @@ class Submitter:
         url_id: str | None = None,
     ) -> SubmitResult:
         """Create or update the caller's record and match it; the caller owns the transaction."""
+        return self.submit_prepared(session, self.prepare(patient, client), url_id=url_id)
+
+    def submit_prepared(
+        self, session: Session, submission: Submission, *, url_id: str | None = None
+    ) -> SubmitResult:
+        """:meth:`submit` for a Patient :meth:`prepare` has read already."""
         context = self.context
-        system, value = require_internal_identifier(patient, [client.internal_id_system])
         matcher = context.matcher
-        features = matcher.extractor.extract(patient)
-        keys = matcher.blocker.keys(features)
+        patient, client = submission.patient, submission.client
+        system, value = submission.system, submission.value
+        features, keys = submission.features, submission.keys
         session.flush()  # whatever the session holds goes first; from here on, Core only
         connection = session.connection()
         # Serialise on the caller's identifier (two submissions of one record) and on every
@@ -358,7 +388,7 @@ class Submitter:
             _INSERT_VERSION,
             {"record_id": record_id, "version": version, "resource": stored, "last_updated": now},
         )
-        _store_search_tokens(connection, record_id, stored, replace=existing is not None)
+        _store_search_tokens(connection, record_id, submission.tokens, replace=existing is not None)
         best = result.auto[0] if result.auto else None
         rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
         connection.execute(
@@ -497,15 +527,12 @@ def _is_golden(connection: Connection, record_id: str) -> bool:
 
 
 def _store_search_tokens(
-    connection: Connection, record_id: str, resource: Mapping[str, Any], *, replace: bool
+    connection: Connection, record_id: str, tokens: list[tuple[str, str]], *, replace: bool
 ) -> None:
-    """Replace the record's search tokens with those of ``resource`` (one bulk insert)."""
+    """Replace the record's search tokens with ``tokens`` (one bulk insert)."""
     if replace:
         connection.execute(_DELETE_TOKENS, {"record": record_id})
-    rows = [
-        {"kind": kind, "value": value, "record_id": record_id}
-        for kind, value in search_tokens(resource)
-    ]
+    rows = [{"kind": kind, "value": value, "record_id": record_id} for kind, value in tokens]
     if rows:
         connection.execute(_INSERT_TOKENS, rows)
 

@@ -130,6 +130,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, wal_autocheckpoint: 
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
+def write_gate(engine: Engine) -> WriteGate | None:
+    """The :class:`WriteGate` writers of ``engine`` queue at (SQLite only)."""
+    return _WRITE_GATES.get(engine)
+
+
 def is_sqlite(session_or_engine: Session | Engine | Connection) -> bool:
     """Whether the bind is SQLite."""
     bind = (
@@ -161,14 +166,16 @@ def begin_immediate(session: Session) -> None:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session], *, write: bool = True) -> Iterator[Session]:
+def transaction(
+    factory: sessionmaker[Session], *, write: bool = True, gate_held: bool = False
+) -> Iterator[Session]:
     """A session in a transaction: committed when the block ends, rolled back when it raises;
     driver errors come out as :class:`StoreError`. ``write`` takes SQLite's write lock first
     (:func:`begin_immediate`), queueing at the engine's :class:`WriteGate` until the
-    transaction has ended; on PostgreSQL serialise with :mod:`clientregistry.store.locks`.
+    transaction has ended (``gate_held``: the caller has taken the gate and releases it); on
+    PostgreSQL serialise with :mod:`clientregistry.store.locks`.
     """
-    bind = factory.kw.get("bind")
-    gate = _WRITE_GATES.get(bind) if write and isinstance(bind, Engine) else None
+    gate = sessions_write_gate(factory) if write and not gate_held else None
     if gate is not None:
         gate.acquire()
     try:
@@ -179,6 +186,12 @@ def transaction(factory: sessionmaker[Session], *, write: bool = True) -> Iterat
     finally:
         if gate is not None:
             gate.release()
+
+
+def sessions_write_gate(factory: sessionmaker[Session]) -> WriteGate | None:
+    """The :class:`WriteGate` of the engine ``factory`` makes sessions on (SQLite only)."""
+    bind = factory.kw.get("bind")
+    return _WRITE_GATES.get(bind) if isinstance(bind, Engine) else None
 
 
 # ----------------------------------------------------------------------------- errors

@@ -52,6 +52,22 @@ class WriteGate:
             self._lock.release()
             raise
 
+    def try_acquire(self) -> bool:
+        """Take the gate if it is open now, without waiting."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        if self._lock_path is None or fcntl is None:
+            return True
+        if self._fd is None:
+            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.release()
+            return False
+        self._held_fd = self._fd
+        return True
+
     def release(self) -> None:
         """Open the gate for the next writer."""
         held, self._held_fd = self._held_fd, None
