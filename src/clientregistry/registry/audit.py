@@ -12,8 +12,11 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import AgentKind, AuditAction
 from clientregistry.store.models import AuditEvent
+
+_INSERT_EVENT = DriverInsert(insert(AuditEvent))
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERACTION = "http://terminology.hl7.org/CodeSystem/restful-interaction"
@@ -92,11 +95,11 @@ def record(
 ) -> None:
     """Write one audit event in ``session``'s transaction (committed with it).
 
-    One Core ``INSERT`` on the session's connection: the event has no relations, so it need
-    not wait for (nor trigger) a flush of the session's objects."""
+    One ``INSERT`` on the session's connection, straight to the driver: the event has no
+    relations, so it need not wait for (nor trigger) a flush of the session's objects."""
     now = datetime.now(UTC)
-    session.connection().execute(
-        insert(AuditEvent),
+    _INSERT_EVENT.execute(
+        session.connection(),
         {
             "recorded": now,
             "action": action,

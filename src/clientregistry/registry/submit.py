@@ -38,6 +38,7 @@ from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.blocking_index import DatabaseBlockingIndex
 from clientregistry.store.columns import UTCDateTime
+from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
 from clientregistry.store.locks import lock_blocking_keys
 from clientregistry.store.models import (
@@ -73,20 +74,20 @@ _OTHERS_IN = (
     .where(SourceRecord.golden_id == bindparam("golden"), SourceRecord.id != bindparam("record"))
     .limit(1)
 )
-_INSERT_RECORD = insert(SourceRecord)
+_INSERT_RECORD = DriverInsert(insert(SourceRecord))
 _UPDATE_RECORD = update(SourceRecord).where(SourceRecord.id == bindparam("record"))
-_INSERT_VERSION = insert(SourceRecordVersion)
-_INSERT_LINK = insert(Link)
+_INSERT_VERSION = DriverInsert(insert(SourceRecordVersion))
+_INSERT_LINK = DriverInsert(insert(Link))
 _DELETE_LINKS = delete(Link).where(Link.source_record_id == bindparam("record"))
-_INSERT_ISSUES = insert(MatchIssue)
+_INSERT_ISSUES = DriverInsert(insert(MatchIssue))
 _DELETE_OPEN_ISSUES = delete(MatchIssue).where(
     MatchIssue.status == IssueStatus.OPEN,
     (MatchIssue.record_id == bindparam("record"))
     | (MatchIssue.other_record_id == bindparam("record")),
 )
-_INSERT_TOKENS = insert(SearchToken)
+_INSERT_TOKENS = DriverInsert(insert(SearchToken))
 _DELETE_TOKENS = delete(SearchToken).where(SearchToken.record_id == bindparam("record"))
-_INSERT_GOLDEN = insert(GoldenRecord)
+_INSERT_GOLDEN = DriverInsert(insert(GoldenRecord))
 _TOUCH_GOLDENS = (
     update(GoldenRecord)
     .where(GoldenRecord.id.in_(bindparam("goldens", expanding=True)))
@@ -371,8 +372,8 @@ class Submitter:
             "match_status": status,
         }
         if existing is None:
-            connection.execute(
-                _INSERT_RECORD,
+            _INSERT_RECORD.execute(
+                connection,
                 {
                     "id": record_id,
                     "client_system": client.name,
@@ -384,15 +385,15 @@ class Submitter:
             )
         else:
             connection.execute(_UPDATE_RECORD, {"record": record_id, **row})
-        connection.execute(
-            _INSERT_VERSION,
+        _INSERT_VERSION.execute(
+            connection,
             {"record_id": record_id, "version": version, "resource": stored, "last_updated": now},
         )
         _store_search_tokens(connection, record_id, submission.tokens, replace=existing is not None)
         best = result.auto[0] if result.auto else None
         rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
-        connection.execute(
-            _INSERT_LINK,
+        _INSERT_LINK.execute(
+            connection,
             {
                 "source_record_id": record_id,
                 "golden_id": golden_id,
@@ -418,7 +419,7 @@ class Submitter:
             for item in items
         ]
         if issues:
-            connection.execute(_INSERT_ISSUES, issues)
+            _INSERT_ISSUES.execute(connection, issues)
         index.add(record_id, keys)
         bump_features(session, context.term_counts, features, 1)
         context.term_counts.add(features)
@@ -489,8 +490,8 @@ class Submitter:
             touched = [golden_id]
         else:
             golden_id = new_id()
-            connection.execute(
-                _INSERT_GOLDEN,
+            _INSERT_GOLDEN.execute(
+                connection,
                 {"id": golden_id, "version": 1, "last_updated": now, "active": True},
             )
             touched = []
@@ -534,7 +535,7 @@ def _store_search_tokens(
         connection.execute(_DELETE_TOKENS, {"record": record_id})
     rows = [{"kind": kind, "value": value, "record_id": record_id} for kind, value in tokens]
     if rows:
-        connection.execute(_INSERT_TOKENS, rows)
+        _INSERT_TOKENS.execute(connection, rows)
 
 
 def golden_ids_of(session: Session, record_ids: Collection[str]) -> set[str]:

@@ -26,7 +26,8 @@ from sqlalchemy import Integer, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from clientregistry.matching.blocking import CandidateSet
-from clientregistry.store.dialect import Upsert, dialect_name, insert_for
+from clientregistry.store.dialect import dialect_name, insert_for
+from clientregistry.store.driver import DriverInsert
 from clientregistry.store.models import BlockingKey
 
 _SHARED = func.count().label("shared")
@@ -38,7 +39,7 @@ _CANDIDATES = (
     .limit(bindparam("limit", type_=Integer))
 )
 _DELETE_RECORD = delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
-_INSERT_IGNORE: dict[str, Upsert] = {}
+_INSERT_IGNORE: dict[str, DriverInsert] = {}
 """``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
 
 
@@ -77,10 +78,12 @@ class DatabaseBlockingIndex:
         self._session.flush()
         statement = _INSERT_IGNORE.get(dialect_name(self._session))
         if statement is None:
-            statement = insert_for(self._session, BlockingKey).on_conflict_do_nothing()
+            statement = DriverInsert(
+                insert_for(self._session, BlockingKey).on_conflict_do_nothing()
+            )
             _INSERT_IGNORE[dialect_name(self._session)] = statement
         rows = [{"key_hash": h, "record_id": record_id} for h in hashes]
-        self._session.connection().execute(statement, rows)
+        statement.execute(self._session.connection(), rows)
 
     def remove(self, record: Hashable, keys: Sequence[str]) -> None:
         """Take ``record`` out of ``keys``' postings."""

@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 
 from clientregistry.matching.features import Features
 from clientregistry.matching.term_frequency import TermCounts
-from clientregistry.store.dialect import Upsert, dialect_name, insert_for
+from clientregistry.store.dialect import dialect_name, insert_for
+from clientregistry.store.driver import DriverInsert
 from clientregistry.store.models import TermCount
 
-_UPSERTS: dict[str, Upsert] = {}
+_UPSERTS: dict[str, DriverInsert] = {}
 """The counting upsert per dialect name, built once."""
 
 
@@ -66,11 +67,13 @@ def bump_many(session: Session, deltas: Iterable[tuple[int, str, int]]) -> None:
     statement = _UPSERTS.get(name)
     if statement is None:
         insert = insert_for(session, TermCount)
-        statement = _UPSERTS[name] = insert.on_conflict_do_update(
-            index_elements=[TermCount.slot, TermCount.value],
-            set_={"count": TermCount.count + insert.excluded["count"]},
+        statement = _UPSERTS[name] = DriverInsert(
+            insert.on_conflict_do_update(
+                index_elements=[TermCount.slot, TermCount.value],
+                set_={"count": TermCount.count + insert.excluded["count"]},
+            )
         )
-    session.connection().execute(statement, rows)
+    statement.execute(session.connection(), rows)
 
 
 def feature_deltas(

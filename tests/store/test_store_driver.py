@@ -1,0 +1,88 @@
+"""DriverInsert: a prebuilt INSERT run on the driver's cursor writes what Core would, inside
+the session's transaction, and fails as Core would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from clientregistry.store.db import translate_errors
+from clientregistry.store.driver import DriverInsert
+from clientregistry.store.enums import AgentKind, AuditAction
+from clientregistry.store.errors import Conflict
+from clientregistry.store.models import AuditEvent, GoldenRecord
+
+WHEN = datetime(2026, 12, 6, 5, 10, 0, 123456, tzinfo=UTC)
+
+
+def _event(agent: str) -> dict[str, object]:
+    return {
+        "recorded": WHEN,
+        "action": AuditAction.CREATE,
+        "outcome": 0,
+        "event_type": "create",
+        "agent": agent,
+        "agent_kind": AgentKind.SYSTEM,
+        "source_address": "127.0.0.1",
+        "entity": "Patient/1",
+        "detail": {"cruid": "g1", "score": 12.5, "names": ["Émile", None]},
+        "resource": {"resourceType": "AuditEvent"},
+    }
+
+
+def test_rows_come_back_as_core_would_have_written_them(
+    factory: sessionmaker[Session],
+) -> None:
+    statement = DriverInsert(insert(AuditEvent))
+    with factory() as session, session.begin():
+        statement.execute(session.connection(), _event("openmrs"))  # one row
+        statement.execute(session.connection(), [_event("dhis2"), _event("lims")])  # several
+        session.connection().execute(insert(AuditEvent), _event("core"))
+    with factory() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [e.agent for e in events] == ["openmrs", "dhis2", "lims", "core"]
+    for event in events:
+        assert event.recorded == WHEN  # the time zone and microseconds survive
+        assert event.action is AuditAction.CREATE and event.agent_kind is AgentKind.SYSTEM
+        assert event.detail == {"cruid": "g1", "score": 12.5, "names": ["Émile", None]}
+    assert len({e.id for e in events}) == 4  # the database numbered them
+
+
+def test_the_rows_belong_to_the_sessions_transaction(factory: sessionmaker[Session]) -> None:
+    with factory() as session, session.begin():
+        golden = {"id": "g1", "version": 1, "last_updated": WHEN, "active": True}
+        DriverInsert(insert(GoldenRecord)).execute(session.connection(), golden)
+        # what Core reads on the same connection sees the driver's row at once
+        assert session.scalar(select(GoldenRecord.id)) == "g1"
+        session.rollback()
+    with factory() as session:
+        assert session.scalar(select(GoldenRecord.id)) is None
+
+
+def test_a_driver_error_is_sqlalchemys_and_then_a_conflict(
+    factory: sessionmaker[Session],
+) -> None:
+    statement = DriverInsert(insert(GoldenRecord))
+    row = {"id": "g1", "version": 1, "last_updated": WHEN, "active": True}
+    with factory() as session, session.begin():
+        statement.execute(session.connection(), row)
+    with factory() as session, session.begin(), pytest.raises(IntegrityError):
+        statement.execute(session.connection(), [row])
+    with pytest.raises(Conflict), translate_errors(), factory() as session, session.begin():
+        statement.execute(session.connection(), row)
+    with factory() as session:
+        assert session.scalars(select(GoldenRecord.id)).all() == ["g1"]
+
+
+def test_a_column_sqlalchemy_would_fill_in_must_be_given(
+    factory: sessionmaker[Session],
+) -> None:
+    statement = DriverInsert(insert(GoldenRecord))  # version, last_updated, active: defaults
+    with factory() as session, session.begin():
+        with pytest.raises(ValueError, match="give the columns"):
+            statement.execute(session.connection(), {"id": "g1"})
+        statement.execute(session.connection(), [])  # nothing to insert: nothing done
