@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=int, default=100_000, help="Patients preloaded")
     parser.add_argument("--submit", type=int, default=2000, help="Patients in the measured phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent measured clients")
-    parser.add_argument("--workers", type=int, help="server workers (default 1 SQLite, 2 PG)")
+    parser.add_argument("--workers", type=int, help="server workers (default 2; 1 with --profile)")
     parser.add_argument("--batch-size", type=int, default=250, help="entries per load Bundle")
     parser.add_argument(
         "--load-bundle",
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the server (1 worker)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)
-    workers = args.workers or (1 if args.database == "sqlite" else 2)
+    workers = args.workers or (1 if args.profile else 2)
     if args.profile and workers != 1:
         parser.error("--profile needs --workers 1 (cProfile sees only the main process)")
     load_clients = args.load_clients or 2 * workers
