@@ -9,6 +9,10 @@ converted rows to the driver's cursor on the connection's current transaction. D
 come out as SQLAlchemy's exceptions, as from ``Connection.execute``, so
 :func:`~clientregistry.store.db.translate_errors` treats them alike.
 
+Several rows at once go to the driver's ``executemany`` on SQLite (one prepared statement,
+rebound per row, all in C); on PostgreSQL, where ``executemany`` runs a statement per row,
+they go through Core, which sends them as one multi-row ``INSERT``.
+
 Only plain inserts qualify: every column without a server-side default must be given (a
 statement that would need SQLAlchemy to fill in a Python-side default is refused when it is
 compiled), and nothing is returned.
@@ -59,6 +63,11 @@ class DriverInsert:
         if not batch:
             return
         dialect = connection.dialect
+        if len(batch) > 1 and not dialect.positional:
+            # PostgreSQL: Core sends the rows as one multi-row INSERT ("insertmanyvalues");
+            # the driver's executemany would run one statement per row.
+            connection.execute(self._statement, batch)
+            return
         columns = tuple(batch[0])
         plan = self._plans.get((dialect.name, columns))
         if plan is None:
