@@ -58,11 +58,7 @@ class WriteGate:
             return False
         if self._lock_path is None or fcntl is None:
             return True
-        if self._fd is None:
-            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not self._lock_file_now():
             self._lock.release()
             return False
         self._held_fd = self._fd
@@ -83,13 +79,8 @@ class WriteGate:
         """The descriptor holding the file lock, once this process has it."""
         if self._lock_path is None or fcntl is None:
             return None
-        if self._fd is None:
-            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if self._lock_file_now():
             return self._fd
-        except BlockingIOError:
-            pass
         # Another process writes. A helper thread sleeps in the kernel until it lets go (which
         # wakes it at once, so processes take turns) on a descriptor of its own; if that takes
         # too long this thread gives up, and the helper lets go as soon as it gets the lock.
@@ -100,6 +91,17 @@ class WriteGate:
             f"database is locked: another process kept {self._lock_path.name} "
             f"for {self._timeout:g} s"
         )
+
+    def _lock_file_now(self) -> bool:
+        """Take the file lock on this gate's own descriptor if no other process holds it."""
+        assert self._lock_path is not None and fcntl is not None
+        if self._fd is None:
+            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     def close(self) -> None:
         """Close the lock file (the gate must not be held)."""
