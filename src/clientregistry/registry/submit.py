@@ -14,8 +14,12 @@ another golden record) becomes a conflict in the review queue instead of moving 
 
 This is the registry's hot path, so it speaks SQLAlchemy Core on the session's connection:
 three reads (the caller's record, the blocking candidates, their features) and one statement
-per table written, with no ORM unit of work. It never loads ORM objects, so a session that
-holds some (a Bundle, a review action) sees what it wrote once it reads them again.
+per table written, with no ORM unit of work; the inserts go straight to the driver
+(:class:`~clientregistry.store.driver.DriverInsert`). What needs no database (the caller's
+identifier, features, blocking keys, search tokens) is worked out before the transaction by
+:meth:`Submitter.prepare`, so that a SQLite writer holds the single write turn less long. It
+never loads ORM objects, so a session that holds some (a Bundle, a review action) sees what
+it wrote once it reads them again.
 """
 
 from __future__ import annotations
