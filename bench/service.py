@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the server (1 worker)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)
-    workers = args.workers or (1 if args.profile else 2)
+    workers = args.workers or (1 if args.profile else 3 if args.database == "sqlite" else 2)
     if args.profile and workers != 1:
         parser.error("--profile needs --workers 1 (cProfile sees only the main process)")
     load_clients = args.load_clients or 2 * workers
