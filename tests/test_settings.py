@@ -42,3 +42,17 @@ def test_a_wrong_access_log_value_is_named(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, text), environ={})
     assert [p.location for p in caught.value.problems] == ["access_log"]
     assert "'often'" in str(caught.value)
+
+
+def test_postgresql_writes_run_on_the_loop_unless_configured(tmp_path: Path) -> None:
+    assert load_settings(_write(tmp_path), environ={}).writes_in_thread_pool is False
+    switched = load_settings(
+        _write(tmp_path), environ={"CR_DATABASE_WRITES_IN_THREAD_POOL": "true"}
+    )
+    assert switched.writes_in_thread_pool is True
+    text = render_config(hostnames=["localhost"], systems=[SYSTEM]).replace(
+        "writes_in_thread_pool = false", 'writes_in_thread_pool = "sometimes"'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text), environ={})
+    assert [p.location for p in caught.value.problems] == ["writes_in_thread_pool"]

@@ -50,6 +50,10 @@ class Settings:
     """uvicorn's line per request on the console (every request is in the audit trail anyway;
     the log line costs ~7% of a submission's server time)."""
     token_minutes: int = 60
+    writes_in_thread_pool: bool = False
+    """PostgreSQL: run a submission's transaction in the thread pool instead of on the worker's
+    event loop (see :mod:`clientregistry.api.writes`); for a database far away, where a worker
+    should not wait out each round trip. SQLite always writes on the loop."""
     systems: Mapping[str, ClientSystemConfig] = field(default_factory=dict)
 
     @property
@@ -86,6 +90,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_SERVER_MAX_BODY_BYTES": "max_body_bytes",
         "CR_SERVER_ACCESS_LOG": "access_log",
         "CR_AUTH_TOKEN_MINUTES": "token_minutes",
+        "CR_DATABASE_WRITES_IN_THREAD_POOL": "writes_in_thread_pool",
     }
     return {key: environ[name] for name, key in mapping.items() if name in environ}
 
@@ -116,6 +121,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         max_body_bytes=server.get("max_body_bytes"),
         access_log=server.get("access_log"),
         database_url=database.get("url"),
+        writes_in_thread_pool=database.get("writes_in_thread_pool"),
         rules_path=matching.get("rules"),
         candidate_limit=matching.get("candidate_limit"),
         token_minutes=auth.get("token_minutes"),
@@ -133,13 +139,14 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
             values[key] = number
         except (TypeError, ValueError):
             problems.append(Problem(key, f"must be a positive whole number, not {raw!r}"))
-    access_log = flat.get("access_log")
-    if isinstance(access_log, bool):
-        values["access_log"] = access_log
-    elif isinstance(access_log, str) and access_log.strip().lower() in _BOOLEANS:
-        values["access_log"] = _BOOLEANS[access_log.strip().lower()]
-    elif access_log is not None:
-        problems.append(Problem("access_log", f"must be true or false, not {access_log!r}"))
+    for key in ("access_log", "writes_in_thread_pool"):
+        raw = flat.get(key)
+        if isinstance(raw, bool):
+            values[key] = raw
+        elif isinstance(raw, str) and raw.strip().lower() in _BOOLEANS:
+            values[key] = _BOOLEANS[raw.strip().lower()]
+        elif raw is not None:
+            problems.append(Problem(key, f"must be true or false, not {raw!r}"))
     if flat.get("host"):
         values["host"] = str(flat["host"])
     if flat.get("database_url"):
@@ -194,6 +201,9 @@ def render_config(
         "[database]",
         "# empty: the embedded SQLite database in the data directory",
         f'url = "{database_url}"',
+        "# PostgreSQL: submissions run in a thread pool instead of on each worker's event loop",
+        "# (for a database far away; on the same machine or network the loop is faster)",
+        "writes_in_thread_pool = false",
         "",
         "[matching]",
         "# a decision-rules file (OpenCR format); empty: the built-in rules",

@@ -1,5 +1,6 @@
 """run_short_write: on SQLite a short write takes its turn without blocking the event loop,
-then runs on the loop's thread; elsewhere it runs in the thread pool."""
+then runs on the loop's thread; on PostgreSQL it runs on the loop's thread, or in the thread
+pool when the settings say so."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from clientregistry.api.writes import run_short_write
 from clientregistry.store.db import create_engine_for, session_factory, sessions_write_gate
 
 
-def _context(url: str) -> Any:
-    return SimpleNamespace(sessions=session_factory(create_engine_for(url)))
+def _context(url: str, *, writes_in_thread_pool: bool = False) -> Any:
+    return SimpleNamespace(
+        sessions=session_factory(create_engine_for(url)),
+        settings=SimpleNamespace(writes_in_thread_pool=writes_in_thread_pool),
+    )
 
 
 def _work(seen: dict[str, Any]) -> Any:
@@ -88,14 +92,15 @@ def test_a_busy_gate_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> 
     gate.release()
 
 
-def test_without_a_gate_the_write_runs_in_the_thread_pool() -> None:
-    context = _context("postgresql://nobody@127.0.0.1:1/none")  # never connected to
+@pytest.mark.parametrize("in_pool", [False, True])
+def test_without_a_gate_the_write_runs_where_the_settings_say(in_pool: bool) -> None:
+    context = _context("postgresql://nobody@127.0.0.1:1/none", writes_in_thread_pool=in_pool)
     seen: dict[str, Any] = {}
 
     async def main() -> int:
-        await run_short_write(context, _work(seen), "pool")
+        await run_short_write(context, _work(seen), "no gate")
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())
     assert seen["gate_held"] is False
-    assert seen["thread"] != loop_thread
+    assert (seen["thread"] != loop_thread) is in_pool

@@ -1,15 +1,21 @@
-"""Running a registry write transaction from the event loop.
+"""Running a registry write transaction (one Patient) from the event loop.
 
-On PostgreSQL the database runs transactions side by side, so a write runs in the thread pool
-and the event loop stays free. On SQLite one transaction writes at a time (the
-:class:`~clientregistry.store.write_gate.WriteGate`), and a write run in the thread pool holds
-that turn longer than its own work: its thread gives up the interpreter lock at every SQLite
-call and then waits for the event-loop thread, busy with other requests' TLS, HTTP and
-validation, to hand it back. So on SQLite a short write (one Patient) takes its turn at the
-gate without blocking the loop (at once when the gate is open, else through a helper thread)
-and then runs on the event-loop thread itself: measured on two workers at 10,000 records, 260
-instead of 203-237 submissions per second, and a median of 7.6 instead of 17-30 ms at 200 per
-second. Long writes (Bundles, review actions) stay in the thread pool.
+A submission's transaction run in the thread pool holds its database work far longer than
+the work takes: its thread gives up the interpreter lock at every database call and then
+waits for the event-loop thread, busy with other requests' TLS, HTTP and validation, to hand
+it back. So a short write runs on the event-loop thread itself, once it may:
+
+* SQLite (one writer at a time, the :class:`~clientregistry.store.write_gate.WriteGate`):
+  the write takes its turn without blocking the loop (at once when the gate is open, else
+  through a helper thread), then runs on the loop. Two workers at 10,000 records: 260
+  instead of 203-237 submissions/s, a median of 7.6 instead of 17-30 ms at 200/s.
+* PostgreSQL: the write runs on the loop, which waits out its round trips (and any advisory
+  lock another worker holds on the same person). Two workers at 10,000 records, database on
+  the same machine: 241 instead of 192-195 submissions/s, and at 150/s a median of 11
+  instead of 21-24 ms. With the database far away each round trip would stall the worker,
+  so ``database.writes_in_thread_pool = true`` keeps PostgreSQL writes in the thread pool.
+
+Long writes (Bundles, review actions) always run in the thread pool.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ async def run_short_write(
     work: Callable[..., T],
     *args: object,
 ) -> T:
-    """``work(*args, gate_held=...)``: on SQLite on this thread once the write turn is taken
-    (``gate_held=True``, released afterwards), elsewhere in the thread pool."""
+    """``work(*args, gate_held=...)`` on this thread: on SQLite once the write turn is taken
+    (``gate_held=True``, released afterwards); on PostgreSQL at once, or in the thread pool
+    when the settings say ``writes_in_thread_pool``."""
     gate = sessions_write_gate(context.sessions)
     if gate is None:
-        return await run_in_threadpool(work, *args, gate_held=False)
+        if context.settings.writes_in_thread_pool:
+            return await run_in_threadpool(work, *args, gate_held=False)
+        return work(*args, gate_held=False)
     if not gate.try_acquire():
         # Not cancellable while the helper waits: the turn is never taken and then lost.
         await run_in_threadpool(gate.acquire)
