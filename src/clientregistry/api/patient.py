@@ -1,9 +1,9 @@
 """The FHIR Patient routes point-of-service systems use: submit, update, read, history.
 
 Bodies are read, validated and prepared for matching on the event loop; the submission's
-transaction runs through :func:`~clientregistry.api.writes.run_short_write` (on SQLite, on
-the loop once it has the write turn; on PostgreSQL in the thread pool) and reads in the
-thread pool, so that one slow transaction does not stall other connections.
+transaction runs through :func:`~clientregistry.api.writes.run_short_write` (on the loop:
+on SQLite once it has the write turn; on PostgreSQL unless ``writes_in_thread_pool``), and
+reads run in the thread pool.
 """
 
 from __future__ import annotations

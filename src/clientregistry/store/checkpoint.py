@@ -50,7 +50,8 @@ SAFETY_PAGES = 16_000
 """``wal_autocheckpoint`` for engines with a background checkpointer (64 MB of 4 KiB pages)."""
 
 CATCH_UP_PAGES = 256
-"""Uncopied pages the thread leaves for its short pause at the write gate."""
+"""A round of checkpoint-and-sync that finds at most this many new pages in the log is the
+last before the short pause at the write gate (which copies whatever came since)."""
 
 
 class CheckpointResult(NamedTuple):
@@ -58,10 +59,6 @@ class CheckpointResult(NamedTuple):
 
     log_pages: int
     copied_pages: int
-
-    @property
-    def uncopied(self) -> int:
-        return max(self.log_pages - self.copied_pages, 0)
 
 
 class WalCheckpointer:

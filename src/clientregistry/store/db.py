@@ -191,7 +191,7 @@ def transaction(
 def sessions_write_gate(factory: sessionmaker[Session]) -> WriteGate | None:
     """The :class:`WriteGate` of the engine ``factory`` makes sessions on (SQLite only)."""
     bind = factory.kw.get("bind")
-    return _WRITE_GATES.get(bind) if isinstance(bind, Engine) else None
+    return write_gate(bind) if isinstance(bind, Engine) else None
 
 
 # ----------------------------------------------------------------------------- errors
