@@ -86,3 +86,65 @@ def test_a_column_sqlalchemy_would_fill_in_must_be_given(
         with pytest.raises(ValueError, match="give the columns"):
             statement.execute(session.connection(), {"id": "g1"})
         statement.execute(session.connection(), [])  # nothing to insert: nothing done
+
+
+def test_several_rows_keep_nulls_enums_and_the_conflict_clause(
+    factory: sessionmaker[Session],
+) -> None:
+    # On PostgreSQL several rows go as one array per column (INSERT ... SELECT FROM unnest):
+    # NULLs, enums and times must survive it, and ON CONFLICT must still apply per row.
+    from clientregistry.store.dialect import insert_for
+    from clientregistry.store.enums import IssueKind, IssueStatus
+    from clientregistry.store.models import BlockingKey, MatchIssue, SourceRecord
+
+    with factory() as session, session.begin():
+        records = [
+            {
+                "id": rid,
+                "client_system": "openmrs",
+                "internal_system": "s",
+                "internal_value": rid,
+                "version": 1,
+                "last_updated": WHEN,
+                "resource": {"resourceType": "Patient"},
+                "features": ("Émile", frozenset({"a", "b"})),
+                "golden_id": None,
+                "match_status": "none",
+                "human_adjudicated": False,
+            }
+            for rid in ("r1", "r2", "r3")
+        ]
+        DriverInsert(insert(SourceRecord)).execute(session.connection(), records)
+        issue = {"record_id": "r1", "kind": IssueKind.POTENTIAL, "score": None}
+        DriverInsert(insert(MatchIssue)).execute(
+            session.connection(),
+            [
+                {
+                    **issue,
+                    "other_record_id": other,
+                    "status": IssueStatus.OPEN,
+                    "created_at": WHEN,
+                    "resolved_at": None,
+                    "resolved_by": None,
+                }
+                for other in ("r2", "r3")
+            ],
+        )
+        ignore = DriverInsert(insert_for(session, BlockingKey).on_conflict_do_nothing())
+        ignore.execute(session.connection(), [{"key_hash": 7, "record_id": "r1"}])
+        ignore.execute(
+            session.connection(),
+            [{"key_hash": h, "record_id": "r1"} for h in (-(2**63), 7, 2**63 - 1)],
+        )
+    with factory() as session:
+        issues = session.scalars(select(MatchIssue).order_by(MatchIssue.other_record_id)).all()
+        keys = session.scalars(select(BlockingKey.key_hash).order_by(BlockingKey.key_hash)).all()
+    assert [(i.other_record_id, i.kind, i.status, i.score, i.resolved_at) for i in issues] == [
+        ("r2", IssueKind.POTENTIAL, IssueStatus.OPEN, None, None),
+        ("r3", IssueKind.POTENTIAL, IssueStatus.OPEN, None, None),
+    ]
+    assert issues[0].created_at == WHEN
+    assert keys == [-(2**63), 7, 2**63 - 1]
+    with factory() as session:
+        features = session.scalars(select(SourceRecord.features)).all()
+    assert features == [("Émile", frozenset({"a", "b"}))] * 3

@@ -40,11 +40,16 @@ from clientregistry.matching.features import Features
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
-from clientregistry.store.blocking_index import DatabaseBlockingIndex
+from clientregistry.store.blocking_index import (
+    TOP_CANDIDATES,
+    DatabaseBlockingIndex,
+    key_hash,
+    key_hashes,
+)
 from clientregistry.store.columns import UTCDateTime
 from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
-from clientregistry.store.locks import lock_blocking_keys
+from clientregistry.store.locks import lock_key_hashes
 from clientregistry.store.models import (
     BrokenMatch,
     GoldenRecord,
@@ -70,9 +75,13 @@ _EXISTING = select(
     SourceRecord.internal_value == bindparam("value"),
 )
 _IS_GOLDEN = select(GoldenRecord.id).where(GoldenRecord.id == bindparam("golden"))
-_CANDIDATE_ROWS = select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
-    SourceRecord.id.in_(bindparam("ids", expanding=True))
+_TOP = TOP_CANDIDATES.subquery()
+_CANDIDATE_ROWS = (
+    select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features)
+    .join(_TOP, _TOP.c.record_id == SourceRecord.id)
+    .order_by(_TOP.c.shared.desc(), SourceRecord.id)
 )
+"""The blocking candidates and their records, in one statement."""
 _OTHERS_IN = (
     select(SourceRecord.id)
     .where(SourceRecord.golden_id == bindparam("golden"), SourceRecord.id != bindparam("record"))
@@ -172,6 +181,8 @@ class Submission:
     value: str
     features: Features
     keys: list[str]
+    hashes: list[int]
+    """The blocking keys hashed (:func:`~clientregistry.store.blocking_index.key_hashes`)."""
     tokens: list[tuple[str, str]]
 
 
@@ -268,23 +279,29 @@ def find_matches(
     keys: list[str],
     old_golden: str | None,
     broken: set[str],
+    *,
+    hashes: list[int] | None = None,
 ) -> Classification:
     """Score ``features`` against the blocking candidates and classify them (the one candidate
-    search and classification that submissions, re-matching and review all use)."""
+    search and classification that submissions, re-matching and review all use); ``hashes``
+    are ``keys`` hashed, when the caller has them."""
     matcher = context.matcher
-    found = DatabaseBlockingIndex(session).candidates(keys, matcher.candidate_limit + 1)
-    ids = [c for c in found.ids if c != record_id and c not in broken]
-    if not ids:
+    hashes = key_hashes(keys) if hashes is None else hashes
+    if not hashes:
         return Classification(None)
-    rows = session.connection().execute(_CANDIDATE_ROWS, {"ids": ids}).all()
+    rows = session.connection().execute(
+        _CANDIDATE_ROWS, {"hashes": hashes, "limit": matcher.candidate_limit + 1}
+    )
     # Nor may it join a golden record that holds a record it is broken from (through a
     # third record that matches both): "not the same person" holds for the golden record.
     excluded = golden_ids_of(session, broken)
     stored = [
         (rid, golden, feats)
         for rid, golden, feats in rows
-        if golden is not None and golden not in excluded
+        if rid != record_id and rid not in broken and golden is not None and golden not in excluded
     ]
+    if not stored:
+        return Classification(None)
     scored = matcher.candidates(features, stored, context.term_counts.tf)
     return classify(scored, current_golden=old_golden, broken=broken)
 
@@ -302,7 +319,16 @@ class Submitter:
         matcher = self.context.matcher
         features = matcher.extractor.extract(patient)
         keys = matcher.blocker.keys(features)
-        return Submission(patient, client, system, value, features, keys, search_tokens(patient))
+        return Submission(
+            patient,
+            client,
+            system,
+            value,
+            features,
+            keys,
+            key_hashes(keys),
+            search_tokens(patient),
+        )
 
     def submit(
         self,
@@ -328,9 +354,13 @@ class Submitter:
         connection = session.connection()
         # Serialise on the caller's identifier (two submissions of one record) and on every
         # blocking key the record has now or had before (two submissions of one person).
-        lock_blocking_keys(session, [f"record|{system}|{value}"])
+        locked = sorted({key_hash(f"record|{system}|{value}"), *submission.hashes})
+        by_keys = lock_key_hashes(session, locked)
         existing = _existing(connection, system, value)
-        existing = self._lock_keys(session, connection, existing, keys, system, value)
+        if by_keys:
+            existing = self._lock_old_keys(
+                session, connection, existing, set(locked), system, value
+            )
         if url_id is not None and existing is None and _is_golden(connection, url_id):
             raise conflict(
                 f"Patient/{url_id} is a golden record; source records cannot take its id",
@@ -360,7 +390,16 @@ class Submitter:
             connection.execute(_DELETE_LINKS, {"record": record_id})
             connection.execute(_DELETE_OPEN_ISSUES, {"record": record_id})
             broken = broken_with(session, record_id)
-        result = find_matches(session, context, record_id, features, keys, old_golden, broken)
+        result = find_matches(
+            session,
+            context,
+            record_id,
+            features,
+            keys,
+            old_golden,
+            broken,
+            hashes=submission.hashes,
+        )
         adjudicated = existing is not None and existing.human_adjudicated and old_golden is not None
         if adjudicated and old_golden is not None:
             # A person placed this record: it stays; disagreement goes to the review queue.
@@ -424,7 +463,7 @@ class Submitter:
         ]
         if issues:
             _INSERT_ISSUES.execute(connection, issues)
-        index.add(record_id, keys)
+        index.add_hashes(record_id, submission.hashes)
         bump_features(session, context.term_counts, features, 1)
         context.term_counts.add(features)
         snapshot = RecordSnapshot(
@@ -450,31 +489,28 @@ class Submitter:
             conflicts=len(result.conflicts),
         )
 
-    def _lock_keys(
+    def _lock_old_keys(
         self,
         session: Session,
         connection: Connection,
         existing: _Existing | None,
-        keys: list[str],
+        locked: set[int],
         system: str,
         value: str,
     ) -> _Existing | None:
-        """Lock the new keys and the stored record's current ones (which another update may
-        have changed while this one waited, hence the re-read); the record as it is now."""
-        if not lock_blocking_keys(session, keys):
-            return existing  # SQLite: the write lock taken at BEGIN serialises everything
-        locked = set(keys)
+        """Lock the stored record's keys too, when they are not among those ``locked`` (the
+        new keys): an update takes it out of them. Another update may change the record
+        while this one waits for them, hence the re-read; the record as it is now."""
         for _ in range(3):
             if existing is None:
                 return None
-            existing = _existing(connection, system, value)
-            if existing is None:
-                return None
-            missing = set(self.context.matcher.blocker.keys(existing.features)) - locked
+            missing = set(key_hashes(self.context.matcher.blocker.keys(existing.features)))
+            missing -= locked
             if not missing:
                 return existing
-            lock_blocking_keys(session, sorted(missing))
+            lock_key_hashes(session, sorted(missing))
             locked |= missing
+            existing = _existing(connection, system, value)
         return existing
 
     def _place(

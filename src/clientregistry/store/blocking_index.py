@@ -31,13 +31,16 @@ from clientregistry.store.driver import DriverInsert
 from clientregistry.store.models import BlockingKey
 
 _SHARED = func.count().label("shared")
-_CANDIDATES = (
+TOP_CANDIDATES = (
     select(BlockingKey.record_id, _SHARED, func.count().over().label("total"))
     .where(BlockingKey.key_hash.in_(bindparam("hashes", expanding=True)))
     .group_by(BlockingKey.record_id)
     .order_by(_SHARED.desc(), BlockingKey.record_id)
     .limit(bindparam("limit", type_=Integer))
 )
+"""The candidates query: parameters ``hashes`` (:func:`key_hashes`) and ``limit``; columns
+``record_id``, ``shared`` (keys in common) and ``total`` (distinct candidates in all). Join it
+(as a subquery) to read the candidates' records in the same statement."""
 _DELETE_RECORD = delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
 _INSERT_IGNORE: dict[str, DriverInsert] = {}
 """``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
@@ -71,8 +74,11 @@ class DatabaseBlockingIndex:
 
     def add(self, record: Hashable, keys: Sequence[str]) -> None:
         """Index ``record`` under ``keys`` (keys it already has are ignored)."""
+        self.add_hashes(record, key_hashes(keys))
+
+    def add_hashes(self, record: Hashable, hashes: Sequence[int]) -> None:
+        """:meth:`add` for keys already hashed (:func:`key_hashes`)."""
         record_id = _record_id(record)
-        hashes = key_hashes(keys)
         if not hashes:
             return
         self._session.flush()
@@ -110,7 +116,7 @@ class DatabaseBlockingIndex:
             return CandidateSet([], False, 0)
         rows = (
             self._session.connection()
-            .execute(_CANDIDATES, {"hashes": hashes, "limit": limit})
+            .execute(TOP_CANDIDATES, {"hashes": hashes, "limit": limit})
             .all()
         )
         if not rows:

@@ -10,8 +10,12 @@ come out as SQLAlchemy's exceptions, as from ``Connection.execute``, so
 :func:`~clientregistry.store.db.translate_errors` treats them alike.
 
 Several rows at once go to the driver's ``executemany`` on SQLite (one prepared statement,
-rebound per row, all in C); on PostgreSQL, where ``executemany`` runs a statement per row,
-they go through Core, which sends them as one multi-row ``INSERT``.
+rebound per row, all in C). On PostgreSQL ``executemany`` runs a statement per row (psycopg
+pipelines them, but the server still parses, binds and runs each, and a submission inserts
+thirty-odd rows), so there the rows go as one array per column into a single
+``INSERT … SELECT … FROM unnest(:col1::type[], :col2::type[], …)``: one statement whose text
+does not depend on the number of rows, so psycopg prepares it once per connection and the
+server plans it once. Conflict clauses (``ON CONFLICT …``) are kept.
 
 Only plain inserts qualify: every column without a server-side default must be given (a
 statement that would need SQLAlchemy to fill in a Python-side default is refused when it is
@@ -24,7 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Insert
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -63,16 +68,17 @@ class DriverInsert:
         if not batch:
             return
         dialect = connection.dialect
-        if len(batch) > 1 and not dialect.positional:
-            # PostgreSQL: Core sends the rows as one multi-row INSERT ("insertmanyvalues");
-            # the driver's executemany would run one statement per row.
-            connection.execute(self._statement, batch)
-            return
         columns = tuple(batch[0])
-        plan = self._plans.get((dialect.name, columns))
+        arrays = len(batch) > 1 and dialect.name == "postgresql"
+        key = (dialect.name + ("[]" if arrays else ""), columns)
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[(dialect.name, columns)] = self._compile(dialect, columns)
-        params = [plan.row(row) for row in batch]
+            statement = self._unnest(columns) if arrays else self._statement
+            plan = self._plans[key] = _compile(statement, dialect, columns)
+        if arrays:
+            params = [plan.row({name: [row[name] for row in batch] for name in columns})]
+        else:
+            params = [plan.row(row) for row in batch]
         cursor = connection.connection.cursor()
         try:
             if len(params) == 1:
@@ -86,21 +92,43 @@ class DriverInsert:
         finally:
             cursor.close()
 
-    def _compile(self, dialect: Dialect, columns: tuple[str, ...]) -> _Plan:
-        compiled = self._statement.compile(dialect=dialect, column_keys=list(columns))
-        if not isinstance(compiled, SQLCompiler):  # pragma: no cover - always, for an insert
-            raise TypeError("an INSERT compiles to SQL")
-        needs_python = [column.key for column in compiled.insert_prefetch]
-        if needs_python:
-            raise ValueError(
-                f"{self._statement.table}: give the columns SQLAlchemy would fill in "
-                f"({', '.join(needs_python)}); DriverInsert runs plain inserts"
-            )
-        processors = []
-        for name, bind in compiled.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                processors.append((name, process))
-        order = compiled.positiontup
-        positional = tuple(order) if compiled.positional and order is not None else None
-        return _Plan(compiled.string, positional, tuple(processors), compiled)
+    def _unnest(self, columns: tuple[str, ...]) -> Insert:
+        """The statement as ``INSERT … SELECT … FROM unnest(<one array per column>)``
+        (PostgreSQL), binding each column's values as one array named after the column."""
+        table = self._statement.table
+        arrays = [bindparam(name, type_=ARRAY(table.c[name].type)) for name in columns]
+        rows = func.unnest(*arrays).table_valued(*columns).render_derived()
+        return self._statement.from_select(columns, select(*[rows.c[name] for name in columns]))
+
+
+def _compile(statement: Insert, dialect: Dialect, columns: tuple[str, ...]) -> _Plan:
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    if not isinstance(compiled, SQLCompiler):  # pragma: no cover - always, for an insert
+        raise TypeError("an INSERT compiles to SQL")
+    needs_python = [column.key for column in compiled.insert_prefetch]
+    if needs_python:
+        raise ValueError(
+            f"{statement.table}: give the columns SQLAlchemy would fill in "
+            f"({', '.join(needs_python)}); DriverInsert runs plain inserts"
+        )
+    processors = []
+    for name, bind in compiled.binds.items():
+        bind_type = bind.type
+        if isinstance(bind_type, ARRAY):
+            # A column's values as one array: convert each value as the column's type would.
+            # (ARRAY's own conversion would take a value that is a sequence, such as a JSON
+            # list or a features tuple, for a further dimension of the array.)
+            item = bind_type.item_type.dialect_impl(dialect).bind_processor(dialect)
+            if item is not None:
+                processors.append((name, _each(item)))
+            continue
+        process = bind_type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((name, process))
+    order = compiled.positiontup
+    positional = tuple(order) if compiled.positional and order is not None else None
+    return _Plan(compiled.string, positional, tuple(processors), compiled)
+
+
+def _each(process: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    return lambda values: [process(value) for value in values]

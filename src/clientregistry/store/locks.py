@@ -104,10 +104,17 @@ def lock_blocking_keys(session: Session, keys: Iterable[str]) -> bool:
     SQLite)."""
     if dialect_name(session) != "postgresql":
         return False
+    return lock_key_hashes(session, key_hashes(keys))
+
+
+def lock_key_hashes(session: Session, hashes: list[int]) -> bool:
+    """:func:`lock_blocking_keys` for keys already hashed (sorted, distinct:
+    :func:`~clientregistry.store.blocking_index.key_hashes`)."""
+    if dialect_name(session) != "postgresql":
+        return False
     held = _held(session)
     if held == "exclusive":
         return True
-    hashes = key_hashes(keys)
     if held is None:
         registry = key_hashes([REGISTRY_KEY])[0]
         session.connection().execute(_SHARED_THEN_KEYS, {"hashes": [registry, *hashes]})
