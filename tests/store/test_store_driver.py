@@ -148,3 +148,38 @@ def test_several_rows_keep_nulls_enums_and_the_conflict_clause(
     with factory() as session:
         features = session.scalars(select(SourceRecord.features)).all()
     assert features == [("Émile", frozenset({"a", "b"}))] * 3
+
+
+def test_pipelined_statements_are_written_and_their_errors_come_out_as_conflicts(
+    factory: sessionmaker[Session],
+) -> None:
+    # PostgreSQL sends them without waiting (pipeline mode); an error shows when the block
+    # ends, and must still be SQLAlchemy's so that the API answers 409, not 500.
+    from sqlalchemy import bindparam, update
+
+    from clientregistry.store.driver import DriverStatement, pipelined
+
+    insert_golden = DriverInsert(insert(GoldenRecord))
+    touch = DriverStatement(
+        update(GoldenRecord)
+        .where(GoldenRecord.id == bindparam("golden"))
+        .values(version=GoldenRecord.version + 1)
+    )
+    row = {"version": 1, "last_updated": WHEN, "active": True}
+    with factory() as session, session.begin():
+        connection = session.connection()
+        with pipelined(connection):
+            insert_golden.execute(connection, {"id": "g1", **row})
+            insert_golden.execute(connection, [{"id": "g2", **row}, {"id": "g3", **row}])
+            touch.execute(connection, {"golden": "g1"})
+        # after the block, reads see it all
+        assert session.scalar(select(GoldenRecord.version).where(GoldenRecord.id == "g1")) == 2
+    with pytest.raises(Conflict), translate_errors(), factory() as session, session.begin():
+        connection = session.connection()
+        with pipelined(connection):
+            insert_golden.execute(connection, {"id": "g4", **row})
+            insert_golden.execute(connection, {"id": "g1", **row})  # taken
+            touch.execute(connection, {"golden": "g2"})
+    with factory() as session:
+        goldens = session.execute(select(GoldenRecord.id, GoldenRecord.version)).all()
+    assert sorted(goldens) == [("g1", 2), ("g2", 1), ("g3", 1)]  # the failed block left nothing

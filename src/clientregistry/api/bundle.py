@@ -29,7 +29,6 @@ from clientregistry.fhir.bundle import (
     response_bundle,
 )
 from clientregistry.fhir.errors import FhirError, business_rule, forbidden
-from clientregistry.registry import audit
 from clientregistry.registry.submit import Submitter as SubmitUseCase
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
@@ -61,9 +60,12 @@ def _process(
         if not carries_identifier(patient, cond_system, cond_value):
             raise business_rule("The Patient must carry the identifier named in the condition")
     result = SubmitUseCase(context).submit(
-        session, patient, system, url_id=entry.id if entry.kind == "update" else None
+        session,
+        patient,
+        system,
+        url_id=entry.id if entry.kind == "update" else None,
+        source_address=address,
     )
-    audit.record_submission(session, result, system.name, address)
     return EntryResponse(
         status=201 if result.created else 200,
         id=result.record_id,

@@ -22,7 +22,6 @@ from clientregistry.fhir.datatypes import etag
 from clientregistry.fhir.errors import bad_request, business_rule, forbidden, not_found
 from clientregistry.fhir.patient import parse_patient, require_id
 from clientregistry.fhir.search_params import parse_identifier_condition
-from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.read import history, read_patient
 from clientregistry.registry.submit import Submission, SubmitResult
@@ -52,9 +51,9 @@ def _submit(
     gate_held: bool = False,
 ) -> SubmitResult:
     with transaction(context.sessions, gate_held=gate_held) as session:
-        result = SubmitUseCase(context).submit_prepared(session, submission, url_id=url_id)
-        audit.record_submission(session, result, submission.client.name, address)
-    return result
+        return SubmitUseCase(context).submit_prepared(
+            session, submission, url_id=url_id, source_address=address
+        )
 
 
 async def _submit_patient(

@@ -12,14 +12,16 @@ or resolved by a reviewer — OpenCR's ``humanAdjudication``) keeps its golden r
 updated: matching still runs, but an automatic result that disagrees (an auto match under
 another golden record) becomes a conflict in the review queue instead of moving the record.
 
-This is the registry's hot path, so it speaks SQLAlchemy Core on the session's connection:
-three reads (the caller's record, the blocking candidates, their features) and one statement
-per table written, with no ORM unit of work; the inserts go straight to the driver
-(:class:`~clientregistry.store.driver.DriverInsert`). What needs no database (the caller's
-identifier, features, blocking keys, search tokens) is worked out before the transaction by
-:meth:`Submitter.prepare`, so that a SQLite writer holds the single write turn less long. It
-never loads ORM objects, so a session that holds some (a Bundle, a review action) sees what
-it wrote once it reads them again.
+This is the registry's hot path, so it speaks SQLAlchemy Core on the session's connection,
+with no ORM unit of work. A create is three statements that decide (the locks, the caller's
+record, the blocking candidates with their records), then one statement per table written
+and the audit event, run straight on the driver (:mod:`clientregistry.store.driver`) and, on
+PostgreSQL, sent together in one round trip (pipeline mode) since none reads anything back.
+What needs no database (the caller's identifier, features, blocking keys and their hashes,
+search tokens) is worked out before the transaction by :meth:`Submitter.prepare`, so that a
+SQLite writer holds the single write turn less long. It never loads ORM objects, so a
+session that holds some (a Bundle, a review action) sees what it wrote once it reads them
+again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from clientregistry.fhir.errors import conflict
 from clientregistry.fhir.patient import require_internal_identifier, source_record_resource
 from clientregistry.matching.classify import Classification, classify
 from clientregistry.matching.features import Features
+from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
@@ -47,10 +50,11 @@ from clientregistry.store.blocking_index import (
     key_hashes,
 )
 from clientregistry.store.columns import UTCDateTime
-from clientregistry.store.driver import DriverInsert
+from clientregistry.store.driver import DriverInsert, DriverStatement, pipelined
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
 from clientregistry.store.locks import lock_key_hashes
 from clientregistry.store.models import (
+    BlockingKey,
     BrokenMatch,
     GoldenRecord,
     Link,
@@ -88,25 +92,32 @@ _OTHERS_IN = (
     .limit(1)
 )
 _INSERT_RECORD = DriverInsert(insert(SourceRecord))
-_UPDATE_RECORD = update(SourceRecord).where(SourceRecord.id == bindparam("record"))
+_UPDATE_RECORD = DriverStatement(update(SourceRecord).where(SourceRecord.id == bindparam("record")))
 _INSERT_VERSION = DriverInsert(insert(SourceRecordVersion))
 _INSERT_LINK = DriverInsert(insert(Link))
-_DELETE_LINKS = delete(Link).where(Link.source_record_id == bindparam("record"))
+_DELETE_LINKS = DriverStatement(delete(Link).where(Link.source_record_id == bindparam("record")))
 _INSERT_ISSUES = DriverInsert(insert(MatchIssue))
-_DELETE_OPEN_ISSUES = delete(MatchIssue).where(
-    MatchIssue.status == IssueStatus.OPEN,
-    (MatchIssue.record_id == bindparam("record"))
-    | (MatchIssue.other_record_id == bindparam("record")),
+_DELETE_OPEN_ISSUES = DriverStatement(
+    delete(MatchIssue).where(
+        MatchIssue.status == IssueStatus.OPEN,
+        (MatchIssue.record_id == bindparam("record"))
+        | (MatchIssue.other_record_id == bindparam("record")),
+    )
 )
 _INSERT_TOKENS = DriverInsert(insert(SearchToken))
-_DELETE_TOKENS = delete(SearchToken).where(SearchToken.record_id == bindparam("record"))
+_DELETE_TOKENS = DriverStatement(
+    delete(SearchToken).where(SearchToken.record_id == bindparam("record"))
+)
+_DELETE_KEYS = DriverStatement(
+    delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
+)
 _INSERT_GOLDEN = DriverInsert(insert(GoldenRecord))
-_TOUCH_GOLDENS = (
+_TOUCH_GOLDEN = DriverStatement(
     update(GoldenRecord)
-    .where(GoldenRecord.id.in_(bindparam("goldens", expanding=True)))
+    .where(GoldenRecord.id == bindparam("golden"))
     .values(version=GoldenRecord.version + 1, last_updated=bindparam("now", type_=UTCDateTime()))
 )
-_RETIRE_GOLDEN = (
+_RETIRE_GOLDEN = DriverStatement(
     update(GoldenRecord)
     .where(GoldenRecord.id == bindparam("golden"))
     .values(
@@ -337,19 +348,33 @@ class Submitter:
         client: ClientSystemConfig,
         *,
         url_id: str | None = None,
+        source_address: str | None = None,
     ) -> SubmitResult:
-        """Create or update the caller's record and match it; the caller owns the transaction."""
-        return self.submit_prepared(session, self.prepare(patient, client), url_id=url_id)
+        """Create or update the caller's record, match it and audit it (the caller calling
+        from ``source_address``); the caller owns the transaction."""
+        return self.submit_prepared(
+            session, self.prepare(patient, client), url_id=url_id, source_address=source_address
+        )
 
     def submit_prepared(
-        self, session: Session, submission: Submission, *, url_id: str | None = None
+        self,
+        session: Session,
+        submission: Submission,
+        *,
+        url_id: str | None = None,
+        source_address: str | None = None,
     ) -> SubmitResult:
-        """:meth:`submit` for a Patient :meth:`prepare` has read already."""
+        """:meth:`submit` for a Patient :meth:`prepare` has read already.
+
+        First the reads, which decide everything (the caller's record, the candidates, the
+        golden record); then the writes, which read nothing back, all sent at once
+        (:func:`~clientregistry.store.driver.pipelined`: one round trip on PostgreSQL).
+        """
         context = self.context
         matcher = context.matcher
-        patient, client = submission.patient, submission.client
+        client = submission.client
         system, value = submission.system, submission.value
-        features, keys = submission.features, submission.keys
+        features = submission.features
         session.flush()  # whatever the session holds goes first; from here on, Core only
         connection = session.connection()
         # Serialise on the caller's identifier (two submissions of one record) and on every
@@ -373,8 +398,6 @@ class Submitter:
                 ["Patient.identifier"],
             )
         now = _now()
-        stored = dict(patient)
-        index = DatabaseBlockingIndex(session)
         if existing is None:
             record_id = url_id or new_id()
             version = 1
@@ -384,18 +407,15 @@ class Submitter:
             record_id = existing.id
             version = existing.version + 1
             old_golden = existing.golden_id
-            index.remove_record(record_id)
-            bump_features(session, context.term_counts, existing.features, -1)
-            context.term_counts.remove(existing.features)
-            connection.execute(_DELETE_LINKS, {"record": record_id})
-            connection.execute(_DELETE_OPEN_ISSUES, {"record": record_id})
+            context.term_counts.remove(existing.features)  # the record no longer counts
             broken = broken_with(session, record_id)
+        # The record's own (old) keys are still indexed: find_matches leaves it out.
         result = find_matches(
             session,
             context,
             record_id,
             features,
-            keys,
+            submission.keys,
             old_golden,
             broken,
             hashes=submission.hashes,
@@ -404,81 +424,23 @@ class Submitter:
         if adjudicated and old_golden is not None:
             # A person placed this record: it stays; disagreement goes to the review queue.
             result = keep_golden(result, old_golden)
-        golden_id = self._place(connection, record_id, result, old_golden, now)
+        placement = _place(connection, record_id, result, old_golden)
         status = match_status(result)
-        row = {
-            "version": version,
-            "last_updated": now,
-            "resource": stored,
-            "features": features,
-            "golden_id": golden_id,
-            "match_status": status,
-        }
-        if existing is None:
-            _INSERT_RECORD.execute(
-                connection,
-                {
-                    "id": record_id,
-                    "client_system": client.name,
-                    "internal_system": system,
-                    "internal_value": value,
-                    "human_adjudicated": False,
-                    **row,
-                },
-            )
-        else:
-            connection.execute(_UPDATE_RECORD, {"record": record_id, **row})
-        _INSERT_VERSION.execute(
-            connection,
-            {"record_id": record_id, "version": version, "resource": stored, "last_updated": now},
-        )
-        _store_search_tokens(connection, record_id, submission.tokens, replace=existing is not None)
         best = result.auto[0] if result.auto else None
         rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
-        _INSERT_LINK.execute(
-            connection,
-            {
-                "source_record_id": record_id,
-                "golden_id": golden_id,
-                "kind": LinkKind.MANUAL if adjudicated else LinkKind.AUTO,
-                "score": None if best is None else best.score.score,
-                "rule_set": rule_set,
-                "created_at": now,
-            },
-        )
-        issues = [
-            {
-                "record_id": record_id,
-                "other_record_id": str(item.record_id),
-                "kind": kind,
-                "score": item.score.score,
-                "status": IssueStatus.OPEN,
-                "created_at": now,
-            }
-            for kind, items in (
-                (IssueKind.POTENTIAL, result.potential),
-                (IssueKind.CONFLICT, result.conflicts),
-            )
-            for item in items
-        ]
-        if issues:
-            _INSERT_ISSUES.execute(connection, issues)
-        index.add_hashes(record_id, submission.hashes)
-        bump_features(session, context.term_counts, features, 1)
-        context.term_counts.add(features)
         snapshot = RecordSnapshot(
             id=record_id,
             version=version,
             last_updated=now,
-            resource=stored,
+            resource=dict(submission.patient),
             client_system=client.name if existing is None else existing.client_system,
-            golden_id=golden_id,
+            golden_id=placement.golden_id,
             match_status=status,
             human_adjudicated=existing is not None and existing.human_adjudicated,
         )
-        return SubmitResult(
+        submitted = SubmitResult(
             record_id=record_id,
-            golden_id=golden_id,
+            golden_id=placement.golden_id,
             created=existing is None,
             version=version,
             resource=source_resource(snapshot, client, broken),
@@ -488,6 +450,82 @@ class Submitter:
             potential=len(result.potential),
             conflicts=len(result.conflicts),
         )
+        with pipelined(connection):
+            if existing is not None:
+                _DELETE_KEYS.execute(connection, {"record": record_id})
+                _DELETE_LINKS.execute(connection, {"record": record_id})
+                _DELETE_OPEN_ISSUES.execute(connection, {"record": record_id})
+                _DELETE_TOKENS.execute(connection, {"record": record_id})
+                bump_features(session, context.term_counts, existing.features, -1)
+            placement.write(connection, now)
+            row = {
+                "version": version,
+                "last_updated": now,
+                "resource": snapshot.resource,
+                "features": features,
+                "golden_id": placement.golden_id,
+                "match_status": status,
+            }
+            if existing is None:
+                _INSERT_RECORD.execute(
+                    connection,
+                    {
+                        "id": record_id,
+                        "client_system": client.name,
+                        "internal_system": system,
+                        "internal_value": value,
+                        "human_adjudicated": False,
+                        **row,
+                    },
+                )
+            else:
+                _UPDATE_RECORD.execute(connection, {"record": record_id, **row})
+            _INSERT_VERSION.execute(
+                connection,
+                {
+                    "record_id": record_id,
+                    "version": version,
+                    "resource": snapshot.resource,
+                    "last_updated": now,
+                },
+            )
+            tokens = [
+                {"kind": kind, "value": token, "record_id": record_id}
+                for kind, token in submission.tokens
+            ]
+            _INSERT_TOKENS.execute(connection, tokens)
+            _INSERT_LINK.execute(
+                connection,
+                {
+                    "source_record_id": record_id,
+                    "golden_id": placement.golden_id,
+                    "kind": LinkKind.MANUAL if adjudicated else LinkKind.AUTO,
+                    "score": submitted.score,
+                    "rule_set": rule_set,
+                    "created_at": now,
+                },
+            )
+            issues = [
+                {
+                    "record_id": record_id,
+                    "other_record_id": str(item.record_id),
+                    "kind": kind,
+                    "score": item.score.score,
+                    "status": IssueStatus.OPEN,
+                    "created_at": now,
+                }
+                for kind, items in (
+                    (IssueKind.POTENTIAL, result.potential),
+                    (IssueKind.CONFLICT, result.conflicts),
+                )
+                for item in items
+            ]
+            _INSERT_ISSUES.execute(connection, issues)
+            DatabaseBlockingIndex(session).add_hashes(record_id, submission.hashes)
+            bump_features(session, context.term_counts, features, 1)
+            audit.record_submission(session, submitted, client.name, source_address)
+        context.term_counts.add(features)
+        return submitted
 
     def _lock_old_keys(
         self,
@@ -513,39 +551,54 @@ class Submitter:
             existing = _existing(connection, system, value)
         return existing
 
-    def _place(
-        self,
-        connection: Connection,
-        record_id: str,
-        result: Classification,
-        old_golden: str | None,
-        now: datetime,
-    ) -> str:
-        """Choose the record's golden record; retire one that re-matching emptied."""
-        if result.golden_id is not None:
-            golden_id = str(result.golden_id)
-            touched = [golden_id]
-        elif old_golden is not None and not _others_in(connection, old_golden, record_id):
-            golden_id = old_golden  # it linked only this record: keep it
-            touched = [golden_id]
-        else:
-            golden_id = new_id()
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    """Where a record goes (:func:`_place`) and the golden-record writes that takes."""
+
+    golden_id: str
+    new_golden: bool
+    touched: list[str]
+    """Golden records that gain or lose a member: a new version each."""
+    retired: str | None
+    """The record's old golden record, emptied: it points to ``golden_id`` from now on."""
+
+    def write(self, connection: Connection, now: datetime) -> None:
+        if self.new_golden:
             _INSERT_GOLDEN.execute(
                 connection,
-                {"id": golden_id, "version": 1, "last_updated": now, "active": True},
+                {"id": self.golden_id, "version": 1, "last_updated": now, "active": True},
             )
-            touched = []
-        if old_golden is not None and old_golden != golden_id:
-            if _others_in(connection, old_golden, record_id):
-                touched.append(old_golden)
-            else:
-                # Emptied by re-matching: point it to its successor.
-                connection.execute(
-                    _RETIRE_GOLDEN, {"golden": old_golden, "now": now, "successor": golden_id}
-                )
-        if touched:
-            connection.execute(_TOUCH_GOLDENS, {"goldens": touched, "now": now})
-        return golden_id
+        for golden in self.touched:
+            _TOUCH_GOLDEN.execute(connection, {"golden": golden, "now": now})
+        if self.retired is not None:
+            _RETIRE_GOLDEN.execute(
+                connection, {"golden": self.retired, "now": now, "successor": self.golden_id}
+            )
+
+
+def _place(
+    connection: Connection, record_id: str, result: Classification, old_golden: str | None
+) -> _Placement:
+    """Choose the record's golden record; an old one that re-matching empties is retired."""
+    new_golden = False
+    if result.golden_id is not None:
+        golden_id = str(result.golden_id)
+        touched = [golden_id]
+    elif old_golden is not None and not _others_in(connection, old_golden, record_id):
+        golden_id = old_golden  # it linked only this record: keep it
+        touched = [golden_id]
+    else:
+        golden_id = new_id()
+        new_golden = True
+        touched = []
+    retired = None
+    if old_golden is not None and old_golden != golden_id:
+        if _others_in(connection, old_golden, record_id):
+            touched.append(old_golden)
+        else:
+            retired = old_golden  # emptied by re-matching: it points to its successor
+    return _Placement(golden_id, new_golden, touched, retired)
 
 
 def _existing(connection: Connection, system: str, value: str) -> _Existing | None:
@@ -565,17 +618,6 @@ def _existing(connection: Connection, system: str, value: str) -> _Existing | No
 def _is_golden(connection: Connection, record_id: str) -> bool:
     found = connection.execute(_IS_GOLDEN, {"golden": record_id})
     return found.first() is not None
-
-
-def _store_search_tokens(
-    connection: Connection, record_id: str, tokens: list[tuple[str, str]], *, replace: bool
-) -> None:
-    """Replace the record's search tokens with ``tokens`` (one bulk insert)."""
-    if replace:
-        connection.execute(_DELETE_TOKENS, {"record": record_id})
-    rows = [{"kind": kind, "value": value, "record_id": record_id} for kind, value in tokens]
-    if rows:
-        _INSERT_TOKENS.execute(connection, rows)
 
 
 def golden_ids_of(session: Session, record_ids: Collection[str]) -> set[str]:

@@ -24,14 +24,15 @@ compiled), and nothing is returned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Insert
+from sqlalchemy.sql import Delete, Insert, Update
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
@@ -79,18 +80,7 @@ class DriverInsert:
             params = [plan.row({name: [row[name] for row in batch] for name in columns})]
         else:
             params = [plan.row(row) for row in batch]
-        cursor = connection.connection.cursor()
-        try:
-            if len(params) == 1:
-                cursor.execute(plan.sql, params[0])
-            else:
-                cursor.executemany(plan.sql, params)
-        except dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(
-                plan.sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from error
-        finally:
-            cursor.close()
+        _run(connection, plan.sql, params)
 
     def _unnest(self, columns: tuple[str, ...]) -> Insert:
         """The statement as ``INSERT … SELECT … FROM unnest(<one array per column>)``
@@ -101,18 +91,78 @@ class DriverInsert:
         return self._statement.from_select(columns, select(*[rows.c[name] for name in columns]))
 
 
-def _compile(statement: Insert, dialect: Dialect, columns: tuple[str, ...]) -> _Plan:
+class DriverStatement:
+    """An ``UPDATE`` or ``DELETE`` (one set of parameters, no expanding ``IN``) executed on
+    the driver's cursor, as :class:`DriverInsert` does: for use in :func:`pipelined`."""
+
+    def __init__(self, statement: Update | Delete) -> None:
+        self._statement = statement
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        dialect = connection.dialect
+        names = tuple(params)
+        plan = self._plans.get((dialect.name, names))
+        if plan is None:
+            plan = self._plans[(dialect.name, names)] = _compile(self._statement, dialect, names)
+        _run(connection, plan.sql, [plan.row(params)])
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """Send the statements run inside the block without waiting for each (PostgreSQL's
+    pipeline mode, one round trip for all); elsewhere, run them as usual.
+
+    Only :class:`DriverInsert` and :class:`DriverStatement` may run inside: they read no
+    results (a Core statement would find none). An error of any of them comes out when the
+    block ends (or at a later statement), as SQLAlchemy's exception, like theirs.
+    """
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        yield
+        return
+    driver_connection = connection.connection.driver_connection
+    try:
+        with driver_connection.pipeline():  # type: ignore[union-attr]
+            yield
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            None, None, error, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from error
+
+
+def _run(connection: Connection, sql: str, params: list[Any]) -> None:
+    """Run ``sql`` once per parameter set on a cursor of ``connection``'s transaction."""
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from error
+    finally:
+        cursor.close()
+
+
+def _compile(
+    statement: Insert | Update | Delete, dialect: Dialect, columns: tuple[str, ...]
+) -> _Plan:
     compiled = statement.compile(dialect=dialect, column_keys=list(columns))
-    if not isinstance(compiled, SQLCompiler):  # pragma: no cover - always, for an insert
-        raise TypeError("an INSERT compiles to SQL")
-    needs_python = [column.key for column in compiled.insert_prefetch]
+    if not isinstance(compiled, SQLCompiler):  # pragma: no cover - always, for DML
+        raise TypeError("a DML statement compiles to SQL")
+    needs_python = [column.key for column in [*compiled.insert_prefetch, *compiled.update_prefetch]]
     if needs_python:
         raise ValueError(
             f"{statement.table}: give the columns SQLAlchemy would fill in "
-            f"({', '.join(needs_python)}); DriverInsert runs plain inserts"
+            f"({', '.join(needs_python)}); the driver runs plain statements"
         )
     processors = []
-    for name, bind in compiled.binds.items():
+    for bind in compiled.binds.values():
+        name = compiled.bind_names[bind]  # as rendered (an anonymous literal's key is not)
         bind_type = bind.type
         if isinstance(bind_type, ARRAY):
             # A column's values as one array: convert each value as the column's type would.
