@@ -621,12 +621,21 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
             }
+            # Throughput: a closed loop must reach the target; an open loop must offer at
+            # least the target and keep up with it (its measured rate falls a little short of
+            # the offered one, as the last answers come after the last sends).
+            achieved = result["requests_per_second"] or 0
+            throughput_ok = (
+                achieved >= TARGETS["requests_per_second"]
+                if not rate
+                else rate >= TARGETS["requests_per_second"] and achieved >= 0.99 * rate
+            )
             result["targets_met"] = bool(
                 errors == 0
                 and samples
                 and result["p50_ms"] <= TARGETS["p50_ms"]
                 and result["p99_ms"] <= TARGETS["p99_ms"]
-                and (result["requests_per_second"] or 0) >= TARGETS["requests_per_second"]
+                and throughput_ok
             )
             result["latency_targets_met"] = bool(
                 errors == 0

@@ -20,6 +20,8 @@ from uvicorn.supervisors import Multiprocess
 from clientregistry.api.tls import HttpToolsTLSProtocol
 from clientregistry.security.tls import ssl_server_context
 from clientregistry.settings import Settings
+from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, CheckpointerProcess
+from clientregistry.store.db import sqlite_file
 
 
 class RegistryConfig(uvicorn.Config):
@@ -53,9 +55,19 @@ def serve(settings: Settings) -> None:
         access_log=settings.access_log,
         timeout_keep_alive=30,
     )
-    server = uvicorn.Server(config)
-    if settings.workers > 1:
-        sock = config.bind_socket()
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        server.run()
+    checkpointer = None
+    if sqlite_file(settings.database) is not None:
+        # One checkpointer for all workers, in its own process (see checkpoint_process).
+        os.environ[EXTERNAL_CHECKPOINTS] = "1"
+        checkpointer = CheckpointerProcess(settings.database)
+        checkpointer.start()
+    try:
+        server = uvicorn.Server(config)
+        if settings.workers > 1:
+            sock = config.bind_socket()
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run()
+    finally:
+        if checkpointer is not None:
+            checkpointer.stop()

@@ -94,6 +94,7 @@ def test_the_log_starts_again_under_a_steady_stream_of_writes(tmp_path: Path) ->
     finally:
         checkpointer.stop()
     assert checkpointer.gated >= 1
+    assert checkpointer.longest_pause > 0  # measured (and logged when long)
     with engine.connect() as connection:  # the thread has stopped: nobody else checkpoints
         busy, log_pages, _copied = connection.exec_driver_sql(
             "PRAGMA wal_checkpoint(PASSIVE)"

@@ -36,10 +36,16 @@ class RegistryContext:
 
     @classmethod
     def open(
-        cls, settings: Settings, *, run_migrations: bool = True, serving: bool = False
+        cls,
+        settings: Settings,
+        *,
+        run_migrations: bool = True,
+        serving: bool = False,
+        checkpoint_thread: bool = True,
     ) -> RegistryContext:
         """Open the registry; ``serving`` for a long-lived server process (on SQLite, the
-        log is checkpointed by a background thread instead of by commits)."""
+        log is checkpointed in the background instead of by commits: by a thread of this
+        process, or, without ``checkpoint_thread``, by the server's checkpointer process)."""
         database = settings.database
         background = serving and sqlite_file(database) is not None
         engine = create_engine_for(
@@ -57,7 +63,7 @@ class RegistryContext:
         counts = TermCounts(matcher.extractor)
         with sessions() as session:
             load_term_counts(session, counts)
-        checkpointer = WalCheckpointer(engine) if background else None
+        checkpointer = WalCheckpointer(engine) if background and checkpoint_thread else None
         return cls(settings, engine, sessions, matcher, counts, checkpointer)
 
     def start(self) -> None:

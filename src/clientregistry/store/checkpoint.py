@@ -54,6 +54,10 @@ CATCH_UP_PAGES = 256
 last before the short pause at the write gate (which copies whatever came since)."""
 
 
+SLOW_PAUSE = 0.025
+"""A gated checkpoint that holds writers back this long (seconds) is logged as a warning."""
+
+
 class CheckpointResult(NamedTuple):
     """What ``PRAGMA wal_checkpoint`` reports: pages in the log, and how many are copied."""
 
@@ -87,6 +91,8 @@ class WalCheckpointer:
         """How many checkpoints the thread has run (for tests and diagnostics)."""
         self.gated = 0
         """How many of them held the write gate, so that the log could start again."""
+        self.longest_pause = 0.0
+        """The longest time, in seconds, a gated checkpoint held writers back."""
 
     def start(self) -> None:
         """Start the thread (once)."""
@@ -141,11 +147,17 @@ class WalCheckpointer:
             gate.acquire()
         except Busy:
             return  # writers are busy for long: try again next time
+        started = time.perf_counter()
         try:
             if self.checkpoint() is not None:
                 self.gated += 1
         finally:
             gate.release()
+            pause = time.perf_counter() - started
+            self.longest_pause = max(self.longest_pause, pause)
+            if pause >= SLOW_PAUSE:
+                # Writers waited this long: usually a disk slow to sync (other I/O queued).
+                log.warning("checkpoint held writers back for %.0f ms", pause * 1000)
 
     def _sync_database(self) -> None:
         """Flush the pages checkpoints copied into the database file so far, before the
