@@ -5,7 +5,9 @@ copies them back into the database file and syncs it. By default SQLite checkpoi
 whichever commit pushes the log past 1,000 pages, so that request pays for everyone's pages
 (about a fifth of a submission's time here: a submission changes ~70 pages, mostly random
 leaves of the blocking-key and search-token indexes) while every other writer waits for it.
-:class:`WalCheckpointer` moves that work to a thread of the serving process.
+:class:`WalCheckpointer` moves that work to a background thread; ``clientregistry serve``
+runs that thread in one process of its own for all its workers
+(:mod:`clientregistry.store.checkpoint_process`).
 
 Copying is not enough by itself. The log only starts again from its beginning when a writer
 finds *all* of it copied, and under a steady stream of writes a checkpoint never catches up:
