@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -372,6 +373,8 @@ class Sample:
     latency: float
     status: int
     headers_ok: bool
+    due: float = 0.0
+    """When the request was due (open loop) or sent (closed loop), as ``time.time()``."""
 
 
 def measure(
@@ -424,7 +427,8 @@ def measure(
                 if not 200 <= status < 300 and status != 0 and len(failures) < 20:
                     with lock:
                         failures.append(f"{status}: {response.text[:300]}")
-                mine.append(Sample(latency, status, ok))
+                due_wall = time.time() - (time.perf_counter() - t0)
+                mine.append(Sample(latency, status, ok, due_wall))
         with lock:
             samples.extend(mine)
 
@@ -436,6 +440,66 @@ def measure(
     for t in threads:
         t.join()
     return samples, time.perf_counter() - started, failures
+
+
+class GcPauses:
+    """Full collections of this (the client's) process, as ``[time (UTC), ms]``: a pause
+    here delays every client thread at once and would count as the server's latency."""
+
+    def __init__(self) -> None:
+        self.pauses: list[list[Any]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
+        self.pauses.append([stamp, round(took * 1000, 1)])
+
+    def take(self) -> list[list[Any]]:
+        taken, self.pauses = self.pauses, []
+        return taken
+
+
+def meminfo_kb(key: str) -> int | None:
+    """A ``/proc/meminfo`` figure in kB (``Dirty``: written, not yet on disk); None off Linux."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == key:
+                return int(value.split()[0])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_probe(iterations: int = 3_000_000) -> float:
+    """Seconds a fixed loop takes just before a phase: this machine's speed drifts by up to
+    ~40% (a slow spell shows as a longer probe and more server CPU per request)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(iterations):
+        total += i
+    return time.perf_counter() - started
+
+
+def slowest(samples: list[Sample], n: int = 20) -> list[list[Any]]:
+    """The ``n`` slowest requests as ``[due time (UTC, ms), latency ms]``, in time order: to
+    match against the server's and the database's logs."""
+    worst = sorted(samples, key=lambda s: -s.latency)[:n]
+    return [
+        [
+            time.strftime("%H:%M:%S", time.gmtime(s.due)) + f".{int(s.due % 1 * 1000):03d}",
+            round(s.latency * 1000, 1),
+        ]
+        for s in sorted(worst, key=lambda s: s.due)
+    ]
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -477,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         help="PostgreSQL server to create the benchmark database on (via this database)",
     )
     parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="flush the machine's dirty pages (sync) after the load, before the phases",
+    )
+    parser.add_argument(
         "--no-analyze",
         action="store_true",
         help="PostgreSQL without autovacuum: do not ANALYZE as auto-analyze would",
@@ -501,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     needed = args.load + args.submit * len(rates)
     data = ensure_dataset(args.data, needed)
     patients = read_patients(data, needed)
+    gc_pauses = GcPauses()
     preload = patients[: args.load]
     phases = [
         patients[args.load + n * args.submit : args.load + (n + 1) * args.submit]
@@ -551,6 +621,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         analyzer.maybe(loaded.entries, force=True)
+        if args.sync:
+            started = time.perf_counter()
+            os.sync()
+            print(f"sync took {time.perf_counter() - started:.1f} s", file=sys.stderr)
         pids = server.pids
         load_peak_kb = sum(proc_status(p, "VmHWM") or 0 for p in pids)
         reset_peak_rss(pids)
@@ -562,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             load_avg_measure = os.getloadavg()
+            probe = cpu_probe()
+            dirty_kb = meminfo_kb("Dirty")
+            gc_pauses.take()
             cpu_before, machine_before = cpu_seconds(pids), machine_cpu()
             own_before = time.process_time()
             samples, wall, failures = measure(base, certs, submit, args.clients, rate)
@@ -597,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                 "p90_ms": round(percentile(latencies, 90), 2),
                 "p99_ms": round(percentile(latencies, 99), 2),
                 "max_ms": round(latencies[-1], 2) if latencies else None,
+                "slowest": slowest(samples),
                 "mean_ms": round(sum(latencies) / len(latencies), 2) if latencies else None,
                 "requests_per_second": round(len(samples) / wall, 1) if wall else None,
                 "measure_seconds": round(wall, 2),
@@ -615,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
                 "machine_cpu_busy": round(busy / total, 3) if total else None,
                 "load_average_start": [round(v, 2) for v in load_avg_start],
                 "load_average_measure": [round(v, 2) for v in load_avg_measure],
+                "cpu_probe_ms": round(probe * 1000, 1),
+                "dirty_kb_at_start": dirty_kb,
+                "client_gc_pauses": gc_pauses.take(),
                 "pg_autovacuum": autovacuum,
                 "pg_analyze_runs": analyzer.runs,
                 "pg_analyze_seconds": round(analyzer.seconds, 2),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 
-from clientregistry.api.app import create_app
+from clientregistry.api import app as app_module
+from clientregistry.api.app import _warn_on_long_collections, create_app
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.setup import init_data_dir
 from clientregistry.settings import load_settings
@@ -39,3 +42,22 @@ def test_a_server_process_freezes_what_is_alive_at_startup(tmp_path: Path) -> No
 
 def test_an_application_in_a_test_freezes_nothing(tmp_path: Path) -> None:
     assert _freeze_count_while_running(create_app(_context(tmp_path))) == 0
+
+
+def test_a_long_collection_in_a_server_process_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(_context(tmp_path), freeze_heap=True)
+    monkeypatch.setattr(app_module, "SLOW_COLLECTION", 0.0)  # every collection is "long"
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            with caplog.at_level(logging.WARNING, logger="clientregistry.api.app"):
+                gc.collect()
+
+    try:
+        asyncio.run(run())
+    finally:
+        gc.unfreeze()
+    assert any("garbage collection" in r.getMessage() for r in caplog.records)
+    assert _warn_on_long_collections not in gc.callbacks  # removed when the app stops

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,7 +38,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     startup out of the garbage collector's sight (:func:`gc.freeze`): the modules, the
     matcher, the term counts of every record held. Otherwise each full collection walks them
     all, stopping the worker for 100-160 ms at 100,000 records (measured: the cause of most
-    slow requests then), and does it again whenever the heap has grown by a quarter.
+    slow requests then), and does it again whenever the heap has grown by a quarter. A
+    collection that still takes longer than :data:`SLOW_COLLECTION` is logged.
     """
 
     @asynccontextmanager
@@ -46,9 +48,12 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         if freeze_heap:
             gc.collect()
             gc.freeze()
+            gc.callbacks.append(_warn_on_long_collections)
         try:
             yield
         finally:
+            if freeze_heap:
+                gc.callbacks.remove(_warn_on_long_collections)
             context.close()
 
     app = FastAPI(
@@ -110,6 +115,27 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         return fhir_response(from_error(internal_error()), 500)
 
     return app
+
+
+SLOW_COLLECTION = 0.025
+"""A garbage collection that stops a server process this long (seconds) is logged."""
+
+_collection_started = [0.0]
+
+
+def _warn_on_long_collections(phase: str, info: dict[str, int]) -> None:
+    """A ``gc.callbacks`` hook: warn when a collection stopped this worker for long."""
+    if phase == "start":
+        _collection_started[0] = time.perf_counter()
+        return
+    took = time.perf_counter() - _collection_started[0]
+    if took >= SLOW_COLLECTION:
+        log.warning(
+            "garbage collection (generation %d, %d objects freed) stopped this worker for %.0f ms",
+            info.get("generation", -1),
+            info.get("collected", 0),
+            took * 1000,
+        )
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
