@@ -24,7 +24,11 @@
    a client meets at that load, queueing included;
 5. prints one JSON line (p50/p90/p99/max latency, requests/s, errors = any non-2xx, peak RSS of
    the server processes from ``/proc/<pid>/status`` VmHWM, CPU use) and appends it to
-   ``bench/out/service_results.jsonl``.
+   ``bench/out/service_results.jsonl``. To explain slow requests, each line also holds the
+   20 slowest with their due times (``slowest``, to match against the server's and the
+   database's logs), the client's own full garbage collections (``client_gc_pauses``), a CPU
+   probe (``cpu_probe_ms``: the machine's speed drifts) and the machine's dirty pages at the
+   start (``dirty_kb_at_start``); ``--sync`` flushes those after the load.
 
 The data set defaults to ``bench/out/synthetic_<N+M>.ndjson`` (built with ``bench/datasets.py``
 when missing), so the submitted records are a realistic mix of new people and duplicates of
