@@ -54,7 +54,6 @@ from clientregistry.store.driver import DriverInsert, DriverStatement, pipelined
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
 from clientregistry.store.locks import lock_key_hashes
 from clientregistry.store.models import (
-    BlockingKey,
     BrokenMatch,
     GoldenRecord,
     Link,
@@ -64,7 +63,7 @@ from clientregistry.store.models import (
     SourceRecordVersion,
     new_id,
 )
-from clientregistry.store.term_counts import bump_features
+from clientregistry.store.term_counts import bump_many, feature_deltas
 
 # The statements of a submission, built once (building one costs more than running it).
 _EXISTING = select(
@@ -107,9 +106,6 @@ _DELETE_OPEN_ISSUES = DriverStatement(
 _INSERT_TOKENS = DriverInsert(insert(SearchToken))
 _DELETE_TOKENS = DriverStatement(
     delete(SearchToken).where(SearchToken.record_id == bindparam("record"))
-)
-_DELETE_KEYS = DriverStatement(
-    delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
 )
 _INSERT_GOLDEN = DriverInsert(insert(GoldenRecord))
 _TOUCH_GOLDEN = DriverStatement(
@@ -450,13 +446,15 @@ class Submitter:
             potential=len(result.potential),
             conflicts=len(result.conflicts),
         )
+        index = DatabaseBlockingIndex(session)
+        counts = feature_deltas(context.term_counts, features, 1)
         with pipelined(connection):
             if existing is not None:
-                _DELETE_KEYS.execute(connection, {"record": record_id})
+                index.remove_record(record_id)
                 _DELETE_LINKS.execute(connection, {"record": record_id})
                 _DELETE_OPEN_ISSUES.execute(connection, {"record": record_id})
                 _DELETE_TOKENS.execute(connection, {"record": record_id})
-                bump_features(session, context.term_counts, existing.features, -1)
+                counts += feature_deltas(context.term_counts, existing.features, -1)
             placement.write(connection, now)
             row = {
                 "version": version,
@@ -521,8 +519,9 @@ class Submitter:
                 for item in items
             ]
             _INSERT_ISSUES.execute(connection, issues)
-            DatabaseBlockingIndex(session).add_hashes(record_id, submission.hashes)
-            bump_features(session, context.term_counts, features, 1)
+            index.add_hashes(record_id, submission.hashes)
+            # Old and new values in one statement: unchanged ones sum to nothing.
+            bump_many(session, counts)
             audit.record_submission(session, submitted, client.name, source_address)
         context.term_counts.add(features)
         return submitted

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from clientregistry.matching.blocking import CandidateSet
 from clientregistry.store.dialect import dialect_name, insert_for
-from clientregistry.store.driver import DriverInsert
+from clientregistry.store.driver import DriverInsert, DriverStatement
 from clientregistry.store.models import BlockingKey
 
 _SHARED = func.count().label("shared")
@@ -41,7 +41,9 @@ TOP_CANDIDATES = (
 """The candidates query: parameters ``hashes`` (:func:`key_hashes`) and ``limit``; columns
 ``record_id``, ``shared`` (keys in common) and ``total`` (distinct candidates in all). Join it
 (as a subquery) to read the candidates' records in the same statement."""
-_DELETE_RECORD = delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
+_DELETE_RECORD = DriverStatement(
+    delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
+)
 _INSERT_IGNORE: dict[str, DriverInsert] = {}
 """``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
 
@@ -104,8 +106,9 @@ class DatabaseBlockingIndex:
         )
 
     def remove_record(self, record: Hashable) -> None:
-        """Take ``record`` out of every posting (when its old keys are not known)."""
-        self._session.connection().execute(_DELETE_RECORD, {"record": _record_id(record)})
+        """Take ``record`` out of every posting (when its old keys are not known); runs on
+        the driver, so it may go in a :func:`~clientregistry.store.driver.pipelined` batch."""
+        _DELETE_RECORD.execute(self._session.connection(), {"record": _record_id(record)})
 
     def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
         """Records sharing most of ``keys`` first, at most ``limit`` of them."""
