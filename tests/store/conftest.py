@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from wal_database import WalDatabase
 
 from clientregistry.store.db import create_engine_for, migrate, session_factory
 from clientregistry.store.models import SourceRecord
@@ -90,3 +91,11 @@ def make_record() -> MakeRecord:
         return SourceRecord(**values)
 
     return make
+
+
+@pytest.fixture
+def wal_database(tmp_path: Path) -> Iterator[WalDatabase]:
+    """A SQLite file in WAL mode and a steady writer for it (:class:`WalDatabase`)."""
+    database = WalDatabase(tmp_path / "db.sqlite")
+    yield database
+    database.engine.dispose()

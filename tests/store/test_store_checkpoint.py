@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from wal_database import WalDatabase
 
 from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
 from clientregistry.store.db import create_engine_for, session_factory, sqlite_file, transaction
@@ -72,35 +73,23 @@ def test_only_a_sqlite_file_counts_as_one(url: str, expected: Path | None) -> No
     assert sqlite_file(url) == expected
 
 
-def test_the_log_starts_again_under_a_steady_stream_of_writes(tmp_path: Path) -> None:
+def test_the_log_starts_again_under_a_steady_stream_of_writes(
+    wal_database: WalDatabase,
+) -> None:
     """Without the gated last step, the log would only grow while commits keep coming (and
     the commit that crossed SAFETY_PAGES would checkpoint everything while writers wait)."""
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    engine = create_engine_for(url, wal_autocheckpoint=SAFETY_PAGES)
-    factory = session_factory(engine)
-    with transaction(factory) as session:
-        session.execute(text("CREATE TABLE t (n INTEGER, pad TEXT)"))
-    checkpointer = WalCheckpointer(engine, interval=0.001, threshold_bytes=0, restart_pages=32)
+    checkpointer = WalCheckpointer(
+        wal_database.engine, interval=0.001, threshold_bytes=0, restart_pages=32
+    )
     checkpointer.start()
-    commits = 600
+    commits = 600  # ~1,200 pages if the log never restarted
     try:
-        for n in range(commits):  # ~2 pages each: ~1,200 pages if the log never restarted
-            with transaction(factory) as session:
-                session.execute(
-                    text("INSERT INTO t VALUES (:n, :pad)"), {"n": n, "pad": "x" * 5000}
-                )
-            if n % 50 == 0:
-                time.sleep(0.02)  # let the thread have a turn at the interpreter
+        wal_database.write(commits)
     finally:
         checkpointer.stop()
     assert checkpointer.gated >= 1
     assert checkpointer.longest_pause > 0  # measured (and logged when long)
-    with engine.connect() as connection:  # the thread has stopped: nobody else checkpoints
-        busy, log_pages, _copied = connection.exec_driver_sql(
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        ).one()
+    busy, log_pages, rows = wal_database.log_state()  # the thread has stopped
     assert busy == 0
     assert log_pages < commits  # the log started again from its beginning
-    with transaction(factory, write=False) as session:
-        assert session.execute(text("SELECT count(*) FROM t")).scalar() == commits
-    engine.dispose()
+    assert rows == commits

@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import text
+from wal_database import WalDatabase
 
-from clientregistry.store.checkpoint import SAFETY_PAGES
 from clientregistry.store.checkpoint_process import PARENT_CHECK_SECONDS, CheckpointerProcess
-from clientregistry.store.db import create_engine_for, session_factory, transaction
+from clientregistry.store.db import create_engine_for
 
 
 def _alive(pid: int) -> bool:
@@ -26,30 +25,18 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "State:\tZ" in status.read_text())
 
 
-def test_it_restarts_the_log_another_process_writes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    engine = create_engine_for(url, wal_autocheckpoint=SAFETY_PAGES)
-    factory = session_factory(engine)
-    with transaction(factory) as session:
-        session.execute(text("CREATE TABLE t (n INTEGER, pad TEXT)"))
-    process = CheckpointerProcess(url, interval=0.001, threshold_bytes=0, restart_pages=32)
+def test_it_restarts_the_log_another_process_writes(wal_database: WalDatabase) -> None:
+    process = CheckpointerProcess(
+        wal_database.url, interval=0.001, threshold_bytes=0, restart_pages=32
+    )
     process.start()
     try:
-        for n in range(600):  # ~2 pages each: ~1,200 pages if the log never restarted
-            with transaction(factory) as session:
-                session.execute(
-                    text("INSERT INTO t VALUES (:n, :pad)"), {"n": n, "pad": "x" * 5000}
-                )
-            if n % 50 == 0:
-                time.sleep(0.02)
+        wal_database.write(600)  # ~1,200 pages if the log never restarted
     finally:
         process.stop()
     assert not process.is_alive()
-    with engine.connect() as connection:  # nobody else checkpoints now
-        _busy, log_pages, _copied = connection.exec_driver_sql(
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        ).one()
-        assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar() == 600
+    _busy, log_pages, rows = wal_database.log_state()  # nobody else checkpoints now
+    assert rows == 600
     assert log_pages < 600  # the log started again from its beginning along the way
 
 
