@@ -199,3 +199,83 @@ def test_sqlite_read_transaction_sees_a_snapshot(engine: Engine) -> None:
         assert reader.scalars(select(GoldenRecord.id)).all() == []
     with transaction(factory, write=False) as reader:
         assert reader.scalars(select(GoldenRecord.id)).all() == ["g1"]
+
+
+def _postgres_only(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("pooled PostgreSQL connections")
+
+
+def _backend_pid(factory: sessionmaker[Session]) -> int:
+    with transaction(factory, write=False) as session:
+        return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(engine: Engine, pid: int) -> None:
+    admin = create_engine_for(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            connection.commit()
+    finally:
+        admin.dispose()
+
+
+def _count_pings(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    pings: list[object] = []
+    do_ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return do_ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    return pings
+
+
+def test_connection_used_moments_ago_is_not_pinged(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine_for(database_url, ping_after_idle=60)
+    _postgres_only(engine)
+    try:
+        pings = _count_pings(engine, monkeypatch)
+        factory = session_factory(engine)
+        pids = {_backend_pid(factory) for _ in range(3)}
+        assert len(pids) == 1  # one pooled connection, reused
+        assert pings == []  # and no extra round trip before each transaction
+    finally:
+        engine.dispose()
+
+
+def test_connection_that_died_while_idle_is_replaced(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine_for(database_url, ping_after_idle=0)
+    _postgres_only(engine)
+    try:
+        pings = _count_pings(engine, monkeypatch)
+        factory = session_factory(engine)
+        dead = _backend_pid(factory)
+        _terminate(engine, dead)
+        fresh = _backend_pid(factory)  # no error: the check found it dead
+        assert fresh != dead
+        assert pings  # found by the check, not by a failed statement
+    finally:
+        engine.dispose()
+
+
+def test_connection_that_died_between_close_uses_fails_one_request(
+    database_url: str,
+) -> None:
+    engine = create_engine_for(database_url, ping_after_idle=60)
+    _postgres_only(engine)
+    try:
+        factory = session_factory(engine)
+        dead = _backend_pid(factory)
+        _terminate(engine, dead)
+        with pytest.raises(StoreError):
+            _backend_pid(factory)
+        assert _backend_pid(factory) != dead  # the pool let the dead connection go
+    finally:
+        engine.dispose()
