@@ -3,6 +3,9 @@ potential and conflicting matches, on a registry made by ``init_data_dir`` (SQLi
 
 from __future__ import annotations
 
+import functools
+import itertools
+import os
 import shutil
 import threading
 import time
@@ -436,3 +439,69 @@ def test_concurrent_update_and_submission_do_not_merge_two_people(
     finally:
         one.close()
         two.close()
+
+
+def _exchanges(trace: str) -> int:
+    """Round trips in a libpq trace: runs of client messages (``F``) answered by the server."""
+    directions = [line.split("\t", 1)[0] for line in trace.splitlines() if line[:1] in "FB"]
+    return sum(1 for pair in itertools.pairwise(directions) if pair == ("F", "B"))
+
+
+def _traced(connection: Any, work: Callable[[], Any]) -> tuple[Any, str]:
+    """``work()``'s result and the libpq trace of ``connection`` (a psycopg connection) while
+    it ran; a submission's trace fits in a pipe's buffer."""
+    from psycopg.pq import Trace
+
+    read_end, write_end = os.pipe()
+    try:
+        connection.pgconn.trace(write_end)
+        connection.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            result = work()
+        finally:
+            connection.pgconn.untrace()
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, encoding="utf-8") as trace:
+            read_end = -1
+            return result, trace.read()
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_submission_takes_few_round_trips_on_postgresql(
+    postgres_settings: Settings, commit: bool
+) -> None:
+    """The reads (the locks, the caller's record, the candidates) go in one round trip, the
+    writes in another: each one more stalls the worker (it waits on the event loop)."""
+    context = RegistryContext.open(postgres_settings)
+    try:
+        Registry(context).submit("openmrs", "om-1", GRACE)
+        openmrs = postgres_settings.systems["openmrs"]
+        submitter = Submitter(context)
+        outcomes = []
+        for value, person in (("om-2", GRACE), ("om-3", PETER)):  # a match, then a new person
+            patient = {
+                "resourceType": "Patient",
+                "identifier": [{"system": openmrs.internal_id_system, "value": value}],
+                **person,
+            }
+            submission = submitter.prepare(patient, openmrs)
+            with transaction(context.sessions) as session:
+                driver = session.connection().connection.driver_connection
+                work = functools.partial(
+                    submitter.submit_prepared, session, submission, commit=commit
+                )
+                outcomes.append(_traced(driver, work))
+        (matched, trace_matched), (new, trace_new) = outcomes
+        assert matched.status is MatchStatus.AUTO and not new.potential
+        # psycopg's BEGIN (a round trip of its own), the reads, the writes (with the COMMIT
+        # when asked; else the caller's COMMIT is one more, after)
+        assert "COMMIT" in trace_new if commit else "COMMIT" not in trace_new
+        assert _exchanges(trace_matched) == 3
+        assert _exchanges(trace_new) == 3
+    finally:
+        context.close()

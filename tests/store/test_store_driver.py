@@ -1,13 +1,14 @@
-"""DriverInsert: a prebuilt INSERT run on the driver's cursor writes what Core would, inside
-the session's transaction, and fails as Core would."""
+"""DriverInsert, DriverStatement and DriverQuery: prebuilt statements run on the driver's
+cursor write and read what Core would, inside the session's transaction, and fail as Core
+would; inside ``pipelined`` they go together (one round trip on PostgreSQL)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clientregistry.store.db import translate_errors
@@ -31,6 +32,22 @@ def _event(agent: str) -> dict[str, object]:
         "entity": "Patient/1",
         "detail": {"cruid": "g1", "score": 12.5, "names": ["Émile", None]},
         "resource": {"resourceType": "AuditEvent"},
+    }
+
+
+def _record(record_id: str) -> dict[str, object]:
+    return {
+        "id": record_id,
+        "client_system": "openmrs",
+        "internal_system": "s",
+        "internal_value": record_id,
+        "version": 1,
+        "last_updated": WHEN,
+        "resource": {"resourceType": "Patient"},
+        "features": ("Émile", frozenset({"a", "b"})),
+        "golden_id": None,
+        "match_status": "none",
+        "human_adjudicated": False,
     }
 
 
@@ -98,22 +115,7 @@ def test_several_rows_keep_nulls_enums_and_the_conflict_clause(
     from clientregistry.store.models import BlockingKey, MatchIssue, SourceRecord
 
     with factory() as session, session.begin():
-        records = [
-            {
-                "id": rid,
-                "client_system": "openmrs",
-                "internal_system": "s",
-                "internal_value": rid,
-                "version": 1,
-                "last_updated": WHEN,
-                "resource": {"resourceType": "Patient"},
-                "features": ("Émile", frozenset({"a", "b"})),
-                "golden_id": None,
-                "match_status": "none",
-                "human_adjudicated": False,
-            }
-            for rid in ("r1", "r2", "r3")
-        ]
+        records = [_record(rid) for rid in ("r1", "r2", "r3")]
         DriverInsert(insert(SourceRecord)).execute(session.connection(), records)
         issue = {"record_id": "r1", "kind": IssueKind.POTENTIAL, "score": None}
         DriverInsert(insert(MatchIssue)).execute(
@@ -183,3 +185,98 @@ def test_pipelined_statements_are_written_and_their_errors_come_out_as_conflicts
     with factory() as session:
         goldens = session.execute(select(GoldenRecord.id, GoldenRecord.version)).all()
     assert sorted(goldens) == [("g1", 2), ("g2", 1), ("g3", 1)]  # the failed block left nothing
+
+
+def test_pipelined_block_may_end_with_the_commit(factory: sessionmaker[Session]) -> None:
+    # Submitter.submit_prepared(commit=True): on PostgreSQL the COMMIT is queued behind the
+    # writes; a write's error still comes out as SQLAlchemy's, and nothing is committed.
+    from clientregistry.store.driver import pipelined
+
+    insert_golden = DriverInsert(insert(GoldenRecord))
+    row = {"version": 1, "last_updated": WHEN, "active": True}
+    with factory() as session, session.begin():
+        connection = session.connection()
+        with pipelined(connection, commit=session):
+            insert_golden.execute(connection, {"id": "g1", **row})
+        assert not session.in_transaction()
+    with factory() as other:
+        assert other.scalars(select(GoldenRecord.id)).all() == ["g1"]
+    with pytest.raises(Conflict), translate_errors(), factory() as session, session.begin():
+        connection = session.connection()
+        with pipelined(connection, commit=session):
+            insert_golden.execute(connection, {"id": "g2", **row})
+            insert_golden.execute(connection, {"id": "g1", **row})  # taken
+    with factory() as session:
+        assert session.scalars(select(GoldenRecord.id)).all() == ["g1"]
+    with factory() as session, session.begin():  # the pool's connection is usable again
+        insert_golden.execute(session.connection(), {"id": "g3", **row})
+    with factory() as session:
+        assert sorted(session.scalars(select(GoldenRecord.id)).all()) == ["g1", "g3"]
+
+
+def test_query_rows_are_what_core_reads(factory: sessionmaker[Session]) -> None:
+    # The columns' types convert the driver's values (JSON features, times with a zone).
+    from clientregistry.store.driver import DriverQuery
+    from clientregistry.store.models import SourceRecord
+
+    statement = (
+        select(SourceRecord.id, SourceRecord.features, SourceRecord.last_updated)
+        .where(SourceRecord.internal_value != "r3")
+        .order_by(SourceRecord.id)
+    )
+    by_value = select(SourceRecord.id, SourceRecord.features, SourceRecord.last_updated).where(
+        SourceRecord.internal_value == bindparam("value")
+    )
+    with factory() as session, session.begin():
+        DriverInsert(insert(SourceRecord)).execute(
+            session.connection(), [_record("r1"), _record("r2"), _record("r3")]
+        )
+    with factory() as session, session.begin():
+        core = [tuple(row) for row in session.execute(statement)]
+        rows = DriverQuery(statement).send(session.connection(), {}).all()
+        assert (
+            rows == core == [("r1", ("Émile", frozenset({"a", "b"})), WHEN), ("r2", *core[0][1:])]
+        )
+        one = DriverQuery(by_value).send(session.connection(), {"value": "r3"})
+        assert one.all() == [("r3", ("Émile", frozenset({"a", "b"})), WHEN)]
+        assert DriverQuery(by_value).send(session.connection(), {"value": "none"}).all() == []
+
+
+def test_pipelined_queries_are_read_after_the_block(factory: sessionmaker[Session]) -> None:
+    # Submitter: the locks, the caller's record and the candidates in one round trip.
+    from sqlalchemy import text
+
+    from clientregistry.store.driver import DriverQuery, pipelined
+    from clientregistry.store.models import SourceRecord
+
+    by_value = select(SourceRecord.id).where(SourceRecord.internal_value == bindparam("value"))
+    query = DriverQuery(by_value)
+    with factory() as session, session.begin():
+        DriverInsert(insert(SourceRecord)).execute(session.connection(), _record("r1"))
+    with factory() as session, session.begin():
+        connection = session.connection()
+        with pipelined(connection):
+            first = query.send(connection, {"value": "r1"})
+            DriverInsert(insert(SourceRecord)).execute(connection, _record("r2"))
+            second = query.send(connection, {"value": "r2"})  # sees the insert before it
+        assert first.all() == [("r1",)]
+        assert second.all() == [("r2",)]
+    broken = DriverQuery(select(text("1")).select_from(text("no_such_table")))
+    with pytest.raises(DBAPIError), factory() as session, session.begin():
+        connection = session.connection()
+        with pipelined(connection):
+            broken.send(connection, {}).all()
+
+
+def test_query_refuses_an_expanding_in_on_postgresql(factory: sessionmaker[Session]) -> None:
+    from clientregistry.store.driver import DriverQuery
+    from clientregistry.store.models import SourceRecord
+
+    statement = select(SourceRecord.id).where(SourceRecord.id.in_(bindparam("ids", expanding=True)))
+    with factory() as session, session.begin():
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            assert DriverQuery(statement).send(connection, {"ids": ["x"]}).all() == []
+            return
+        with pytest.raises(ValueError, match="expanding"):
+            DriverQuery(statement).send(connection, {"ids": ["x"]})

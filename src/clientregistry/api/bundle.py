@@ -46,6 +46,8 @@ def _process(
     system: ClientSystemConfig,
     entry: BundleEntry,
     address: str | None,
+    *,
+    commit: bool = False,
 ) -> EntryResponse:
     patient = entry.resource
     if entry.if_match is not None:
@@ -65,6 +67,7 @@ def _process(
         system,
         url_id=entry.id if entry.kind == "update" else None,
         source_address=address,
+        commit=commit,
     )
     return EntryResponse(
         status=201 if result.created else 200,
@@ -107,7 +110,9 @@ def _process_all(
                 continue
             try:
                 with transaction(context.sessions) as session:
-                    responses.append(_process(session, context, system, entry, address))
+                    responses.append(
+                        _process(session, context, system, entry, address, commit=True)
+                    )
             except FhirError as error:
                 responses.append(EntryResponse.from_error(error))
     return responses

@@ -52,7 +52,7 @@ def _submit(
 ) -> SubmitResult:
     with transaction(context.sessions, gate_held=gate_held) as session:
         return SubmitUseCase(context).submit_prepared(
-            session, submission, url_id=url_id, source_address=address
+            session, submission, url_id=url_id, source_address=address, commit=True
         )
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir import codes
@@ -45,12 +45,19 @@ from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.blocking_index import (
     TOP_CANDIDATES,
+    TOP_CANDIDATES_ARRAY,
     DatabaseBlockingIndex,
     key_hash,
     key_hashes,
 )
 from clientregistry.store.columns import UTCDateTime
-from clientregistry.store.driver import DriverInsert, DriverStatement, pipelined
+from clientregistry.store.driver import (
+    DriverInsert,
+    DriverQuery,
+    DriverStatement,
+    PendingRows,
+    pipelined,
+)
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
 from clientregistry.store.locks import lock_key_hashes
 from clientregistry.store.models import (
@@ -77,14 +84,24 @@ _EXISTING = select(
     SourceRecord.internal_system == bindparam("system"),
     SourceRecord.internal_value == bindparam("value"),
 )
+_EXISTING_QUERY = DriverQuery(_EXISTING)
 _IS_GOLDEN = select(GoldenRecord.id).where(GoldenRecord.id == bindparam("golden"))
-_TOP = TOP_CANDIDATES.subquery()
-_CANDIDATE_ROWS = (
-    select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features)
-    .join(_TOP, _TOP.c.record_id == SourceRecord.id)
-    .order_by(_TOP.c.shared.desc(), SourceRecord.id)
+
+
+def _candidate_rows(top: Select[str, int, int]) -> Select[str, str | None, Any]:
+    candidates = top.subquery()
+    return (
+        select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features)
+        .join(candidates, candidates.c.record_id == SourceRecord.id)
+        .order_by(candidates.c.shared.desc(), SourceRecord.id)
+    )
+
+
+_CANDIDATE_ROWS = DriverQuery(
+    _candidate_rows(TOP_CANDIDATES), postgresql=_candidate_rows(TOP_CANDIDATES_ARRAY)
 )
-"""The blocking candidates and their records, in one statement."""
+"""The blocking candidates and their records, in one statement: parameters ``hashes`` and
+``limit``."""
 _OTHERS_IN = (
     select(SourceRecord.id)
     .where(SourceRecord.golden_id == bindparam("golden"), SourceRecord.id != bindparam("record"))
@@ -288,17 +305,19 @@ def find_matches(
     broken: set[str],
     *,
     hashes: list[int] | None = None,
+    candidates: PendingRows | None = None,
 ) -> Classification:
     """Score ``features`` against the blocking candidates and classify them (the one candidate
     search and classification that submissions, re-matching and review all use); ``hashes``
-    are ``keys`` hashed, when the caller has them."""
+    are ``keys`` hashed, and ``candidates`` their rows (:func:`send_candidates`), when the
+    caller has them."""
     matcher = context.matcher
-    hashes = key_hashes(keys) if hashes is None else hashes
-    if not hashes:
-        return Classification(None)
-    rows = session.connection().execute(
-        _CANDIDATE_ROWS, {"hashes": hashes, "limit": matcher.candidate_limit + 1}
-    )
+    if candidates is None:
+        hashes = key_hashes(keys) if hashes is None else hashes
+        if not hashes:
+            return Classification(None)
+        candidates = send_candidates(session.connection(), context, hashes)
+    rows = candidates.all()
     # Nor may it join a golden record that holds a record it is broken from (through a
     # third record that matches both): "not the same person" holds for the golden record.
     excluded = golden_ids_of(session, broken)
@@ -311,6 +330,18 @@ def find_matches(
         return Classification(None)
     scored = matcher.candidates(features, stored, context.term_counts.tf)
     return classify(scored, current_golden=old_golden, broken=broken)
+
+
+def send_candidates(
+    connection: Connection, context: RegistryContext, hashes: list[int]
+) -> PendingRows:
+    """Query the records that share a blocking key (``hashes``) with a record: one more than
+    the candidate limit, best first (inside :func:`~clientregistry.store.driver.pipelined`
+    only queued)."""
+    if not hashes:
+        return PendingRows(rows=[])
+    limit = context.matcher.candidate_limit + 1
+    return _CANDIDATE_ROWS.send(connection, {"hashes": hashes, "limit": limit})
 
 
 class Submitter:
@@ -345,11 +376,17 @@ class Submitter:
         *,
         url_id: str | None = None,
         source_address: str | None = None,
+        commit: bool = False,
     ) -> SubmitResult:
         """Create or update the caller's record, match it and audit it (the caller calling
-        from ``source_address``); the caller owns the transaction."""
+        from ``source_address``); the caller owns the transaction (``commit``: see
+        :meth:`submit_prepared`)."""
         return self.submit_prepared(
-            session, self.prepare(patient, client), url_id=url_id, source_address=source_address
+            session,
+            self.prepare(patient, client),
+            url_id=url_id,
+            source_address=source_address,
+            commit=commit,
         )
 
     def submit_prepared(
@@ -359,12 +396,18 @@ class Submitter:
         *,
         url_id: str | None = None,
         source_address: str | None = None,
+        commit: bool = False,
     ) -> SubmitResult:
-        """:meth:`submit` for a Patient :meth:`prepare` has read already.
+        """:meth:`submit` for a Patient :meth:`prepare` has read already; ``commit`` commits
+        the session's transaction with the writes (on PostgreSQL in the same round trip), for
+        a caller whose transaction is this submission alone.
 
         First the reads, which decide everything (the caller's record, the candidates, the
-        golden record); then the writes, which read nothing back, all sent at once
-        (:func:`~clientregistry.store.driver.pipelined`: one round trip on PostgreSQL).
+        golden record); then the writes, which read nothing back. On PostgreSQL each goes in
+        one round trip (:func:`~clientregistry.store.driver.pipelined`): the locks, the
+        caller's record and the candidates (after psycopg's ``BEGIN``, a round trip of its
+        own); then the writes (and ``COMMIT``). An update whose record loses blocking keys
+        takes their locks, and reads its record again, after.
         """
         context = self.context
         matcher = context.matcher
@@ -376,8 +419,13 @@ class Submitter:
         # Serialise on the caller's identifier (two submissions of one record) and on every
         # blocking key the record has now or had before (two submissions of one person).
         locked = sorted({key_hash(f"record|{system}|{value}"), *submission.hashes})
-        by_keys = lock_key_hashes(session, locked)
-        existing = _existing(connection, system, value)
+        with pipelined(connection):
+            by_keys = lock_key_hashes(session, locked)
+            found = _EXISTING_QUERY.send(connection, {"system": system, "value": value})
+            # Read under the locks of every key they share with the record: what another
+            # submission of this person could change is settled.
+            candidates = send_candidates(connection, context, submission.hashes)
+        existing = _existing_from(found.all())
         if by_keys:
             existing = self._lock_old_keys(
                 session, connection, existing, set(locked), system, value
@@ -414,7 +462,7 @@ class Submitter:
             submission.keys,
             old_golden,
             broken,
-            hashes=submission.hashes,
+            candidates=candidates,
         )
         adjudicated = existing is not None and existing.human_adjudicated and old_golden is not None
         if adjudicated and old_golden is not None:
@@ -448,7 +496,7 @@ class Submitter:
         )
         index = DatabaseBlockingIndex(session)
         counts = feature_deltas(context.term_counts, features, 1)
-        with pipelined(connection):
+        with pipelined(connection, commit=session if commit else None):
             if existing is not None:
                 index.remove_record(record_id)
                 _DELETE_LINKS.execute(connection, {"record": record_id})
@@ -601,17 +649,18 @@ def _place(
 
 
 def _existing(connection: Connection, system: str, value: str) -> _Existing | None:
-    row = connection.execute(_EXISTING, {"system": system, "value": value}).one_or_none()
-    if row is None:
-        return None
-    return _Existing(
-        row.id,
-        row.version,
-        row.golden_id,
-        row.features,
-        bool(row.human_adjudicated),
-        row.client_system,
+    return _existing_from(
+        _EXISTING_QUERY.send(connection, {"system": system, "value": value}).all()
     )
+
+
+def _existing_from(rows: list[tuple[Any, ...]]) -> _Existing | None:
+    """The caller's record from the rows of :data:`_EXISTING` (at most one: the identifier
+    is unique)."""
+    if not rows:
+        return None
+    record_id, version, golden_id, features, adjudicated, client_system = rows[0]
+    return _Existing(record_id, version, golden_id, features, bool(adjudicated), client_system)
 
 
 def _is_golden(connection: Connection, record_id: str) -> bool:

@@ -22,25 +22,49 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable, Iterable, Sequence
 
-from sqlalchemy import Integer, bindparam, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clientregistry.matching.blocking import CandidateSet
 from clientregistry.store.dialect import dialect_name, insert_for
-from clientregistry.store.driver import DriverInsert, DriverStatement
+from clientregistry.store.driver import DriverInsert, DriverQuery, DriverStatement
 from clientregistry.store.models import BlockingKey
 
 _SHARED = func.count().label("shared")
-TOP_CANDIDATES = (
-    select(BlockingKey.record_id, _SHARED, func.count().over().label("total"))
-    .where(BlockingKey.key_hash.in_(bindparam("hashes", expanding=True)))
-    .group_by(BlockingKey.record_id)
-    .order_by(_SHARED.desc(), BlockingKey.record_id)
-    .limit(bindparam("limit", type_=Integer))
-)
+
+
+def _top_candidates(keys: ColumnElement[bool]) -> Select[str, int, int]:
+    return (
+        select(BlockingKey.record_id, _SHARED, func.count().over().label("total"))
+        .where(keys)
+        .group_by(BlockingKey.record_id)
+        .order_by(_SHARED.desc(), BlockingKey.record_id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+TOP_CANDIDATES = _top_candidates(BlockingKey.key_hash.in_(bindparam("hashes", expanding=True)))
 """The candidates query: parameters ``hashes`` (:func:`key_hashes`) and ``limit``; columns
 ``record_id``, ``shared`` (keys in common) and ``total`` (distinct candidates in all). Join it
 (as a subquery) to read the candidates' records in the same statement."""
+TOP_CANDIDATES_ARRAY = _top_candidates(
+    BlockingKey.key_hash == any_(bindparam("hashes", type_=ARRAY(BigInteger)))
+)
+""":data:`TOP_CANDIDATES` with ``hashes`` bound as one array (``= ANY(:hashes)``, PostgreSQL):
+one statement text whatever the number of keys, for the driver
+(:class:`~clientregistry.store.driver.DriverQuery`)."""
+_TOP_CANDIDATES = DriverQuery(TOP_CANDIDATES, postgresql=TOP_CANDIDATES_ARRAY)
 _DELETE_RECORD = DriverStatement(
     delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
 )
@@ -117,12 +141,9 @@ class DatabaseBlockingIndex:
         hashes = key_hashes(keys)
         if not hashes:
             return CandidateSet([], False, 0)
-        rows = (
-            self._session.connection()
-            .execute(TOP_CANDIDATES, {"hashes": hashes, "limit": limit})
-            .all()
-        )
+        connection = self._session.connection()
+        rows = _TOP_CANDIDATES.send(connection, {"hashes": hashes, "limit": limit}).all()
         if not rows:
             return CandidateSet([], False, 0)
-        considered = int(rows[0].total)
-        return CandidateSet([row.record_id for row in rows], considered > limit, considered)
+        considered = int(rows[0][2])
+        return CandidateSet([record_id for record_id, _, _ in rows], considered > limit, considered)

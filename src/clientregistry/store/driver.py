@@ -1,4 +1,4 @@
-"""Prebuilt ``INSERT`` statements run straight on the database driver: the hot path's writes.
+"""Prebuilt statements run straight on the database driver: the hot path's writes and reads.
 
 SQLAlchemy Core spends ~40 µs of bookkeeping on each statement (cache key, execution
 context, events, result wrapper) around the driver's few microseconds, and a submission
@@ -20,6 +20,12 @@ server plans it once. Conflict clauses (``ON CONFLICT …``) are kept.
 Only plain inserts qualify: every column without a server-side default must be given (a
 statement that would need SQLAlchemy to fill in a Python-side default is refused when it is
 compiled), and nothing is returned.
+
+:class:`DriverStatement` does the same for an ``UPDATE`` or ``DELETE``, and
+:class:`DriverQuery` for a ``SELECT`` (its rows converted by the columns' types). On
+PostgreSQL, statements run inside :func:`pipelined` are sent without waiting for each other
+(psycopg's pipeline mode), so a submission's reads go in one round trip and its writes, with
+the ``COMMIT``, in another.
 """
 
 from __future__ import annotations
@@ -27,13 +33,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Dialect, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Delete, Insert, Update
+from sqlalchemy.sql import Delete, Executable, Insert, Update
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.selectable import SelectBase
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,27 +118,135 @@ class DriverStatement:
         _run(connection, plan.sql, [plan.row(params)])
 
 
-@contextmanager
-def pipelined(connection: Connection) -> Iterator[None]:
-    """Send the statements run inside the block without waiting for each (PostgreSQL's
-    pipeline mode, one round trip for all); elsewhere, run them as usual.
+class DriverQuery:
+    """A ``SELECT`` run on the driver's cursor, compiled once per dialect as
+    :class:`DriverInsert` is; its rows are converted by the columns' types as SQLAlchemy would.
 
-    Only :class:`DriverInsert` and :class:`DriverStatement` may run inside: they read no
-    results (a Core statement would find none). An error of any of them comes out when the
-    block ends (or at a later statement), as SQLAlchemy's exception, like theirs.
+    Inside :func:`pipelined` on PostgreSQL :meth:`send` only queues the query, so several
+    reads (and the transaction's ``BEGIN``) go in one round trip: read the rows
+    (:meth:`PendingRows.all`) after the block. ``postgresql`` is the statement to run there
+    when it differs (an array instead of an expanding ``IN``, which the driver cannot take);
+    elsewhere the statement runs through SQLAlchemy at once.
+    """
+
+    def __init__(
+        self,
+        statement: SelectBase,
+        *,
+        postgresql: SelectBase | None = None,
+    ) -> None:
+        self._statement = statement
+        self._executable = cast(Executable, statement)  # a Select or TextualSelect: both are
+        self._postgresql = statement if postgresql is None else postgresql
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._processors: list[Callable[[Any], Any] | None] | None = None
+
+    def run(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        """:meth:`send`, for a query whose rows are not wanted (a lock)."""
+        self.send(connection, params).close()
+
+    def send(self, connection: Connection, params: Mapping[str, Any]) -> PendingRows:
+        dialect = connection.dialect
+        if dialect.name != "postgresql":
+            return PendingRows(
+                rows=[tuple(row) for row in connection.execute(self._executable, params)]
+            )
+        names = tuple(params)
+        plan = self._plans.get(names)
+        if plan is None:
+            plan = self._plans[names] = _compile(self._postgresql, dialect, names)
+        if self._processors is None:
+            self._processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in self._postgresql.selected_columns
+            ]
+        cursor = connection.connection.cursor()
+        try:
+            with _as_sqlalchemy_errors(dialect, plan.sql, params):
+                cursor.execute(plan.sql, plan.row(params))
+        except BaseException:
+            cursor.close()
+            raise
+        return PendingRows(cursor=cursor, processors=self._processors, dialect=dialect)
+
+
+class PendingRows:
+    """The rows of a :meth:`DriverQuery.send`, read when wanted (at most once)."""
+
+    def __init__(
+        self,
+        *,
+        rows: list[tuple[Any, ...]] | None = None,
+        cursor: Any = None,
+        processors: Sequence[Callable[[Any], Any] | None] = (),
+        dialect: Dialect | None = None,
+    ) -> None:
+        self._rows = rows
+        self._cursor = cursor
+        self._processors = processors
+        self._dialect = dialect
+
+    def close(self) -> None:
+        """Leave the rows unread (an error of the query still comes out, at the block's end)."""
+        if self._cursor is not None:
+            self._cursor.close()
+        self._rows = []
+
+    def all(self) -> list[tuple[Any, ...]]:
+        if self._rows is not None:
+            return self._rows
+        cursor, dialect = self._cursor, self._dialect
+        assert cursor is not None and dialect is not None
+        try:
+            with _as_sqlalchemy_errors(dialect):
+                fetched: list[tuple[Any, ...]] = cursor.fetchall()
+        finally:
+            cursor.close()
+        processors = self._processors
+        if any(process is not None for process in processors):
+            fetched = [
+                tuple(
+                    value if process is None else process(value)
+                    for value, process in zip(row, processors, strict=True)
+                )
+                for row in fetched
+            ]
+        self._rows = fetched
+        return fetched
+
+
+@contextmanager
+def pipelined(connection: Connection, *, commit: Session | None = None) -> Iterator[None]:
+    """Send the statements run inside the block without waiting for each (PostgreSQL's
+    pipeline mode: one round trip for all, when the block ends); elsewhere, run them as usual.
+
+    :class:`DriverInsert` and :class:`DriverStatement` run inside read no results (a Core
+    statement would find none); read a :class:`DriverQuery`'s rows after the block. An error
+    of any of them comes out when the block ends (or at a later statement), as SQLAlchemy's
+    exception, like theirs.
+
+    ``commit``: commit that session's transaction (``connection``'s) when the block ends
+    without error. On PostgreSQL the ``COMMIT`` goes in the same round trip as the block's
+    statements (psycopg's own commit inside the block would cost two more: it waits for the
+    ``COMMIT``, and leaving pipeline mode waits again).
     """
     dialect = connection.dialect
     if dialect.name != "postgresql":
         yield
+        if commit is not None:
+            commit.commit()
         return
     driver_connection = connection.connection.driver_connection
-    try:
-        with driver_connection.pipeline():  # type: ignore[union-attr]
-            yield
-    except dialect.loaded_dbapi.Error as error:
-        raise DBAPIError.instance(
-            None, None, error, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from error
+    with _as_sqlalchemy_errors(dialect), driver_connection.pipeline():  # type: ignore[union-attr]
+        yield
+        if commit is not None:
+            cursor = connection.connection.cursor()
+            cursor.execute("COMMIT")
+            cursor.close()
+    if commit is not None:
+        # The server has committed; SQLAlchemy's transaction ends without a round trip
+        # (psycopg sends no COMMIT outside a transaction).
+        commit.commit()
 
 
 def _run(connection: Connection, sql: str, params: list[Any]) -> None:
@@ -136,28 +254,43 @@ def _run(connection: Connection, sql: str, params: list[Any]) -> None:
     dialect = connection.dialect
     cursor = connection.connection.cursor()
     try:
-        if len(params) == 1:
-            cursor.execute(sql, params[0])
-        else:
-            cursor.executemany(sql, params)
-    except dialect.loaded_dbapi.Error as error:
-        raise DBAPIError.instance(
-            sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from error
+        with _as_sqlalchemy_errors(dialect, sql, params):
+            if len(params) == 1:
+                cursor.execute(sql, params[0])
+            else:
+                cursor.executemany(sql, params)
     finally:
         cursor.close()
 
 
+@contextmanager
+def _as_sqlalchemy_errors(
+    dialect: Dialect, sql: str | None = None, params: Any = None
+) -> Iterator[None]:
+    """The driver's exceptions in the block as SQLAlchemy's (``IntegrityError`` and the
+    rest), as ``Connection.execute`` raises them."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from error
+
+
 def _compile(
-    statement: Insert | Update | Delete, dialect: Dialect, columns: tuple[str, ...]
+    statement: Insert | Update | Delete | SelectBase,
+    dialect: Dialect,
+    columns: tuple[str, ...],
 ) -> _Plan:
     compiled = statement.compile(dialect=dialect, column_keys=list(columns))
     if not isinstance(compiled, SQLCompiler):  # pragma: no cover - always, for DML
         raise TypeError("a DML statement compiles to SQL")
+    if any(bind.expanding for bind in compiled.binds.values()):
+        raise ValueError("the driver takes no expanding IN; bind an array instead")
     needs_python = [column.key for column in [*compiled.insert_prefetch, *compiled.update_prefetch]]
     if needs_python:
         raise ValueError(
-            f"{statement.table}: give the columns SQLAlchemy would fill in "
+            f"{getattr(statement, 'table', statement)}: give the columns SQLAlchemy would fill in "
             f"({', '.join(needs_python)}); the driver runs plain statements"
         )
     processors = []

@@ -36,29 +36,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import BigInteger, bindparam, text
+from sqlalchemy import BigInteger, Integer, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clientregistry.store.blocking_index import key_hashes
 from clientregistry.store.db import begin_immediate
 from clientregistry.store.dialect import dialect_name
+from clientregistry.store.driver import DriverQuery
 
 REGISTRY_KEY = "registry|all"
 """The key of the registry-wide lock (:func:`lock_registry`)."""
 
-_ADVISORY_LOCKS = text(
-    "SELECT count(pg_advisory_xact_lock(h)) FROM unnest(:hashes) AS t(h)"
-).bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
-"""One round trip; ``unnest`` yields the (sorted) array in order, so locks are taken in order."""
+_ADVISORY_LOCKS = DriverQuery(
+    text("SELECT count(pg_advisory_xact_lock(h)) FROM unnest(:hashes) AS t(h)")
+    .bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
+    .columns(locked=Integer)
+)
+"""One statement; ``unnest`` yields the (sorted) array in order, so locks are taken in order.
+Run on the driver, so that it can go in one round trip with the reads that follow
+(:func:`~clientregistry.store.driver.pipelined`)."""
 
-_SHARED_THEN_KEYS = text(
-    "SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(h) "
-    "ELSE pg_advisory_xact_lock(h) END) "
-    "FROM unnest(:hashes) WITH ORDINALITY AS t(h, i)"
-).bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
+_SHARED_THEN_KEYS = DriverQuery(
+    text(
+        "SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(h) "
+        "ELSE pg_advisory_xact_lock(h) END) "
+        "FROM unnest(:hashes) WITH ORDINALITY AS t(h, i)"
+    )
+    .bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
+    .columns(locked=Integer)
+)
 """The registry lock shared (the array's first element), then the keys in order, in the
-same round trip as :data:`_ADVISORY_LOCKS`."""
+same statement as :data:`_ADVISORY_LOCKS`."""
 
 _EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:registry)").bindparams(
     bindparam("registry", type_=BigInteger)
@@ -109,7 +118,9 @@ def lock_blocking_keys(session: Session, keys: Iterable[str]) -> bool:
 
 def lock_key_hashes(session: Session, hashes: list[int]) -> bool:
     """:func:`lock_blocking_keys` for keys already hashed (sorted, distinct:
-    :func:`~clientregistry.store.blocking_index.key_hashes`)."""
+    :func:`~clientregistry.store.blocking_index.key_hashes`). Inside
+    :func:`~clientregistry.store.driver.pipelined` the locks are only queued (waited for
+    when the block ends, before the statements queued after them run)."""
     if dialect_name(session) != "postgresql":
         return False
     held = _held(session)
@@ -117,8 +128,8 @@ def lock_key_hashes(session: Session, hashes: list[int]) -> bool:
         return True
     if held is None:
         registry = key_hashes([REGISTRY_KEY])[0]
-        session.connection().execute(_SHARED_THEN_KEYS, {"hashes": [registry, *hashes]})
+        _SHARED_THEN_KEYS.run(session.connection(), {"hashes": [registry, *hashes]})
         session.info[_HELD] = (session.get_transaction(), "shared")
     elif hashes:
-        session.connection().execute(_ADVISORY_LOCKS, {"hashes": hashes})
+        _ADVISORY_LOCKS.run(session.connection(), {"hashes": hashes})
     return True
