@@ -15,6 +15,7 @@ import pytest
 
 from clientregistry.api.writes import run_short_write
 from clientregistry.store.db import create_engine_for, session_factory, sessions_write_gate
+from clientregistry.store.errors import WouldWait
 
 
 def _context(url: str, *, writes_in_thread_pool: bool = False) -> Any:
@@ -25,9 +26,12 @@ def _context(url: str, *, writes_in_thread_pool: bool = False) -> Any:
 
 
 def _work(seen: dict[str, Any]) -> Any:
-    def work(label: str, *, gate_held: bool) -> str:
+    def work(label: str, *, gate_held: bool, wait_for_locks: bool = True) -> str:
         seen["thread"] = threading.get_ident()
         seen["gate_held"] = gate_held
+        seen.setdefault("wait_for_locks", []).append(wait_for_locks)
+        if label == "locked" and not wait_for_locks:
+            raise WouldWait("held elsewhere")
         gate = seen.get("gate")
         seen["held_during"] = True if gate is None else not gate.try_acquire()
         if label == "fail":
@@ -104,3 +108,18 @@ def test_without_a_gate_the_write_runs_where_the_settings_say(in_pool: bool) -> 
     loop_thread = asyncio.run(main())
     assert seen["gate_held"] is False
     assert (seen["thread"] != loop_thread) is in_pool
+    # on the loop it must not wait for locks; in the pool it may
+    assert seen["wait_for_locks"] == [in_pool]
+
+
+def test_a_write_that_would_wait_for_a_lock_waits_in_the_thread_pool() -> None:
+    context = _context("postgresql://nobody@127.0.0.1:1/none")
+    seen: dict[str, Any] = {}
+
+    async def main() -> tuple[str, int]:
+        return await run_short_write(context, _work(seen), "locked"), threading.get_ident()
+
+    result, loop_thread = asyncio.run(main())
+    assert result == "locked"
+    assert seen["wait_for_locks"] == [False, True]  # tried on the loop, then waited ...
+    assert seen["thread"] != loop_thread  # ... off it

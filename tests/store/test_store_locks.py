@@ -10,8 +10,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from clientregistry.store.db import transaction, translate_errors
-from clientregistry.store.errors import Busy
-from clientregistry.store.locks import begin_write, lock_blocking_keys, lock_registry
+from clientregistry.store.errors import Busy, WouldWait
+from clientregistry.store.locks import (
+    begin_write,
+    lock_blocking_keys,
+    lock_registry,
+    try_lock_key_hashes,
+)
 
 
 def _postgres_only(engine: Engine) -> None:
@@ -146,3 +151,47 @@ def test_the_registry_lock_waits_for_ordinary_submissions(
             lock_registry(big)
         with pytest.raises(RuntimeError, match="before lock_blocking_keys"):
             lock_registry(ordinary)  # it holds the lock shared already
+
+
+def test_trying_does_not_wait_and_takes_nothing_for_good(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    from clientregistry.store.blocking_index import key_hashes
+    from clientregistry.store.driver import pipelined
+
+    _postgres_only(engine)
+    with factory() as holder, holder.begin():
+        lock_blocking_keys(holder, ["0|g1|1990"])
+        with factory() as second:
+            started = time.monotonic()
+            with pytest.raises(WouldWait), second.begin():
+                with pipelined(second.connection()):  # as a submission on the loop does
+                    attempt = try_lock_key_hashes(second, key_hashes(["0|g1|1990", "0|g2|x"]))
+                attempt.check()
+            assert time.monotonic() - started < 1.0
+            with second.begin():  # rolled back: "0|g2|x" is free again, and others
+                _short_lock_timeout(second)
+                try_lock_key_hashes(second, key_hashes(["0|g2|x", "0|g3|y"])).check()
+    with factory() as second, second.begin():  # the holder committed
+        try_lock_key_hashes(second, key_hashes(["0|g1|1990"])).check()
+
+
+def test_trying_does_not_wait_for_the_registry_lock(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    from clientregistry.store.blocking_index import key_hashes
+
+    _postgres_only(engine)
+    with factory() as bundle, bundle.begin():
+        lock_registry(bundle)  # a large transaction Bundle
+        with factory() as second, pytest.raises(WouldWait), second.begin():
+            try_lock_key_hashes(second, key_hashes(["0|g9|z"])).check()
+
+
+def test_trying_on_sqlite_takes_nothing(engine: Engine, factory: sessionmaker[Session]) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    with factory() as session, session.begin():
+        attempt = try_lock_key_hashes(session, [1, 2])
+        attempt.check()
+        assert attempt.by_keys is False

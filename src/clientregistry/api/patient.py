@@ -49,10 +49,16 @@ def _submit(
     url_id: str | None = None,
     *,
     gate_held: bool = False,
+    wait_for_locks: bool = True,
 ) -> SubmitResult:
     with transaction(context.sessions, gate_held=gate_held) as session:
         return SubmitUseCase(context).submit_prepared(
-            session, submission, url_id=url_id, source_address=address, commit=True
+            session,
+            submission,
+            url_id=url_id,
+            source_address=address,
+            commit=True,
+            wait_for_locks=wait_for_locks,
         )
 
 

@@ -59,7 +59,7 @@ from clientregistry.store.driver import (
     pipelined,
 )
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
-from clientregistry.store.locks import lock_key_hashes
+from clientregistry.store.locks import LockAttempt, lock_key_hashes, try_lock_key_hashes
 from clientregistry.store.models import (
     BrokenMatch,
     GoldenRecord,
@@ -397,10 +397,14 @@ class Submitter:
         url_id: str | None = None,
         source_address: str | None = None,
         commit: bool = False,
+        wait_for_locks: bool = True,
     ) -> SubmitResult:
         """:meth:`submit` for a Patient :meth:`prepare` has read already; ``commit`` commits
         the session's transaction with the writes (on PostgreSQL in the same round trip), for
-        a caller whose transaction is this submission alone.
+        a caller whose transaction is this submission alone. Without ``wait_for_locks``, a
+        lock held by another transaction raises
+        :class:`~clientregistry.store.errors.WouldWait` instead of waiting for it (roll back
+        and submit again, waiting, somewhere waiting blocks nothing else).
 
         First the reads, which decide everything (the caller's record, the candidates, the
         golden record); then the writes, which read nothing back. On PostgreSQL each goes in
@@ -420,15 +424,19 @@ class Submitter:
         # blocking key the record has now or had before (two submissions of one person).
         locked = sorted({key_hash(f"record|{system}|{value}"), *submission.hashes})
         with pipelined(connection):
-            by_keys = lock_key_hashes(session, locked)
+            if wait_for_locks:
+                attempt = LockAttempt(lock_key_hashes(session, locked))
+            else:
+                attempt = try_lock_key_hashes(session, locked)
             found = _EXISTING_QUERY.send(connection, {"system": system, "value": value})
             # Read under the locks of every key they share with the record: what another
             # submission of this person could change is settled.
             candidates = send_candidates(connection, context, submission.hashes)
+        attempt.check()  # what was read without every lock is not used
         existing = _existing_from(found.all())
-        if by_keys:
+        if attempt.by_keys:
             existing = self._lock_old_keys(
-                session, connection, existing, set(locked), system, value
+                session, connection, existing, set(locked), system, value, wait_for_locks
             )
         if url_id is not None and existing is None and _is_golden(connection, url_id):
             raise conflict(
@@ -582,6 +590,7 @@ class Submitter:
         locked: set[int],
         system: str,
         value: str,
+        wait: bool,
     ) -> _Existing | None:
         """Lock the stored record's keys too, when they are not among those ``locked`` (the
         new keys): an update takes it out of them. Another update may change the record
@@ -593,7 +602,10 @@ class Submitter:
             missing -= locked
             if not missing:
                 return existing
-            lock_key_hashes(session, sorted(missing))
+            if wait:
+                lock_key_hashes(session, sorted(missing))
+            else:
+                try_lock_key_hashes(session, sorted(missing)).check()
             locked |= missing
             existing = _existing(connection, system, value)
         return existing

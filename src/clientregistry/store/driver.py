@@ -141,10 +141,6 @@ class DriverQuery:
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._processors: list[Callable[[Any], Any] | None] | None = None
 
-    def run(self, connection: Connection, params: Mapping[str, Any]) -> None:
-        """:meth:`send`, for a query whose rows are not wanted (a lock)."""
-        self.send(connection, params).close()
-
     def send(self, connection: Connection, params: Mapping[str, Any]) -> PendingRows:
         dialect = connection.dialect
         if dialect.name != "postgresql":

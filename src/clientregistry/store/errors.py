@@ -3,7 +3,8 @@
     ClientRegistryError
      └── StoreError          the database refused or failed (driver error, bad URL ...)
           ├── Conflict       a constraint was violated (unique internal id, foreign key ...)
-          └── Busy           a lock could not be had in time; retrying the transaction may work
+          ├── Busy           a lock could not be had in time; retrying the transaction may work
+          └── WouldWait      a lock is held elsewhere and the caller chose not to wait for it
 
 Driver exceptions (SQLAlchemy's ``IntegrityError``, ``OperationalError`` ...) never leave the
 store: :func:`clientregistry.store.db.translate_errors` turns them into these, keeping the
@@ -30,3 +31,9 @@ class Conflict(StoreError):
 class Busy(StoreError):
     """A lock was not granted in time (SQLite busy, PostgreSQL lock timeout, deadlock,
     serialisation failure). The transaction was rolled back; it may be retried."""
+
+
+class WouldWait(StoreError):
+    """A lock the transaction needs is held by another transaction, and the caller asked not
+    to wait (:func:`clientregistry.store.locks.try_lock_key_hashes`): roll back and run the
+    transaction again where waiting harms nothing."""

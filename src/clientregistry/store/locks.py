@@ -16,7 +16,7 @@ PostgreSQL
     transaction's commit), and before writing other shared rows (term counts), so that lock
     order is always advisory locks first.
 
-SQLite
+Large transactions
     A transaction that submits many records (a transaction Bundle) would hold a lock per
     blocking key of each, and PostgreSQL's lock table is small (``max_locks_per_transaction``,
     64 per connection by default, shared by all): two Bundles of 250 records at once exhaust
@@ -24,6 +24,12 @@ SQLite
     whole registry. To make that exclusive, every :func:`lock_blocking_keys` first takes the
     same lock *shared*, once per transaction and in the same statement, so ordinary
     submissions still run side by side and wait only for the big transaction.
+
+Not waiting
+    A worker's event loop must not wait for a lock: every other request of that worker would
+    wait with it. :func:`try_lock_key_hashes` takes the same locks with
+    ``pg_try_advisory_xact_lock``; when one is held elsewhere the caller rolls back (letting
+    go of those it took) and runs the transaction again where it may wait (the thread pool).
 
 SQLite
     SQLite has one write lock for the whole database; :func:`begin_write` starts the
@@ -36,38 +42,45 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import BigInteger, Integer, bindparam, text
+from sqlalchemy import BigInteger, Boolean, Integer, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clientregistry.store.blocking_index import key_hashes
 from clientregistry.store.db import begin_immediate
 from clientregistry.store.dialect import dialect_name
-from clientregistry.store.driver import DriverQuery
+from clientregistry.store.driver import DriverQuery, PendingRows
+from clientregistry.store.errors import WouldWait
 
 REGISTRY_KEY = "registry|all"
 """The key of the registry-wide lock (:func:`lock_registry`)."""
 
-_ADVISORY_LOCKS = DriverQuery(
-    text("SELECT count(pg_advisory_xact_lock(h)) FROM unnest(:hashes) AS t(h)")
-    .bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
-    .columns(locked=Integer)
-)
-"""One statement; ``unnest`` yields the (sorted) array in order, so locks are taken in order.
-Run on the driver, so that it can go in one round trip with the reads that follow
-(:func:`~clientregistry.store.driver.pipelined`)."""
 
-_SHARED_THEN_KEYS = DriverQuery(
-    text(
-        "SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(h) "
-        "ELSE pg_advisory_xact_lock(h) END) "
-        "FROM unnest(:hashes) WITH ORDINALITY AS t(h, i)"
-    )
-    .bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
-    .columns(locked=Integer)
-)
-"""The registry lock shared (the array's first element), then the keys in order, in the
-same statement as :data:`_ADVISORY_LOCKS`."""
+def _key_locks(*, shared_first: bool, wait: bool) -> DriverQuery:
+    """The statement that locks the keys of an array, in one round trip (run on the driver,
+    so that it can share it with the reads that follow: ``pipelined``). ``unnest`` yields the
+    (sorted) array in order, so locks are taken in order. ``shared_first``: the array's first
+    element is the registry lock, taken shared. Waiting, it returns a count; not waiting
+    (``pg_try_…``), whether every lock was granted (those that were stay held until the
+    transaction ends)."""
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    aggregate = "count" if wait else "bool_and"
+    if shared_first:
+        sql = (
+            f"SELECT {aggregate}(CASE WHEN i = 1 THEN {function}_shared(h) ELSE {function}(h) "
+            "END) FROM unnest(:hashes) WITH ORDINALITY AS t(h, i)"
+        )
+    else:
+        sql = f"SELECT {aggregate}({function}(h)) FROM unnest(:hashes) AS t(h)"
+    statement = text(sql).bindparams(bindparam("hashes", type_=ARRAY(BigInteger)))
+    return DriverQuery(statement.columns(outcome=Integer if wait else Boolean))
+
+
+_KEY_LOCKS = {
+    (shared_first, wait): _key_locks(shared_first=shared_first, wait=wait)
+    for shared_first in (False, True)
+    for wait in (False, True)
+}
 
 _EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:registry)").bindparams(
     bindparam("registry", type_=BigInteger)
@@ -121,15 +134,49 @@ def lock_key_hashes(session: Session, hashes: list[int]) -> bool:
     :func:`~clientregistry.store.blocking_index.key_hashes`). Inside
     :func:`~clientregistry.store.driver.pipelined` the locks are only queued (waited for
     when the block ends, before the statements queued after them run)."""
+    attempt = _lock(session, hashes, wait=True)
+    attempt.close()
+    return attempt.by_keys
+
+
+def try_lock_key_hashes(session: Session, hashes: list[int]) -> LockAttempt:
+    """:func:`lock_key_hashes` without waiting: the locks that are free are taken, and
+    :meth:`LockAttempt.check` says whether any was not (then roll the transaction back, which
+    lets go of those it took, and run it again with :func:`lock_key_hashes`). For a caller
+    that must not block: a worker's event loop."""
+    return _lock(session, hashes, wait=False)
+
+
+class LockAttempt:
+    """What :func:`try_lock_key_hashes` took, known once its statement has run (inside
+    :func:`~clientregistry.store.driver.pipelined`, after the block)."""
+
+    def __init__(self, by_keys: bool, pending: PendingRows | None = None) -> None:
+        self.by_keys = by_keys
+        """Whether this database serialises by key locks (False on SQLite)."""
+        self._pending = pending
+
+    def check(self) -> None:
+        """Raise :class:`~clientregistry.store.errors.WouldWait` unless every lock was had."""
+        if self._pending is None:
+            return
+        rows = self._pending.all()
+        if not (rows and rows[0][0]):
+            raise WouldWait("another transaction holds a lock on this record or person")
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.close()
+
+
+def _lock(session: Session, hashes: list[int], *, wait: bool) -> LockAttempt:
     if dialect_name(session) != "postgresql":
-        return False
+        return LockAttempt(False)
     held = _held(session)
-    if held == "exclusive":
-        return True
+    if held == "exclusive" or (held == "shared" and not hashes):
+        return LockAttempt(True)
     if held is None:
-        registry = key_hashes([REGISTRY_KEY])[0]
-        _SHARED_THEN_KEYS.run(session.connection(), {"hashes": [registry, *hashes]})
+        hashes = [key_hashes([REGISTRY_KEY])[0], *hashes]
         session.info[_HELD] = (session.get_transaction(), "shared")
-    elif hashes:
-        _ADVISORY_LOCKS.run(session.connection(), {"hashes": hashes})
-    return True
+    statement = _KEY_LOCKS[held is None, wait]
+    return LockAttempt(True, statement.send(session.connection(), {"hashes": hashes}))
