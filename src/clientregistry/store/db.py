@@ -41,6 +41,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from clientregistry.store.driver import BEGIN_DUE, clear_due_begin, mark_begin_due, send_due_begin
 from clientregistry.store.errors import Busy, Conflict, StoreError
 from clientregistry.store.write_gate import WriteGate
 
@@ -122,7 +123,52 @@ def create_engine_for(
     engine = create_engine(parsed, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         _ping_idle_connections(engine, ping_after_idle)
+    if "isolation_level" not in kwargs:
+        _begin_with_first_statement(engine)
     return engine
+
+
+def _begin_with_first_statement(engine: Engine) -> None:
+    """Send a transaction's ``BEGIN`` with its first statement, not before it.
+
+    psycopg begins a transaction by itself before the first statement, and in pipeline mode
+    it waits for that ``BEGIN`` alone: a round trip of its own, one of a submission's three.
+    So the driver runs in autocommit mode and the registry sends ``BEGIN`` itself, as SQLite's
+    connections here do (see :func:`_configure_sqlite`): SQLAlchemy's ``begin`` marks it due,
+    and the first statement of the transaction (through SQLAlchemy or the driver statements
+    of :mod:`clientregistry.store.driver`) sends it first; inside
+    :func:`~clientregistry.store.driver.pipelined` it goes in the same round trip. Commit and
+    rollback are psycopg's: they send ``COMMIT`` or ``ROLLBACK`` only when the server is in a
+    transaction.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.autocommit = True
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            mark_begin_due(connection.connection)
+
+    # In the driver call (not before_cursor_execute): its errors, a dead connection's among
+    # them, then go through SQLAlchemy's handling like the statement's own.
+    @event.listens_for(engine, "do_execute")
+    @event.listens_for(engine, "do_executemany")
+    @event.listens_for(engine, "do_execute_no_params")
+    def _before_execute(cursor: Any, *args: Any) -> None:
+        context = args[-1]
+        send_due_begin(context.root_connection.connection, cursor)
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(connection: Connection) -> None:
+        if not connection.invalidated:  # (an invalidated one would reconnect here)
+            clear_due_begin(connection.connection)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info.pop(BEGIN_DUE, None)
 
 
 def _ping_idle_connections(engine: Engine, after: float) -> None:

@@ -64,6 +64,46 @@ class _Plan:
         return tuple(params[name] for name in self.positional)
 
 
+BEGIN_DUE = "clientregistry_begin_due"
+"""Connection ``info`` key: a transaction has begun and its ``BEGIN`` is not sent yet
+(PostgreSQL; see :func:`clientregistry.store.db.create_engine_for`)."""
+
+
+def _info(connection: Any) -> dict[Any, Any]:
+    """The ``info`` of SQLAlchemy's pooled ``connection``; empty (and not kept) for the one
+    the dialect first connects with, which has none."""
+    try:
+        info: dict[Any, Any] = connection.info
+    except NotImplementedError:
+        return {}
+    return info
+
+
+def mark_begin_due(connection: Any) -> None:
+    """``connection`` (SQLAlchemy's pooled connection) begins a transaction: its first
+    statement sends ``BEGIN`` first."""
+    _info(connection)[BEGIN_DUE] = True
+
+
+def clear_due_begin(connection: Any) -> None:
+    _info(connection).pop(BEGIN_DUE, None)
+
+
+def send_due_begin(connection: Any, cursor: Any) -> None:
+    """Send a due ``BEGIN`` on the connection of ``cursor`` (in pipeline mode only queued;
+    not on the cursor itself, which may be a server-side one)."""
+    if _info(connection).pop(BEGIN_DUE, False):
+        cursor.connection.execute("BEGIN")
+
+
+def _cursor(connection: Connection) -> Any:
+    """A driver cursor in ``connection``'s transaction (its ``BEGIN`` sent, when due)."""
+    pooled = connection.connection
+    cursor = pooled.cursor()
+    send_due_begin(pooled, cursor)
+    return cursor
+
+
 class DriverInsert:
     """An ``INSERT`` executed on the driver's cursor (see the module notes)."""
 
@@ -156,7 +196,7 @@ class DriverQuery:
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in self._postgresql.selected_columns
             ]
-        cursor = connection.connection.cursor()
+        cursor = _cursor(connection)
         try:
             with _as_sqlalchemy_errors(dialect, plan.sql, params):
                 cursor.execute(plan.sql, plan.row(params))
@@ -236,7 +276,7 @@ def pipelined(connection: Connection, *, commit: Session | None = None) -> Itera
     with _as_sqlalchemy_errors(dialect), driver_connection.pipeline():  # type: ignore[union-attr]
         yield
         if commit is not None:
-            cursor = connection.connection.cursor()
+            cursor = _cursor(connection)
             cursor.execute("COMMIT")
             cursor.close()
     if commit is not None:
@@ -248,7 +288,7 @@ def pipelined(connection: Connection, *, commit: Session | None = None) -> Itera
 def _run(connection: Connection, sql: str, params: list[Any]) -> None:
     """Run ``sql`` once per parameter set on a cursor of ``connection``'s transaction."""
     dialect = connection.dialect
-    cursor = connection.connection.cursor()
+    cursor = _cursor(connection)
     try:
         with _as_sqlalchemy_errors(dialect, sql, params):
             if len(params) == 1:
