@@ -279,3 +279,27 @@ def test_connection_that_died_between_close_uses_fails_one_request(
         assert _backend_pid(factory) != dead  # the pool let the dead connection go
     finally:
         engine.dispose()
+
+
+def test_statements_of_a_transaction_are_one_transaction(
+    engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    # On PostgreSQL the registry sends BEGIN itself, with the first statement (the driver
+    # runs in autocommit mode): Core statements and driver statements must still share it.
+    from clientregistry.store.driver import DriverQuery
+
+    _postgres_only(engine)
+    started = text("SELECT now(), pg_current_xact_id()").columns()
+    with transaction(factory) as session:
+        first = session.execute(started).one()
+        second = DriverQuery(select(text("now()"), text("pg_current_xact_id()"))).send(
+            session.connection(), {}
+        )
+        assert tuple(first) == second.all()[0]
+        session.add(GoldenRecord(id="g1"))
+        session.flush()
+        session.rollback()
+    with transaction(factory, write=False) as session:
+        assert session.get(GoldenRecord, "g1") is None
+        # a new transaction: a later start
+        assert session.execute(started).one()[0] > first[0]
