@@ -120,21 +120,27 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
 SLOW_COLLECTION = 0.025
 """A garbage collection that stops a server process this long (seconds) is logged."""
 
-_collection_started = [0.0]
+_collection_started = [0.0, 0.0]
 
 
 def _warn_on_long_collections(phase: str, info: dict[str, int]) -> None:
-    """A ``gc.callbacks`` hook: warn when a collection stopped this worker for long."""
+    """A ``gc.callbacks`` hook: warn when a collection stopped this worker for long, saying
+    how much of that the collector worked (this thread's CPU time) and how much the worker
+    waited for a CPU (a busy machine)."""
     if phase == "start":
         _collection_started[0] = time.perf_counter()
+        _collection_started[1] = time.thread_time()
         return
     took = time.perf_counter() - _collection_started[0]
     if took >= SLOW_COLLECTION:
+        worked = time.thread_time() - _collection_started[1]
         log.warning(
-            "garbage collection (generation %d, %d objects freed) stopped this worker for %.0f ms",
+            "garbage collection (generation %d, %d objects freed) stopped this worker for "
+            "%.0f ms (%.0f ms of it collecting)",
             info.get("generation", -1),
             info.get("collected", 0),
             took * 1000,
+            worked * 1000,
         )
 
 
