@@ -408,10 +408,10 @@ class Submitter:
 
         First the reads, which decide everything (the caller's record, the candidates, the
         golden record); then the writes, which read nothing back. On PostgreSQL each goes in
-        one round trip (:func:`~clientregistry.store.driver.pipelined`): the locks, the
-        caller's record and the candidates (after psycopg's ``BEGIN``, a round trip of its
-        own); then the writes (and ``COMMIT``). An update whose record loses blocking keys
-        takes their locks, and reads its record again, after.
+        one round trip (:func:`~clientregistry.store.driver.pipelined`): ``BEGIN``, the
+        locks, the caller's record and the candidates; then the writes (and ``COMMIT``). An
+        update whose record loses blocking keys takes their locks, and reads its record
+        again, after.
         """
         context = self.context
         matcher = context.matcher

@@ -132,7 +132,7 @@ def _begin_with_first_statement(engine: Engine) -> None:
     """Send a transaction's ``BEGIN`` with its first statement, not before it.
 
     psycopg begins a transaction by itself before the first statement, and in pipeline mode
-    it waits for that ``BEGIN`` alone: a round trip of its own, one of a submission's three.
+    it waits for that ``BEGIN`` alone: a round trip of its own (a submission needs two more).
     So the driver runs in autocommit mode and the registry sends ``BEGIN`` itself, as SQLite's
     connections here do (see :func:`_configure_sqlite`): SQLAlchemy's ``begin`` marks it due,
     and the first statement of the transaction (through SQLAlchemy or the driver statements
