@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -233,52 +233,56 @@ def _count_pings(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[object
     return pings
 
 
-def test_connection_used_moments_ago_is_not_pinged(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = create_engine_for(database_url, ping_after_idle=60)
-    _postgres_only(engine)
-    try:
-        pings = _count_pings(engine, monkeypatch)
-        factory = session_factory(engine)
-        pids = {_backend_pid(factory) for _ in range(3)}
-        assert len(pids) == 1  # one pooled connection, reused
-        assert pings == []  # and no extra round trip before each transaction
-    finally:
+@pytest.fixture
+def pooled_engine(database_url: str) -> Iterator[Callable[[float], Engine]]:
+    """PostgreSQL engines that ping a pooled connection idle ``ping_after_idle`` seconds."""
+    engines: list[Engine] = []
+
+    def make(ping_after_idle: float) -> Engine:
+        engine = create_engine_for(database_url, ping_after_idle=ping_after_idle)
+        engines.append(engine)
+        _postgres_only(engine)
+        return engine
+
+    yield make
+    for engine in engines:
         engine.dispose()
+
+
+def test_connection_used_moments_ago_is_not_pinged(
+    pooled_engine: Callable[[float], Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = pooled_engine(60)
+    pings = _count_pings(engine, monkeypatch)
+    factory = session_factory(engine)
+    pids = {_backend_pid(factory) for _ in range(3)}
+    assert len(pids) == 1  # one pooled connection, reused
+    assert pings == []  # and no extra round trip before each transaction
 
 
 def test_connection_that_died_while_idle_is_replaced(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    pooled_engine: Callable[[float], Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = create_engine_for(database_url, ping_after_idle=0)
-    _postgres_only(engine)
-    try:
-        pings = _count_pings(engine, monkeypatch)
-        factory = session_factory(engine)
-        dead = _backend_pid(factory)
-        _terminate(engine, dead)
-        fresh = _backend_pid(factory)  # no error: the check found it dead
-        assert fresh != dead
-        assert pings  # found by the check, not by a failed statement
-    finally:
-        engine.dispose()
+    engine = pooled_engine(0)
+    pings = _count_pings(engine, monkeypatch)
+    factory = session_factory(engine)
+    dead = _backend_pid(factory)
+    _terminate(engine, dead)
+    fresh = _backend_pid(factory)  # no error: the check found it dead
+    assert fresh != dead
+    assert pings  # found by the check, not by a failed statement
 
 
 def test_connection_that_died_between_close_uses_fails_one_request(
-    database_url: str,
+    pooled_engine: Callable[[float], Engine],
 ) -> None:
-    engine = create_engine_for(database_url, ping_after_idle=60)
-    _postgres_only(engine)
-    try:
-        factory = session_factory(engine)
-        dead = _backend_pid(factory)
-        _terminate(engine, dead)
-        with pytest.raises(StoreError):
-            _backend_pid(factory)
-        assert _backend_pid(factory) != dead  # the pool let the dead connection go
-    finally:
-        engine.dispose()
+    engine = pooled_engine(60)
+    factory = session_factory(engine)
+    dead = _backend_pid(factory)
+    _terminate(engine, dead)
+    with pytest.raises(StoreError):
+        _backend_pid(factory)
+    assert _backend_pid(factory) != dead  # the pool let the dead connection go
 
 
 def test_statements_of_a_transaction_are_one_transaction(

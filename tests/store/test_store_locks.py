@@ -15,7 +15,7 @@ from clientregistry.store.locks import (
     begin_write,
     lock_blocking_keys,
     lock_registry,
-    try_lock_key_hashes,
+    take_key_locks,
 )
 
 
@@ -166,14 +166,16 @@ def test_trying_does_not_wait_and_takes_nothing_for_good(
             started = time.monotonic()
             with pytest.raises(WouldWait), second.begin():
                 with pipelined(second.connection()):  # as a submission on the loop does
-                    attempt = try_lock_key_hashes(second, key_hashes(["0|g1|1990", "0|g2|x"]))
+                    attempt = take_key_locks(
+                        second, key_hashes(["0|g1|1990", "0|g2|x"]), wait=False
+                    )
                 attempt.check()
             assert time.monotonic() - started < 1.0
             with second.begin():  # rolled back: "0|g2|x" is free again, and others
                 _short_lock_timeout(second)
-                try_lock_key_hashes(second, key_hashes(["0|g2|x", "0|g3|y"])).check()
+                take_key_locks(second, key_hashes(["0|g2|x", "0|g3|y"]), wait=False).check()
     with factory() as second, second.begin():  # the holder committed
-        try_lock_key_hashes(second, key_hashes(["0|g1|1990"])).check()
+        take_key_locks(second, key_hashes(["0|g1|1990"]), wait=False).check()
 
 
 def test_trying_does_not_wait_for_the_registry_lock(
@@ -185,13 +187,13 @@ def test_trying_does_not_wait_for_the_registry_lock(
     with factory() as bundle, bundle.begin():
         lock_registry(bundle)  # a large transaction Bundle
         with factory() as second, pytest.raises(WouldWait), second.begin():
-            try_lock_key_hashes(second, key_hashes(["0|g9|z"])).check()
+            take_key_locks(second, key_hashes(["0|g9|z"]), wait=False).check()
 
 
 def test_trying_on_sqlite_takes_nothing(engine: Engine, factory: sessionmaker[Session]) -> None:
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite's write lock")
     with factory() as session, session.begin():
-        attempt = try_lock_key_hashes(session, [1, 2])
+        attempt = take_key_locks(session, [1, 2], wait=False)
         attempt.check()
         assert attempt.by_keys is False

@@ -59,7 +59,7 @@ from clientregistry.store.driver import (
     pipelined,
 )
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
-from clientregistry.store.locks import LockAttempt, lock_key_hashes, try_lock_key_hashes
+from clientregistry.store.locks import take_key_locks
 from clientregistry.store.models import (
     BrokenMatch,
     GoldenRecord,
@@ -304,19 +304,15 @@ def find_matches(
     old_golden: str | None,
     broken: set[str],
     *,
-    hashes: list[int] | None = None,
     candidates: PendingRows | None = None,
 ) -> Classification:
     """Score ``features`` against the blocking candidates and classify them (the one candidate
-    search and classification that submissions, re-matching and review all use); ``hashes``
-    are ``keys`` hashed, and ``candidates`` their rows (:func:`send_candidates`), when the
-    caller has them."""
+    search and classification that submissions, re-matching and review all use);
+    ``candidates`` are the rows of ``keys`` (:func:`send_candidates`), when the caller has
+    them."""
     matcher = context.matcher
     if candidates is None:
-        hashes = key_hashes(keys) if hashes is None else hashes
-        if not hashes:
-            return Classification(None)
-        candidates = send_candidates(session.connection(), context, hashes)
+        candidates = send_candidates(session.connection(), context, key_hashes(keys))
     rows = candidates.all()
     # Nor may it join a golden record that holds a record it is broken from (through a
     # third record that matches both): "not the same person" holds for the golden record.
@@ -424,10 +420,7 @@ class Submitter:
         # blocking key the record has now or had before (two submissions of one person).
         locked = sorted({key_hash(f"record|{system}|{value}"), *submission.hashes})
         with pipelined(connection):
-            if wait_for_locks:
-                attempt = LockAttempt(lock_key_hashes(session, locked))
-            else:
-                attempt = try_lock_key_hashes(session, locked)
+            attempt = take_key_locks(session, locked, wait=wait_for_locks)
             found = _EXISTING_QUERY.send(connection, {"system": system, "value": value})
             # Read under the locks of every key they share with the record: what another
             # submission of this person could change is settled.
@@ -602,10 +595,7 @@ class Submitter:
             missing -= locked
             if not missing:
                 return existing
-            if wait:
-                lock_key_hashes(session, sorted(missing))
-            else:
-                try_lock_key_hashes(session, sorted(missing)).check()
+            take_key_locks(session, sorted(missing), wait=wait).check()
             locked |= missing
             existing = _existing(connection, system, value)
         return existing

@@ -41,7 +41,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from clientregistry.store.driver import BEGIN_DUE, clear_due_begin, mark_begin_due, send_due_begin
+from clientregistry.store.driver import clear_due_begin, mark_begin_due, send_due_begin
 from clientregistry.store.errors import Busy, Conflict, StoreError
 from clientregistry.store.write_gate import WriteGate
 
@@ -168,7 +168,7 @@ def _begin_with_first_statement(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info.pop(BEGIN_DUE, None)
+        clear_due_begin(record)  # (the pool's record: its info is the connection's)
 
 
 def _ping_idle_connections(engine: Engine, after: float) -> None:

@@ -175,7 +175,6 @@ class DriverQuery:
         *,
         postgresql: SelectBase | None = None,
     ) -> None:
-        self._statement = statement
         self._executable = cast(Executable, statement)  # a Select or TextualSelect: both are
         self._postgresql = statement if postgresql is None else postgresql
         self._plans: dict[tuple[str, ...], _Plan] = {}

@@ -35,5 +35,5 @@ class Busy(StoreError):
 
 class WouldWait(StoreError):
     """A lock the transaction needs is held by another transaction, and the caller asked not
-    to wait (:func:`clientregistry.store.locks.try_lock_key_hashes`): roll back and run the
+    to wait (:func:`clientregistry.store.locks.take_key_locks`): roll back and run the
     transaction again where waiting harms nothing."""

@@ -27,7 +27,7 @@ Large transactions
 
 Not waiting
     A worker's event loop must not wait for a lock: every other request of that worker would
-    wait with it. :func:`try_lock_key_hashes` takes the same locks with
+    wait with it. :func:`take_key_locks` (``wait=False``) takes the same locks with
     ``pg_try_advisory_xact_lock``; when one is held elsewhere the caller rolls back (letting
     go of those it took) and runs the transaction again where it may wait (the thread pool).
 
@@ -134,42 +134,16 @@ def lock_key_hashes(session: Session, hashes: list[int]) -> bool:
     :func:`~clientregistry.store.blocking_index.key_hashes`). Inside
     :func:`~clientregistry.store.driver.pipelined` the locks are only queued (waited for
     when the block ends, before the statements queued after them run)."""
-    attempt = _lock(session, hashes, wait=True)
+    attempt = take_key_locks(session, hashes)
     attempt.close()
     return attempt.by_keys
 
 
-def try_lock_key_hashes(session: Session, hashes: list[int]) -> LockAttempt:
-    """:func:`lock_key_hashes` without waiting: the locks that are free are taken, and
-    :meth:`LockAttempt.check` says whether any was not (then roll the transaction back, which
-    lets go of those it took, and run it again with :func:`lock_key_hashes`). For a caller
-    that must not block: a worker's event loop."""
-    return _lock(session, hashes, wait=False)
-
-
-class LockAttempt:
-    """What :func:`try_lock_key_hashes` took, known once its statement has run (inside
-    :func:`~clientregistry.store.driver.pipelined`, after the block)."""
-
-    def __init__(self, by_keys: bool, pending: PendingRows | None = None) -> None:
-        self.by_keys = by_keys
-        """Whether this database serialises by key locks (False on SQLite)."""
-        self._pending = pending
-
-    def check(self) -> None:
-        """Raise :class:`~clientregistry.store.errors.WouldWait` unless every lock was had."""
-        if self._pending is None:
-            return
-        rows = self._pending.all()
-        if not (rows and rows[0][0]):
-            raise WouldWait("another transaction holds a lock on this record or person")
-
-    def close(self) -> None:
-        if self._pending is not None:
-            self._pending.close()
-
-
-def _lock(session: Session, hashes: list[int], *, wait: bool) -> LockAttempt:
+def take_key_locks(session: Session, hashes: list[int], *, wait: bool = True) -> LockAttempt:
+    """:func:`lock_key_hashes`, or without ``wait`` the same locks not waited for: those that
+    are free are taken, and :meth:`LockAttempt.check` says whether any was not (then roll the
+    transaction back, which lets go of those it took, and run it again waiting). Not waiting
+    is for a caller that must not block: a worker's event loop."""
     if dialect_name(session) != "postgresql":
         return LockAttempt(False)
     held = _held(session)
@@ -179,4 +153,34 @@ def _lock(session: Session, hashes: list[int], *, wait: bool) -> LockAttempt:
         hashes = [key_hashes([REGISTRY_KEY])[0], *hashes]
         session.info[_HELD] = (session.get_transaction(), "shared")
     statement = _KEY_LOCKS[held is None, wait]
-    return LockAttempt(True, statement.send(session.connection(), {"hashes": hashes}))
+    pending = statement.send(session.connection(), {"hashes": hashes})
+    return LockAttempt(True, pending, waited=wait)
+
+
+class LockAttempt:
+    """What :func:`take_key_locks` took, known once its statement has run (inside
+    :func:`~clientregistry.store.driver.pipelined`, after the block)."""
+
+    def __init__(
+        self, by_keys: bool, pending: PendingRows | None = None, *, waited: bool = True
+    ) -> None:
+        self.by_keys = by_keys
+        """Whether this database serialises by key locks (False on SQLite)."""
+        self._pending = pending
+        self._waited = waited
+
+    def check(self) -> None:
+        """Raise :class:`~clientregistry.store.errors.WouldWait` unless every lock was had
+        (taken waiting, they all were)."""
+        if self._pending is None:
+            return
+        if self._waited:
+            self._pending.close()
+            return
+        rows = self._pending.all()
+        if not (rows and rows[0][0]):
+            raise WouldWait("another transaction holds a lock on this record or person")
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.close()
