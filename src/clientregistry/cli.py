@@ -28,6 +28,7 @@ from clientregistry.batch.dedupe import Deduplicator
 from clientregistry.batch.evaluate import evaluate_files
 from clientregistry.batch.pipeline import prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
+from clientregistry.cli_bulk import register as register_bulk_commands
 from clientregistry.cli_users import users_app
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS
 from clientregistry.errors import ClientRegistryError, ConfigError, InvalidRecord
@@ -47,6 +48,7 @@ certs_app = typer.Typer(
 )
 app.add_typer(certs_app, name="certs")
 app.add_typer(users_app, name="users")
+register_bulk_commands(app)  # import, export, rematch
 
 DataDirOption = Annotated[
     Path | None,

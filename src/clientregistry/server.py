@@ -18,6 +18,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from clientregistry.api.tls import HttpToolsTLSProtocol
+from clientregistry.registry.job_runner import JobRunnerProcess
 from clientregistry.security.tls import ssl_server_context
 from clientregistry.settings import Settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, CheckpointerProcess
@@ -61,6 +62,8 @@ def serve(settings: Settings) -> None:
         os.environ[EXTERNAL_CHECKPOINTS] = "1"
         checkpointer = CheckpointerProcess(settings.database)
         checkpointer.start()
+    jobs = JobRunnerProcess(settings.data_dir)  # imports, re-matches, exports
+    jobs.start()
     try:
         server = uvicorn.Server(config)
         if settings.workers > 1:
@@ -69,5 +72,6 @@ def serve(settings: Settings) -> None:
         else:
             server.run()
     finally:
+        jobs.stop()
         if checkpointer is not None:
             checkpointer.stop()

@@ -10,6 +10,7 @@ changed by the PATCH row) and ``carol`` (created by the POST row): the callers' 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -34,6 +35,13 @@ def patient(system: str, value: str, given: str, family: str, **extra: Any) -> d
     }
     return resource
 
+
+UPLOAD = {
+    "resourceType": "Bundle",
+    "type": "collection",
+    "entry": [{"resource": patient("openmrs", f"upload-{uuid.uuid4()}", "Ruth", "Akello")}],
+}
+"""A file to import (a Bundle of one Patient, new in each test session)."""
 
 REVIEW = {"reviewer", "admin"}
 AUDIT = {"auditor", "admin"}
@@ -81,6 +89,11 @@ ROUTES: list[Route] = [
     ),
     Route("PATCH", "/admin/users/dave", {"role": "reviewer"}, ADMIN, 200),
     Route("GET", "/admin/config", None, ADMIN, 200),
+    Route("POST", "/admin/imports", UPLOAD, ADMIN, 202),
+    Route("GET", "/admin/imports", None, ADMIN, 200),
+    Route("GET", "/admin/imports/999999", None, ADMIN, 404),
+    Route("GET", "/admin/imports/999999/report", None, ADMIN, 404),
+    Route("POST", "/admin/imports/999999/cancel", None, ADMIN, 404),
 ]
 
 

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search
+from clientregistry.api import admin, bundle, imports, match, metadata, patient, pixm, search
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import FhirError, internal_error
@@ -74,6 +74,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    app.include_router(imports.router)  # /admin/imports
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -6,6 +6,7 @@ transaction of their own so that a refused or failed request is audited too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +82,44 @@ def audit_resource(
     return resource
 
 
+def event_row(
+    *,
+    action: AuditAction,
+    outcome: int,
+    interaction: str,
+    agent: str,
+    agent_kind: AgentKind,
+    source_address: str | None,
+    entity: str | None,
+    detail: dict[str, Any],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The ``audit_event`` row of one audited action, with its FHIR AuditEvent."""
+    recorded = now or datetime.now(UTC)
+    return {
+        "recorded": recorded,
+        "action": action,
+        "outcome": outcome,
+        "event_type": interaction,
+        "agent": agent,
+        "agent_kind": agent_kind,
+        "source_address": source_address,
+        "entity": entity,
+        "detail": detail,
+        "resource": audit_resource(
+            action=action.value,
+            outcome=outcome,
+            recorded=recorded,
+            agent=agent,
+            agent_kind=agent_kind,
+            source_address=source_address,
+            entity=entity,
+            interaction=interaction,
+            detail=detail,
+        ),
+    }
+
+
 def record(
     session: Session,
     *,
@@ -97,40 +136,37 @@ def record(
 
     One ``INSERT`` on the session's connection, straight to the driver: the event has no
     relations, so it need not wait for (nor trigger) a flush of the session's objects."""
-    now = datetime.now(UTC)
     _INSERT_EVENT.execute(
         session.connection(),
-        {
-            "recorded": now,
-            "action": action,
-            "outcome": outcome,
-            "event_type": interaction,
-            "agent": agent,
-            "agent_kind": agent_kind,
-            "source_address": source_address,
-            "entity": entity,
-            "detail": detail,
-            "resource": audit_resource(
-                action=action.value,
-                outcome=outcome,
-                recorded=now,
-                agent=agent,
-                agent_kind=agent_kind,
-                source_address=source_address,
-                entity=entity,
-                interaction=interaction,
-                detail=detail,
-            ),
-        },
+        event_row(
+            action=action,
+            outcome=outcome,
+            interaction=interaction,
+            agent=agent,
+            agent_kind=agent_kind,
+            source_address=source_address,
+            entity=entity,
+            detail=detail,
+        ),
     )
 
 
-def record_submission(
-    session: Session, result: Any, system_name: str, source_address: str | None
-) -> None:
-    """Audit one submission (create or update) with its CRUID and how it was matched."""
-    record(
-        session,
+def _submission_row(
+    result: Any,
+    system_name: str,
+    source_address: str | None,
+    extra: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    detail = {
+        "cruid": result.golden_id,
+        "match": result.status.value,
+        "score": result.score,
+        "rule": result.rule_set,
+    }
+    if extra:
+        detail.update(extra)
+    return event_row(
         action=AuditAction.CREATE if result.created else AuditAction.UPDATE,
         outcome=0,
         interaction="create" if result.created else "update",
@@ -138,10 +174,31 @@ def record_submission(
         agent_kind=AgentKind.SYSTEM,
         source_address=source_address,
         entity=f"Patient/{result.record_id}",
-        detail={
-            "cruid": result.golden_id,
-            "match": result.status.value,
-            "score": result.score,
-            "rule": result.rule_set,
-        },
+        detail=detail,
+        now=now,
     )
+
+
+def record_submission(
+    session: Session,
+    result: Any,
+    system_name: str,
+    source_address: str | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Audit one submission (create or update) with its CRUID and how it was matched
+    (``extra``: more detail, such as the import it came from)."""
+    row = _submission_row(result, system_name, source_address, extra)
+    _INSERT_EVENT.execute(session.connection(), row)
+
+
+def record_submissions(
+    session: Session,
+    results: Sequence[tuple[Any, str]],
+    source_address: str | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """:func:`record_submission` for many ``(result, system name)``, in one statement."""
+    now = datetime.now(UTC)
+    rows = [_submission_row(r, name, source_address, extra, now) for r, name in results]
+    _INSERT_EVENT.execute(session.connection(), rows)

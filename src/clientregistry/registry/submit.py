@@ -26,12 +26,27 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import collections
+import heapq
+import operator
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    String,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir import codes
@@ -39,6 +54,7 @@ from clientregistry.fhir.errors import conflict
 from clientregistry.fhir.patient import require_internal_identifier, source_record_resource
 from clientregistry.matching.classify import Classification, classify
 from clientregistry.matching.features import Features
+from clientregistry.matching.matcher import Matcher
 from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
@@ -47,6 +63,7 @@ from clientregistry.store.blocking_index import (
     TOP_CANDIDATES,
     TOP_CANDIDATES_ARRAY,
     DatabaseBlockingIndex,
+    json_values,
     key_hash,
     key_hashes,
 )
@@ -59,7 +76,7 @@ from clientregistry.store.driver import (
     pipelined,
 )
 from clientregistry.store.enums import IssueKind, IssueStatus, LinkKind, MatchStatus
-from clientregistry.store.locks import take_key_locks
+from clientregistry.store.locks import lock_registry, take_key_locks
 from clientregistry.store.models import (
     BrokenMatch,
     GoldenRecord,
@@ -71,6 +88,10 @@ from clientregistry.store.models import (
     new_id,
 )
 from clientregistry.store.term_counts import bump_many, feature_deltas
+
+_count_elements: Callable[[dict[Any, int], Iterable[Any]], None]
+_count_elements = collections._count_elements  # type: ignore[attr-defined]
+"""What ``Counter.update`` runs (in C) to count an iterable into a dict."""
 
 # The statements of a submission, built once (building one costs more than running it).
 _EXISTING = select(
@@ -86,6 +107,26 @@ _EXISTING = select(
 )
 _EXISTING_QUERY = DriverQuery(_EXISTING)
 _IS_GOLDEN = select(GoldenRecord.id).where(GoldenRecord.id == bindparam("golden"))
+_STORED_IDENTIFIERS = DriverQuery(
+    select(SourceRecord.internal_value).where(
+        SourceRecord.internal_system == bindparam("system"),
+        SourceRecord.internal_value.in_(json_values("values")),
+    ),
+    postgresql=select(SourceRecord.internal_value).where(
+        SourceRecord.internal_system == bindparam("system"),
+        SourceRecord.internal_value == any_(bindparam("values", type_=ARRAY(String))),
+    ),
+)
+_RECORDS_BY_ID = DriverQuery(
+    select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
+        SourceRecord.id.in_(json_values("ids"))
+    ),
+    postgresql=select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features).where(
+        SourceRecord.id == any_(bindparam("ids", type_=ARRAY(String)))
+    ),
+)
+_IDS_PER_QUERY = 50_000
+"""Values bound per query of a batch."""
 
 
 def _candidate_rows(top: Select[str, int, int]) -> Select[str, str | None, Any]:
@@ -130,6 +171,15 @@ _TOUCH_GOLDEN = DriverStatement(
     .where(GoldenRecord.id == bindparam("golden"))
     .values(version=GoldenRecord.version + 1, last_updated=bindparam("now", type_=UTCDateTime()))
 )
+_TOUCH_GOLDEN_BY = (
+    update(GoldenRecord)
+    .where(GoldenRecord.id == bindparam("golden"))
+    .values(
+        version=GoldenRecord.version + bindparam("joined", type_=Integer()),
+        last_updated=bindparam("now", type_=UTCDateTime()),
+    )
+)
+""":data:`_TOUCH_GOLDEN` for several records joining at once (a batch: ``joined`` of them)."""
 _RETIRE_GOLDEN = DriverStatement(
     update(GoldenRecord)
     .where(GoldenRecord.id == bindparam("golden"))
@@ -156,6 +206,36 @@ class SubmitResult:
     rule_set: str | None
     potential: int
     conflicts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a submission of a batch did (:meth:`Submitter.submit_batch`): a
+    :class:`SubmitResult` without the resource, which a batch has no use for."""
+
+    record_id: str
+    golden_id: str
+    created: bool
+    version: int
+    status: MatchStatus
+    score: float | None
+    rule_set: str | None
+    potential: int
+    conflicts: int
+
+    @classmethod
+    def of(cls, result: SubmitResult) -> Decision:
+        return cls(
+            result.record_id,
+            result.golden_id,
+            result.created,
+            result.version,
+            result.status,
+            result.score,
+            result.rule_set,
+            result.potential,
+            result.conflicts,
+        )
 
 
 class StoredRecord(Protocol):
@@ -295,6 +375,38 @@ def match_status(result: Classification) -> MatchStatus:
     return MatchStatus.AUTO if result.auto else MatchStatus.NONE
 
 
+def best_match(result: Classification, context: RegistryContext) -> tuple[float | None, str | None]:
+    """The score and rule set name of the auto match that placed the record (None, None
+    without one)."""
+    best = result.auto[0] if result.auto else None
+    if best is None:
+        return None, None
+    return best.score.score, context.matcher.rules.rule_sets[best.score.rule_set].name
+
+
+def _issue_rows(record_id: str, result: Classification, now: datetime) -> list[dict[str, Any]]:
+    """The review items a submission opens: its potential matches and conflicts."""
+    return [
+        {
+            "record_id": record_id,
+            "other_record_id": str(item.record_id),
+            "kind": kind,
+            "score": item.score.score,
+            "status": IssueStatus.OPEN,
+            "created_at": now,
+        }
+        for kind, items in (
+            (IssueKind.POTENTIAL, result.potential),
+            (IssueKind.CONFLICT, result.conflicts),
+        )
+        for item in items
+    ]
+
+
+def _token_rows(record_id: str, tokens: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"kind": kind, "value": token, "record_id": record_id} for kind, token in tokens]
+
+
 def find_matches(
     session: Session,
     context: RegistryContext,
@@ -340,6 +452,26 @@ def send_candidates(
     return _CANDIDATE_ROWS.send(connection, {"hashes": hashes, "limit": limit})
 
 
+def prepare_submission(
+    matcher: Matcher, patient: Mapping[str, Any], client: ClientSystemConfig
+) -> Submission:
+    """:meth:`Submitter.prepare` with a matcher of its own (a process that reads a file for
+    an import prepares its records without a database)."""
+    system, value = require_internal_identifier(patient, [client.internal_id_system])
+    features = matcher.extractor.extract(patient)
+    keys = matcher.blocker.keys(features)
+    return Submission(
+        patient,
+        client,
+        system,
+        value,
+        features,
+        keys,
+        key_hashes(keys),
+        search_tokens(patient),
+    )
+
+
 class Submitter:
     """The submit use case over a :class:`RegistryContext`."""
 
@@ -349,20 +481,7 @@ class Submitter:
     def prepare(self, patient: Mapping[str, Any], client: ClientSystemConfig) -> Submission:
         """Check the caller's identifier and derive features, blocking keys and search tokens
         (no database); an :class:`~clientregistry.fhir.errors.FhirError` when it is missing."""
-        system, value = require_internal_identifier(patient, [client.internal_id_system])
-        matcher = self.context.matcher
-        features = matcher.extractor.extract(patient)
-        keys = matcher.blocker.keys(features)
-        return Submission(
-            patient,
-            client,
-            system,
-            value,
-            features,
-            keys,
-            key_hashes(keys),
-            search_tokens(patient),
-        )
+        return prepare_submission(self.context.matcher, patient, client)
 
     def submit(
         self,
@@ -394,6 +513,7 @@ class Submitter:
         source_address: str | None = None,
         commit: bool = False,
         wait_for_locks: bool = True,
+        audit_detail: dict[str, Any] | None = None,
     ) -> SubmitResult:
         """:meth:`submit` for a Patient :meth:`prepare` has read already; ``commit`` commits
         the session's transaction with the writes (on PostgreSQL in the same round trip), for
@@ -410,7 +530,6 @@ class Submitter:
         again, after.
         """
         context = self.context
-        matcher = context.matcher
         client = submission.client
         system, value = submission.system, submission.value
         features = submission.features
@@ -471,8 +590,7 @@ class Submitter:
             result = keep_golden(result, old_golden)
         placement = _place(connection, record_id, result, old_golden)
         status = match_status(result)
-        best = result.auto[0] if result.auto else None
-        rule_set = None if best is None else matcher.rules.rule_sets[best.score.rule_set].name
+        score, rule_set = best_match(result, context)
         snapshot = RecordSnapshot(
             id=record_id,
             version=version,
@@ -490,7 +608,7 @@ class Submitter:
             version=version,
             resource=source_resource(snapshot, client, broken),
             status=status,
-            score=None if best is None else best.score.score,
+            score=score,
             rule_set=rule_set,
             potential=len(result.potential),
             conflicts=len(result.conflicts),
@@ -536,11 +654,7 @@ class Submitter:
                     "last_updated": now,
                 },
             )
-            tokens = [
-                {"kind": kind, "value": token, "record_id": record_id}
-                for kind, token in submission.tokens
-            ]
-            _INSERT_TOKENS.execute(connection, tokens)
+            _INSERT_TOKENS.execute(connection, _token_rows(record_id, submission.tokens))
             _INSERT_LINK.execute(
                 connection,
                 {
@@ -552,28 +666,116 @@ class Submitter:
                     "created_at": now,
                 },
             )
-            issues = [
-                {
-                    "record_id": record_id,
-                    "other_record_id": str(item.record_id),
-                    "kind": kind,
-                    "score": item.score.score,
-                    "status": IssueStatus.OPEN,
-                    "created_at": now,
-                }
-                for kind, items in (
-                    (IssueKind.POTENTIAL, result.potential),
-                    (IssueKind.CONFLICT, result.conflicts),
-                )
-                for item in items
-            ]
-            _INSERT_ISSUES.execute(connection, issues)
+            _INSERT_ISSUES.execute(connection, _issue_rows(record_id, result, now))
             index.add_hashes(record_id, submission.hashes)
             # Old and new values in one statement: unchanged ones sum to nothing.
             bump_many(session, counts)
-            audit.record_submission(session, submitted, client.name, source_address)
+            audit.record_submission(session, submitted, client.name, source_address, audit_detail)
         context.term_counts.add(features)
         return submitted
+
+    def submit_batch(
+        self,
+        session: Session,
+        submissions: Sequence[Submission],
+        *,
+        source_address: str | None = None,
+        audit_detail: dict[str, Any] | None = None,
+    ) -> list[Decision]:
+        """Submit many Patients in the caller's transaction, in order, with the same
+        decisions as submitting them one after another (:meth:`submit_prepared`), but with
+        one statement per table for the lot.
+
+        The transaction holds the whole registry (PostgreSQL: :func:`lock_registry`; SQLite:
+        its single writer), so nothing else changes it meanwhile. The records a batch
+        creates are matched from one read of the postings of all their blocking keys and one
+        of their candidates' records, each against the stored records and those created
+        before it in the batch, ranked as the candidates query ranks them (keys in common,
+        then record id: ids made in one process only grow, see
+        :func:`~clientregistry.store.models.new_id`); a record that updates a stored one
+        (or one created earlier in the batch) goes through :meth:`submit_prepared` after
+        what comes before it is written.
+        """
+        session.flush()
+        connection = session.connection()
+        lock_registry(session)
+        stored = _existing_identifiers(connection, submissions)
+        decisions: list[Decision] = []
+        creates: list[Submission] = []
+        for submission in submissions:
+            identifier = (submission.system, submission.value)
+            if identifier in stored:
+                decisions += self._create_many(session, creates, source_address, audit_detail)
+                creates = []
+                result = self.submit_prepared(
+                    session, submission, source_address=source_address, audit_detail=audit_detail
+                )
+                decisions.append(Decision.of(result))
+            else:
+                creates.append(submission)
+                stored.add(identifier)
+        decisions += self._create_many(session, creates, source_address, audit_detail)
+        return decisions
+
+    def _create_many(
+        self,
+        session: Session,
+        submissions: list[Submission],
+        source_address: str | None,
+        audit_detail: dict[str, Any] | None,
+    ) -> list[Decision]:
+        """Create a record for each submission (none of them stored yet); see
+        :meth:`submit_batch`."""
+        if not submissions:
+            return []
+        context = self.context
+        connection = session.connection()
+        index = DatabaseBlockingIndex(session)
+        record_ids = [new_id() for _ in submissions]
+        ranked = _rank_candidates(
+            index.postings(sorted({h for s in submissions for h in s.hashes})),
+            record_ids,
+            [s.hashes for s in submissions],
+            context.matcher.candidate_limit + 1,
+        )
+        created = set(record_ids)
+        rows_of = _candidate_rows_by_id(
+            connection, sorted({r for top in ranked for r in top if r not in created})
+        )
+        writes = _BatchWrites(datetime.now(UTC))
+        decisions = []
+        for record_id, submission, top in zip(record_ids, submissions, ranked, strict=True):
+            candidates = PendingRows(rows=[rows_of[r] for r in top if r in rows_of])
+            result = find_matches(
+                session,
+                context,
+                record_id,
+                submission.features,
+                submission.keys,
+                None,
+                set(),
+                candidates=candidates,
+            )
+            placement = _place(connection, record_id, result, None)
+            status = match_status(result)
+            score, rule_set = best_match(result, context)
+            decision = Decision(
+                record_id,
+                placement.golden_id,
+                True,
+                1,
+                status,
+                score,
+                rule_set,
+                len(result.potential),
+                len(result.conflicts),
+            )
+            writes.add(submission, decision, placement, result)
+            rows_of[record_id] = (record_id, placement.golden_id, submission.features)
+            context.term_counts.add(submission.features)
+            decisions.append(decision)
+        writes.write(session, context, source_address, audit_detail)
+        return decisions
 
     def _lock_old_keys(
         self,
@@ -599,6 +801,173 @@ class Submitter:
             locked |= missing
             existing = _existing(connection, system, value)
         return existing
+
+
+def _existing_identifiers(
+    connection: Connection, submissions: Sequence[Submission]
+) -> set[tuple[str, str]]:
+    """The internal identifiers among ``submissions``' that stored records hold."""
+    values: dict[str, set[str]] = {}
+    for submission in submissions:
+        values.setdefault(submission.system, set()).add(submission.value)
+    found: set[tuple[str, str]] = set()
+    for system, wanted in values.items():
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), _IDS_PER_QUERY):
+            chunk = ordered[start : start + _IDS_PER_QUERY]
+            rows = _STORED_IDENTIFIERS.send(connection, {"system": system, "values": chunk})
+            found.update((system, value) for (value,) in rows.all())
+    return found
+
+
+def _candidate_rows_by_id(
+    connection: Connection, record_ids: list[str]
+) -> dict[str, tuple[str, str | None, Features]]:
+    """``(id, golden id, features)`` of stored records, by id."""
+    rows: dict[str, tuple[str, str | None, Features]] = {}
+    for start in range(0, len(record_ids), _IDS_PER_QUERY):
+        chunk = record_ids[start : start + _IDS_PER_QUERY]
+        for row in _RECORDS_BY_ID.send(connection, {"ids": chunk}).all():
+            rows[row[0]] = (row[0], row[1], row[2])
+    return rows
+
+
+def _rank_candidates(
+    postings: dict[int, list[str]],
+    record_ids: list[str],
+    hashes: list[list[int]],
+    limit: int,
+) -> list[list[str]]:
+    """For each new record, in order, the records sharing a blocking key with it among the
+    stored ones (``postings``, to which the new ones are added as they come) and the new
+    ones before it: most keys in common first, then
+    by id, at most ``limit`` — what the candidates query
+    (:data:`~clientregistry.store.blocking_index.TOP_CANDIDATES`) would answer once the
+    records before it were stored."""
+    ranked = []
+    for record_id, keys in zip(record_ids, hashes, strict=True):
+        shared: dict[str, int] = {}
+        for key in keys:
+            found = postings.get(key)
+            if found is None:
+                postings[key] = [record_id]
+            else:
+                _count_elements(shared, found)
+                found.append(record_id)
+        if len(shared) > limit:
+            top = heapq.nsmallest(limit, shared, key=lambda r: (-shared[r], r))
+        else:
+            top = sorted(shared)
+            top.sort(key=shared.__getitem__, reverse=True)  # stable: ids in order within a count
+        ranked.append(top)
+    return ranked
+
+
+class _BatchWrites:
+    """The rows of the records a batch creates, each table written in one statement."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.goldens: dict[str, dict[str, Any]] = {}
+        """Golden records the batch creates (their version counts the batch's joins)."""
+        self.touched: dict[str, int] = {}
+        """Stored golden records the batch's records join, and how many join each."""
+        self.records: list[dict[str, Any]] = []
+        self.versions: list[dict[str, Any]] = []
+        self.tokens: list[dict[str, Any]] = []
+        self.links: list[dict[str, Any]] = []
+        self.issues: list[dict[str, Any]] = []
+        self.keys: list[tuple[str, list[int]]] = []
+        self.audited: list[tuple[Decision, str]] = []
+
+    def add(
+        self,
+        submission: Submission,
+        decision: Decision,
+        placement: _Placement,
+        result: Classification,
+    ) -> None:
+        now = self.now
+        record_id, golden_id = decision.record_id, decision.golden_id
+        if placement.new_golden:
+            self.goldens[golden_id] = {
+                "id": golden_id,
+                "version": 1,
+                "last_updated": now,
+                "active": True,
+            }
+        for golden in placement.touched:
+            created = self.goldens.get(golden)
+            if created is not None:
+                created["version"] += 1
+            else:
+                self.touched[golden] = self.touched.get(golden, 0) + 1
+        resource = dict(submission.patient)
+        self.records.append(
+            {
+                "id": record_id,
+                "client_system": submission.client.name,
+                "internal_system": submission.system,
+                "internal_value": submission.value,
+                "human_adjudicated": False,
+                "version": 1,
+                "last_updated": now,
+                "resource": resource,
+                "features": submission.features,
+                "golden_id": golden_id,
+                "match_status": decision.status,
+            }
+        )
+        self.versions.append(
+            {"record_id": record_id, "version": 1, "resource": resource, "last_updated": now}
+        )
+        self.tokens += _token_rows(record_id, submission.tokens)
+        self.links.append(
+            {
+                "source_record_id": record_id,
+                "golden_id": golden_id,
+                "kind": LinkKind.AUTO,
+                "score": decision.score,
+                "rule_set": decision.rule_set,
+                "created_at": now,
+            }
+        )
+        self.issues += _issue_rows(record_id, result, now)
+        self.keys.append((record_id, submission.hashes))
+        self.audited.append((decision, submission.client.name))
+
+    def write(
+        self,
+        session: Session,
+        context: RegistryContext,
+        source_address: str | None,
+        audit_detail: dict[str, Any] | None,
+    ) -> None:
+        connection = session.connection()
+        counts = [
+            delta
+            for record in self.records
+            for delta in feature_deltas(context.term_counts, record["features"], 1)
+        ]
+        if self.touched:
+            connection.execute(
+                _TOUCH_GOLDEN_BY,
+                [
+                    {"golden": golden, "joined": n, "now": self.now}
+                    for golden, n in sorted(self.touched.items())
+                ],
+            )
+        with pipelined(connection):
+            _INSERT_GOLDEN.execute(connection, list(self.goldens.values()))
+            _INSERT_RECORD.execute(connection, self.records)
+            _INSERT_VERSION.execute(connection, self.versions)
+            self.tokens.sort(key=operator.itemgetter("kind", "value", "record_id"))
+            _INSERT_TOKENS.execute(connection, self.tokens)
+            _INSERT_LINK.execute(connection, self.links)
+            _INSERT_ISSUES.execute(connection, self.issues)
+            DatabaseBlockingIndex(session).add_many(self.keys)
+            bump_many(session, counts)
+            audit.record_submissions(session, self.audited, source_address, audit_detail)
 
 
 @dataclass(frozen=True, slots=True)

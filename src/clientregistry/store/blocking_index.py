@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -31,12 +32,14 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal_column,
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clientregistry.matching.blocking import CandidateSet
+from clientregistry.store.columns import JsonText
 from clientregistry.store.dialect import dialect_name, insert_for
 from clientregistry.store.driver import DriverInsert, DriverQuery, DriverStatement
 from clientregistry.store.models import BlockingKey
@@ -65,6 +68,27 @@ TOP_CANDIDATES_ARRAY = _top_candidates(
 one statement text whatever the number of keys, for the driver
 (:class:`~clientregistry.store.driver.DriverQuery`)."""
 _TOP_CANDIDATES = DriverQuery(TOP_CANDIDATES, postgresql=TOP_CANDIDATES_ARRAY)
+
+
+def json_values(name: str) -> Select[Any]:
+    """``SELECT value FROM json_each(:name)``: the items of a list bound as one JSON
+    parameter (SQLite), so that a long list is one parameter, not thousands."""
+    return select(literal_column("value")).select_from(
+        func.json_each(bindparam(name, type_=JsonText()))
+    )
+
+
+_POSTINGS = DriverQuery(
+    select(BlockingKey.key_hash, BlockingKey.record_id).where(
+        BlockingKey.key_hash.in_(json_values("hashes"))
+    ),
+    postgresql=select(BlockingKey.key_hash, BlockingKey.record_id).where(
+        BlockingKey.key_hash == any_(bindparam("hashes", type_=ARRAY(BigInteger)))
+    ),
+)
+"""Every posting of some keys: parameter ``hashes``."""
+_HASHES_PER_QUERY = 50_000
+"""Keys per postings query."""
 _DELETE_RECORD = DriverStatement(
     delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
 )
@@ -104,8 +128,13 @@ class DatabaseBlockingIndex:
 
     def add_hashes(self, record: Hashable, hashes: Sequence[int]) -> None:
         """:meth:`add` for keys already hashed (:func:`key_hashes`)."""
-        record_id = _record_id(record)
-        if not hashes:
+        self.add_many([(_record_id(record), hashes)])
+
+    def add_many(self, records: Iterable[tuple[str, Sequence[int]]]) -> None:
+        """:meth:`add_hashes` for several records, in one statement."""
+        pairs = sorted((h, record_id) for record_id, hashes in records for h in hashes)
+        rows = [{"key_hash": h, "record_id": record_id} for h, record_id in pairs]
+        if not rows:
             return
         self._session.flush()
         statement = _INSERT_IGNORE.get(dialect_name(self._session))
@@ -114,8 +143,21 @@ class DatabaseBlockingIndex:
                 insert_for(self._session, BlockingKey).on_conflict_do_nothing()
             )
             _INSERT_IGNORE[dialect_name(self._session)] = statement
-        rows = [{"key_hash": h, "record_id": record_id} for h in hashes]
         statement.execute(self._session.connection(), rows)
+
+    def postings(self, hashes: Sequence[int]) -> dict[int, list[str]]:
+        """The records under each of ``hashes`` (those that have any), in no order."""
+        found: dict[int, list[str]] = {}
+        connection = self._session.connection()
+        for start in range(0, len(hashes), _HASHES_PER_QUERY):
+            chunk = list(hashes[start : start + _HASHES_PER_QUERY])
+            for key, record_id in _POSTINGS.send(connection, {"hashes": chunk}).all():
+                records = found.get(key)
+                if records is None:
+                    found[key] = [record_id]
+                else:
+                    records.append(record_id)
+        return found
 
     def remove(self, record: Hashable, keys: Sequence[str]) -> None:
         """Take ``record`` out of ``keys``' postings."""

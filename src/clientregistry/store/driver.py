@@ -30,6 +30,7 @@ the ``COMMIT``, in another.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ class _Plan:
     """Bind names in the order of the driver's ``?`` placeholders; None for named styles."""
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
     compiled: SQLCompiler
+    direct: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+    """For a ``?``-style statement whose every placeholder is one of the given columns: the
+    placeholders that convert their value (position, conversion), so that rows are built
+    without :meth:`SQLCompiler.construct_params` (a tenth of the time, for many rows)."""
 
     def row(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters for one row: a tuple (``?`` style) or a mapping."""
@@ -62,6 +67,23 @@ class _Plan:
         if self.positional is None:
             return params
         return tuple(params[name] for name in self.positional)
+
+    def rows(self, batch: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """:meth:`row` for each of ``batch`` (rows with the same columns)."""
+        direct, names = self.direct, self.positional
+        if direct is None or names is None:
+            return [self.row(values) for values in batch]
+        pick = operator.itemgetter(*names)
+        if len(names) == 1:
+            rows: list[Any] = [[pick(values)] for values in batch]
+        elif not direct:
+            return [pick(values) for values in batch]
+        else:
+            rows = [list(pick(values)) for values in batch]
+        for position, process in direct:
+            for params in rows:
+                params[position] = process(params[position])
+        return rows
 
 
 BEGIN_DUE = "clientregistry_begin_due"
@@ -129,7 +151,7 @@ class DriverInsert:
         if arrays:
             params = [plan.row({name: [row[name] for row in batch] for name in columns})]
         else:
-            params = [plan.row(row) for row in batch]
+            params = plan.rows(batch)
         _run(connection, plan.sql, params)
 
     def _unnest(self, columns: tuple[str, ...]) -> Insert:
@@ -345,7 +367,15 @@ def _compile(
             processors.append((name, process))
     order = compiled.positiontup
     positional = tuple(order) if compiled.positional and order is not None else None
-    return _Plan(compiled.string, positional, tuple(processors), compiled)
+    direct = None
+    if positional is not None and set(positional) == set(columns):
+        converting = dict(processors)
+        direct = tuple(
+            (position, converting[name])
+            for position, name in enumerate(positional)
+            if name in converting
+        )
+    return _Plan(compiled.string, positional, tuple(processors), compiled, direct)
 
 
 def _each(process: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:

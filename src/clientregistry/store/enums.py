@@ -67,3 +67,48 @@ class Role(StrEnum):
     ADMIN = "admin"
     REVIEWER = "reviewer"
     AUDITOR = "auditor"
+
+
+class JobKind(StrEnum):
+    """What a bulk job does (:class:`~clientregistry.store.models.BulkJob`)."""
+
+    IMPORT = "import"
+    REMATCH = "rematch"
+    EXPORT = "export"
+
+
+class JobState(StrEnum):
+    """Where a bulk job is. ``queued`` and ``running`` are unfinished (a server's job runner
+    takes them up, also after a restart); ``interrupted`` is a command-line job that stopped
+    before its end (running the command again continues it)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobOrigin(StrEnum):
+    """Who runs a bulk job: the command that created it, or the server's job runner."""
+
+    CLI = "cli"
+    SERVER = "server"
+
+
+class RowOutcome(StrEnum):
+    """What became of one input row of an import (its report line)."""
+
+    NEW_PERSON = "new-person"
+    """Stored; no auto match: a golden record of its own."""
+    LINKED = "linked"
+    """Stored and linked to an existing person by an auto match."""
+    POTENTIAL = "potential"
+    """Stored with potential matches for a person to review."""
+    CONFLICT = "conflict"
+    """Stored; it auto-matched records of several persons (for review)."""
+    ERROR = "error"
+    """Not stored: the row is invalid (the message says why)."""
+    SKIPPED = "skipped"
+    """Not a record to store (a golden record of an export)."""

@@ -10,6 +10,12 @@ Records and matching
     * :class:`BlockingKey` — hashed blocking keys; :class:`TermCount` — value frequencies.
     * :class:`SearchToken` — folded search values (the search and PIXm index).
 
+Bulk jobs and decision rules
+    :class:`BulkJob` — an import, re-match or export and its progress; :class:`ImportRow` —
+    an import's report line per input row; :class:`RematchChange` — a re-match's plan.
+    :class:`RulesVersion` — stored rules files; :class:`RulesState` — the rules in force;
+    :class:`RulesActivation` — their history.
+
 Security
     :class:`AuditEvent`, :class:`User`, :class:`Token`, :class:`ClientSystem`.
 
@@ -21,6 +27,7 @@ The schema is created by the Alembic migrations in ``store/migrations``, never b
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -36,6 +43,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -54,9 +62,13 @@ from clientregistry.store.enums import (
     AuditAction,
     IssueKind,
     IssueStatus,
+    JobKind,
+    JobOrigin,
+    JobState,
     LinkKind,
     MatchStatus,
     Role,
+    RowOutcome,
 )
 
 NAMING_CONVENTION = {
@@ -76,6 +88,12 @@ TOKEN_VALUE = String(255).with_variant(String(255, collation="C"), "postgresql")
 ``BINARY``), so that prefix ranges (``value >= 'x' AND value < 'x\U0010ffff'``) are exact."""
 
 
+_last_id = [0]
+_id_lock = threading.Lock()
+_RANDOM_B = (1 << 62) - 1
+"""The 62 random bits after the variant (``rand_b`` of RFC 9562)."""
+
+
 def new_id() -> str:
     """A new record id: a UUID of version 7 (RFC 9562) as text.
 
@@ -85,10 +103,24 @@ def new_id() -> str:
     entities) takes new entries on its last pages instead of on a random page each, which keeps
     the pages a submission writes (and SQLite's WAL) several times smaller. An id reveals when
     its record was created, to the millisecond, which its ``meta.lastUpdated`` shows anyway.
+
+    Within a process ids only grow (RFC 9562's "monotonic random" method): an id made in the
+    same millisecond as the one before is that one plus a random step, so records created one
+    after another (an import's batch) sort in the order they were made, which is the order in
+    which candidates sharing as many blocking keys are taken.
     """
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant RFC 9562
+    with _id_lock:
+        last = _last_id[0]
+        if value <= last:
+            step = 1 + int.from_bytes(os.urandom(4), "big")
+            if (last & _RANDOM_B) + step <= _RANDOM_B:
+                value = last + step
+            else:  # the millisecond's random bits ran out: borrow the next millisecond
+                value = ((last >> 80) + 1) << 80 | (value & ((1 << 80) - 1))
+        _last_id[0] = value
     return str(uuid.UUID(int=value))
 
 
@@ -271,6 +303,152 @@ class TermCount(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ----------------------------------------------------------------------------- bulk jobs
+
+
+class BulkJob(Base):
+    """An import, a re-match or an export: its parameters, where it stands and who runs it.
+
+    Progress is committed with the work it describes (a batch of an import commits its
+    records, their report rows and the job's new cursor together), so a job stopped at any
+    moment continues exactly where its last batch ended. A job the server runs is held by a
+    lease (``lease_owner`` until ``lease_until``), renewed as it works; a runner takes up an
+    unfinished job whose lease has run out (its runner died).
+    """
+
+    __tablename__ = "bulk_job"
+    __table_args__ = (Index(None, "kind", "state"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[JobKind] = mapped_column(string_enum(JobKind))
+    state: Mapped[JobState] = mapped_column(string_enum(JobState), default=JobState.QUEUED)
+    origin: Mapped[JobOrigin] = mapped_column(string_enum(JobOrigin, length=8))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    """What makes two runs the same job (an import: the file's content and the options)."""
+    params: Mapped[dict[str, Any]] = mapped_column(JsonText())
+    progress: Mapped[dict[str, Any]] = mapped_column(JsonText(), default=dict)
+    """Counts and the phase, as the job last committed them."""
+    cursor: Mapped[dict[str, Any]] = mapped_column(JsonText(), default=dict)
+    """Where to continue (an import: rows done and the byte offset after them)."""
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ImportRow(Base):
+    """What became of one input row of an import: its report line."""
+
+    __tablename__ = "import_row"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    job_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("bulk_job.id", ondelete="CASCADE"), primary_key=True
+    )
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    """1-based number of the row among the file's records."""
+    line: Mapped[int | None] = mapped_column(Integer)
+    entry: Mapped[int | None] = mapped_column(Integer)
+    """Index of the entry in a Bundle (a Bundle has no lines)."""
+    input_id: Mapped[str | None] = mapped_column(String(255))
+    """The row's own id (the Patient's ``id``, the CSV's id column)."""
+    record_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    golden_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    """The CRUID the record got."""
+    outcome: Mapped[RowOutcome] = mapped_column(string_enum(RowOutcome))
+    created: Mapped[bool] = mapped_column(Boolean, default=True)
+    """False when the row updated a record the system had sent before."""
+    score: Mapped[float | None] = mapped_column(Float)
+    rule_set: Mapped[str | None] = mapped_column(String(128))
+    potential: Mapped[int] = mapped_column(Integer, default=0)
+    conflicts: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class RematchChange(Base):
+    """One record's change in a re-match's plan (written by the dry run or the first step of
+    applying it, applied in batches)."""
+
+    __tablename__ = "rematch_change"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    job_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("bulk_job.id", ondelete="CASCADE"), primary_key=True
+    )
+    record_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    """The record's version the plan was made from (a record changed since is re-matched
+    on its own instead)."""
+    golden_before: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    golden_after: Mapped[str] = mapped_column(String(ID_LENGTH))
+    new_golden: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_before: Mapped[MatchStatus] = mapped_column(string_enum(MatchStatus))
+    status_after: Mapped[MatchStatus] = mapped_column(string_enum(MatchStatus))
+    score: Mapped[float | None] = mapped_column(Float)
+    rule_set: Mapped[str | None] = mapped_column(String(128))
+    issues: Mapped[list[Any]] = mapped_column(JsonText(), default=list)
+    """The record's review items under the new rules: ``[other record, kind, score]``."""
+    issues_before: Mapped[list[Any]] = mapped_column(JsonText(), default=list)
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# ----------------------------------------------------------------------------- decision rules
+
+
+class RulesVersion(Base):
+    """A decision-rules file as uploaded (checked before it is stored)."""
+
+    __tablename__ = "rules_version"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(255))
+    """The file's name."""
+    note: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class RulesState(Base):
+    """The rules in force (one row, ``id`` 1): every registry process reloads when
+    ``generation`` changes.
+
+    ``layout`` is the order of the feature slots stored records' features follow (a list of
+    ``[fhirpath, value type, is an identifier set]``), which only grows: a change of rules
+    adds the new rules' slots after the old ones, so that stored features serve the old and
+    the new rules alike while a change is applied. ``pending_version`` is a change being
+    applied: records are given its features and blocking keys too until it is switched on.
+    """
+
+    __tablename__ = "rules_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    active_version: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("rules_version.id"))
+    """None: the rules of the configuration file (or the built-in rules)."""
+    pending_version: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("rules_version.id"))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    layout: Mapped[list[Any] | None] = mapped_column(JsonText())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RulesActivation(Base):
+    """One switch of the rules in force (the history that "restore the previous" reads)."""
+
+    __tablename__ = "rules_activation"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    version_id: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("rules_version.id"))
+    previous_version: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("rules_version.id"))
+    activated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    activated_by: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("bulk_job.id"))
 
 
 # ----------------------------------------------------------------------------- security

@@ -1,0 +1,261 @@
+"""``clientregistry import``, ``export`` and ``rematch``: the registry's bulk commands.
+
+They work on the registry's database directly (``--data-dir``), beside a running server or
+without one, each as a job kept in the database: an import killed at any moment continues
+when the same command runs again. On a terminal a progress bar shows records, records per
+second and the time left; a summary follows. Every change is audited with the
+operating-system user as agent (``cli:<user>``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+if TYPE_CHECKING:
+    from clientregistry.registry.context import RegistryContext
+    from clientregistry.registry.imports import ImportStatus
+    from clientregistry.settings import Settings
+
+# The database layer is imported inside the commands: `clientregistry` starts in a fraction
+# of a second for every other command.
+
+_out = Console()
+_err = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="The registry's data directory (default: CR_DATA_DIR or ./data)."
+    ),
+]
+
+
+class OnError(StrEnum):
+    skip = "skip"
+    stop = "stop"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name (a container without /etc/passwd entry)
+        return "cli"
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    from clientregistry.errors import ConfigError
+    from clientregistry.settings import default_data_dir, load_settings
+
+    try:
+        return load_settings(data_dir if data_dir is not None else default_data_dir())
+    except ConfigError as error:
+        _err.print(f"[bold red]error:[/] {error.source}")
+        for problem in error.problems:
+            _err.print(f"  - {problem}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+def _open(data_dir: Path | None) -> RegistryContext:
+    from clientregistry.errors import ClientRegistryError
+    from clientregistry.registry.context import RegistryContext
+
+    settings = _settings(data_dir)
+    try:
+        context = RegistryContext.open(settings, serving=True)
+    except ClientRegistryError as error:
+        raise _fail(str(error)) from None
+    context.start()
+    return context
+
+
+class _RateProgress:
+    """A Rich progress bar (records, records/s, time left) fed by a job's status."""
+
+    def __init__(self, label: str, total: int | None, done: int) -> None:
+        self.started = time.monotonic()
+        self.done_at_start = done
+        self.bar = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} rec/s"),
+            TimeRemainingColumn(),
+            console=_err,
+            disable=not _err.is_terminal,
+            transient=True,
+        )
+        self.task = self.bar.add_task(label, total=total, completed=done, rate="-")
+
+    def update(self, done: int, total: int | None) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = (done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
+        self.bar.update(self.task, completed=done, total=total, rate=f"{rate:,.0f}")
+
+    def rate(self, done: int) -> float:
+        elapsed = time.monotonic() - self.started
+        return (done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
+
+
+def import_command(
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="Patients: FHIR NDJSON, a FHIR Bundle (.json) or CSV (.csv)."
+        ),
+    ],
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system",
+            help="The client system the records come from (as configured). Default: each "
+            "record's client tag (a file exported by this registry).",
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            help="CSV only: ELEMENT=COLUMN (elements: id, given, family, gender, birth_date, "
+            "phone, identifier:SYSTEM), as for dedupe.",
+        ),
+    ] = None,
+    on_error: Annotated[
+        OnError, typer.Option("--on-error", help="On a bad row: skip it (reported) or stop.")
+    ] = OnError.skip,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write the report here: .csv, or .xlsx (with a chart)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=5000, help="Rows per transaction.")
+    ] = 500,
+    again: Annotated[
+        bool,
+        typer.Option("--again", help="Import a file again although it was imported already."),
+    ] = False,
+) -> None:
+    """Load a file of Patients into the registry, as the client system submits them.
+
+    Each record goes through the same checks, matching, links and audit as POST
+    /fhir/Patient, in batched transactions. Stopped at any moment (Ctrl-C, kill, power loss),
+    the same command continues where it stopped.
+    """
+    from clientregistry.registry import imports
+    from clientregistry.registry.jobs import JobError
+    from clientregistry.store.enums import JobOrigin, JobState
+
+    if report is not None and report.suffix.lower() not in (".csv", ".xlsx"):
+        raise _fail(f"{report}: the report is .csv or .xlsx")
+    if not input_path.is_file():
+        raise _fail(f"{input_path}: no such file")
+    options = imports.ImportOptions(
+        system=system,
+        columns=tuple(column or ()),
+        on_error=on_error.value,
+        batch_size=batch_size,
+    )
+    context = _open(data_dir)
+    try:
+        try:
+            started = imports.start_import(
+                context,
+                input_path.resolve(),
+                options,
+                origin=JobOrigin.CLI,
+                actor=_actor(),
+                name=input_path.name,
+                again=again,
+            )
+        except JobError as error:
+            raise _fail(error.message) from None
+        status = imports.import_status(context, started.job_id)
+        if started.already_done:
+            _err.print(
+                f"{input_path} was imported already (import {started.job_id}, "
+                f"{status.finished_at:%Y-%m-%d %H:%M}); --again imports it again"
+            )
+        else:
+            if started.resumed:
+                _err.print(f"continuing import {started.job_id} after row {status.counts.rows:,}")
+            status = _run_import(context, started.job_id, status)
+        _print_summary(status)
+        if report is not None:
+            _write_report(context, started.job_id, report)
+        if status.state is JobState.INTERRUPTED:
+            _err.print("interrupted: run the same command again to continue")
+            raise typer.Exit(130)
+        if status.state is not JobState.DONE:
+            raise typer.Exit(1)
+    finally:
+        context.close()
+
+
+def _run_import(context: RegistryContext, job_id: int, status: ImportStatus) -> ImportStatus:
+    from clientregistry.registry import imports
+
+    bar = _RateProgress("import", status.total, status.counts.rows)
+    with bar.bar:
+
+        def progress(current: ImportStatus) -> None:
+            bar.update(current.counts.rows, current.total)
+
+        final = imports.run_import(context, job_id, progress=progress)
+    rate = bar.rate(final.counts.rows)
+    if final.counts.rows > status.counts.rows:
+        _err.print(
+            f"{final.counts.rows - status.counts.rows:,} rows in "
+            f"{time.monotonic() - bar.started:,.1f} s ({rate:,.0f} rows/s)"
+        )
+    return final
+
+
+def _print_summary(status: ImportStatus) -> None:
+    counts = status.counts
+    _err.print(
+        f"import {status.id} [bold]{status.state.value}[/]: {counts.rows:,} rows, "
+        f"{counts.created:,} records created, {counts.updated:,} updated; "
+        f"[bold]{counts.new_persons:,}[/] new persons, {counts.linked:,} auto links, "
+        f"{counts.potential:,} with potential matches, {counts.conflicts:,} with conflicts, "
+        f"{counts.errors:,} errors" + (f", {counts.skipped:,} skipped" if counts.skipped else "")
+    )
+    if status.error:
+        _err.print(f"[bold red]error:[/] {status.error}", highlight=False, markup=False)
+
+
+def _write_report(context: RegistryContext, job_id: int, path: Path) -> None:
+    from clientregistry.registry import import_report
+    from clientregistry.store.db import transaction
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with transaction(context.sessions, write=False) as session:
+        if path.suffix.lower() == ".xlsx":
+            import_report.write_xlsx(session, job_id, path)
+        else:
+            with path.open("w", newline="", encoding="utf-8") as fh:
+                import_report.write_csv(session, job_id, fh)
+    _err.print(f"report: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the bulk commands to the ``clientregistry`` command line."""
+    app.command("import")(import_command)

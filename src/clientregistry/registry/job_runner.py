@@ -1,0 +1,148 @@
+"""The server's job runner: the imports, re-matches and exports asked for through the admin
+API, run one at a time in a process of their own.
+
+``clientregistry serve`` starts one :class:`JobRunnerProcess` beside its workers (a job holds
+the interpreter for long stretches: in a worker it would stall that worker's requests). It
+looks for work every :data:`POLL_SECONDS`, takes the oldest waiting job (or one whose runner
+died: see :mod:`clientregistry.registry.jobs`), runs it, and looks again. So a job asked for
+while the server was down, or cut short by a restart, is taken up when it starts. Asked to
+stop, it ends the job's current step and leaves the job waiting for the next start; it stops
+by itself when the server is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+from clientregistry.registry import jobs
+from clientregistry.registry.context import RegistryContext
+from clientregistry.settings import load_settings
+from clientregistry.store.db import transaction
+from clientregistry.store.enums import JobKind
+from clientregistry.store.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+"""How often an idle runner looks for work (and whether its parent is still there)."""
+
+Run = Callable[[RegistryContext, int, Callable[[], bool]], object]
+
+
+def _run_import(context: RegistryContext, job_id: int, stop: Callable[[], bool]) -> object:
+    from clientregistry.registry.imports import run_import
+
+    return run_import(context, job_id, should_stop=stop)
+
+
+RUNNERS: dict[JobKind, Run] = {JobKind.IMPORT: _run_import}
+"""How each kind of job is run (``stop`` says when to stop after the current step)."""
+
+
+class JobRunner:
+    """Takes server jobs from the database and runs them until :meth:`stop`."""
+
+    def __init__(self, context: RegistryContext, *, owner: str | None = None) -> None:
+        self.context = context
+        self.owner = owner or jobs.process_owner()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run_one(self) -> int | None:
+        """Take and run one job, if any waits; its id."""
+        with transaction(self.context.sessions) as session:
+            job_id = jobs.claim_next(session, self.owner, tuple(RUNNERS))
+            kind = None if job_id is None else jobs.require(session, job_id).kind
+        if job_id is None or kind is None:
+            return None
+        log.info("running %s job %d", kind.value, job_id)
+        try:
+            RUNNERS[kind](self.context, job_id, lambda: self._stop.is_set())
+        except Exception:  # the job records its failure; the runner goes on
+            log.exception("%s job %d failed", kind.value, job_id)
+        return job_id
+
+    def run(self, alive: Callable[[], bool] = lambda: True) -> None:
+        """Run jobs until stopped (or until ``alive`` says the server is gone)."""
+        while not self._stop.is_set() and alive():
+            try:
+                worked = self.run_one()
+            except StoreError as error:
+                log.warning("job runner: %s", error)
+                worked = None
+            if worked is None:
+                self._stop.wait(POLL_SECONDS)
+
+
+def _main(data_dir: str, parent: int, stop: Event, ready: Event) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops it (or its absence does)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: job runner: %(message)s")
+    settings = load_settings(Path(data_dir))
+    context = RegistryContext.open(
+        settings, run_migrations=False, serving=True, checkpoint_thread=False
+    )
+    context.start()
+    runner = JobRunner(context)
+
+    def stop_when_asked() -> None:
+        stop.wait()
+        runner.stop()
+
+    watcher = threading.Thread(target=stop_when_asked, daemon=True)
+    watcher.start()
+    ready.set()
+    try:
+        runner.run(alive=lambda: os.getppid() == parent)
+    finally:
+        context.close()
+
+
+class JobRunnerProcess:
+    """The job runner of a server (data directory ``data_dir``), in a child process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._ready = context.Event()
+        # Not a daemon: an import's reader is a process of its own.
+        self._process = context.Process(
+            target=_main,
+            args=(str(data_dir), os.getpid(), self._stop, self._ready),
+            name="clientregistry-jobs",
+        )
+
+    def start(self) -> None:
+        self._process.start()
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until it looks for work (its registry is open)."""
+        return self._ready.wait(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask it to stop after the current step of its job, and wait; kill it past
+        ``timeout`` (the job then continues at the next start, from its last step)."""
+        self._stop.set()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
