@@ -15,15 +15,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from clientregistry.matching.comparison import (
+    TermFrequency,
+    identifier_agreement,
+    identifier_distance,
+    null_contribution,
+)
 from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import BASE_SCORE, TF_MAX_SHIFT, Field, Level, RuleSet
 from clientregistry.matching.rules import max_contribution as _max_contribution
-from clientregistry.matching.scoring import (
-    TermFrequency,
-    _identifier_agreement,
-    _null_contribution,
-    identifier_distance,
-)
 
 RuleSetScore = Callable[[Features, Features, TermFrequency], float | None]
 
@@ -61,7 +61,7 @@ class _Writer:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {
             "PRUNED": PRUNED,
-            "_ident": _identifier_agreement,
+            "_ident": identifier_agreement,
             "_idist": identifier_distance,
             "EMPTY": frozenset(),
         }
@@ -175,8 +175,8 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
     by_name = {f.name: f for f in rs.fields}
     nulls = [
         (
-            None if f.null_one is None else _null_contribution(f, f.null_one, probabilistic),
-            None if f.null_both is None else _null_contribution(f, f.null_both, probabilistic),
+            None if f.null_one is None else null_contribution(f, f.null_one, probabilistic),
+            None if f.null_both is None else null_contribution(f, f.null_both, probabilistic),
         )
         for f in fields
     ]

@@ -66,10 +66,10 @@ from rapidfuzz import process
 
 from clientregistry.matching.blocking import plan_key_groups
 from clientregistry.matching.comparators import Comparator
+from clientregistry.matching.comparison import comparison_level
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.rules import BASE_SCORE, DecisionRules, Field, Level, RuleSet
-from clientregistry.matching.scoring import comparison_level
 
 __all__ = ["LevelEstimate", "Session", "TrainingResult", "level_label", "train"]
 
