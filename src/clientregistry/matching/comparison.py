@@ -9,8 +9,10 @@ agree on what a level is; none of them imports another for it.
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from rapidfuzz.distance import OSA
@@ -23,6 +25,74 @@ TermFrequency = Callable[[int, str], float | None]
 
 def no_tf(slot: int, value: str) -> float | None:
     return None
+
+
+Cross = Mapping[str, tuple[Any, Any]]
+"""The two records' values of the fields that ``swappedWith`` / ``crossWith`` levels name."""
+
+IdentifierAgreement = Callable[[frozenset[str], frozenset[str]], bool | None]
+
+
+@lru_cache(maxsize=64)
+def unique_system_test(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether an identifier system matches one of ``patterns`` (case-insensitive globs)."""
+    lowered = tuple(p.lower() for p in patterns)
+
+    @lru_cache(maxsize=1024)
+    def unique(system: str) -> bool:
+        name = system.lower()
+        return any(fnmatch.fnmatchcase(name, p) for p in lowered)
+
+    return unique
+
+
+def unique_only(values: frozenset[str], unique: Callable[[str], bool] | None) -> frozenset[str]:
+    """The identifiers of ``values`` whose system is unique per person (all without a test)."""
+    if unique is None or not values:
+        return values
+    return frozenset(item for item in values if unique(item.rsplit("|", 1)[0]))
+
+
+def agreement_for(patterns: tuple[str, ...] | None) -> IdentifierAgreement:
+    """:func:`identifier_agreement` for a field's ``uniqueSystems``: a shared identifier of
+    any system agrees; only a unique system held with different values disagrees."""
+    if patterns is None:
+        return identifier_agreement
+    unique = unique_system_test(patterns)
+
+    def agreement(a: frozenset[str], b: frozenset[str]) -> bool | None:
+        if not a.isdisjoint(b):
+            return True
+        return identifier_agreement(unique_only(a, unique), unique_only(b, unique)) or None
+
+    return agreement
+
+
+def distance_for(
+    patterns: tuple[str, ...] | None,
+) -> Callable[[frozenset[str], frozenset[str]], int | None]:
+    """:func:`identifier_distance` over the unique systems of a field's ``uniqueSystems``."""
+    if patterns is None:
+        return identifier_distance
+    unique = unique_system_test(patterns)
+
+    def distance(a: frozenset[str], b: frozenset[str]) -> int | None:
+        return identifier_distance(unique_only(a, unique), unique_only(b, unique))
+
+    return distance
+
+
+def identifiers_contradict(
+    a: frozenset[str], b: frozenset[str], unique: Callable[[str], bool], edits: int = 1
+) -> bool:
+    """Whether two records hold clearly different values of one unique identifier system:
+    a system in common, no value shared and every pair more than ``edits`` edits apart (a
+    typo is not a contradiction). Such records are never one person (a cannot-link)."""
+    ua, ub = unique_only(a, unique), unique_only(b, unique)
+    if not ua or not ub or not ua.isdisjoint(ub):
+        return False
+    distance = identifier_distance(ua, ub)
+    return distance is not None and distance > edits
 
 
 def identifier_agreement(a: frozenset[str], b: frozenset[str]) -> bool | None:
@@ -62,7 +132,7 @@ def identifier_distance(a: frozenset[str], b: frozenset[str]) -> int | None:
 
 def identifier_level(f: Field, a: frozenset[str], b: frozenset[str]) -> int | None:
     """Index of the first shared-identifier level within whose edits the sets agree."""
-    agreement = identifier_agreement(a, b)
+    agreement = agreement_for(f.unique_systems)(a, b)
     if agreement is None:
         return None
     levels = f.levels
@@ -70,7 +140,7 @@ def identifier_level(f: Field, a: frozenset[str], b: frozenset[str]) -> int | No
         return 0
     if len(levels) == 1 or levels[-1].threshold <= 0:
         return len(levels)
-    distance = identifier_distance(a, b)
+    distance = distance_for(f.unique_systems)(a, b)
     for index, level in enumerate(levels):
         if distance is not None and distance <= level.threshold:
             return index
@@ -103,12 +173,12 @@ def _level_weight(level: Level, slot: int, a: Any, b: Any, tf: TermFrequency) ->
     return level.weight
 
 
-def comparison_level(f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = None) -> int | None:
+def comparison_level(f: Field, a: Any, b: Any, cross: Cross | None = None) -> int | None:
     """Index of the first level of ``f`` at which ``a`` and ``b`` agree; ``len(f.levels)``
     when none does ("else"); ``None`` for identifier sets with no system in common.
 
-    ``cross`` holds the two records' values of the field a ``swappedWith`` level names.
-    Values must be present (null handling is the caller's business).
+    ``cross`` holds the two records' values of the fields ``swappedWith`` / ``crossWith``
+    levels name. Values must be present (null handling is the caller's business).
     """
     if f.comparator is None:  # shared-identifier
         return identifier_level(f, a, b)
@@ -117,7 +187,10 @@ def comparison_level(f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = N
         comparator = level.comparator
         assert comparator is not None
         if level.swapped_with is not None:
-            agrees = cross is not None and _swapped(level, a, b, cross)
+            pair = None if cross is None else cross.get(level.swapped_with)
+            agrees = pair is not None and (
+                crossed(level, a, b, pair) if level.one_way else _swapped(level, a, b, pair)
+            )
         elif comparator.name == "exact":
             agrees = a == b
         else:
@@ -131,6 +204,22 @@ def comparison_level(f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = N
         if agrees:
             return index
     return len(f.levels)
+
+
+def _agrees_with_word(level: Level, value: str, other: str) -> bool:
+    comparator = level.comparator
+    assert comparator is not None
+    return any(comparator.agrees(value, word, level.threshold) for word in other.split())
+
+
+def crossed(level: Level, a: Any, b: Any, pair: tuple[Any, Any]) -> bool:
+    """A ``crossWith`` level: whether either record's value matches a word of the other
+    record's other field (its first name among the other's middle names)."""
+    other_a, other_b = pair
+    return bool(
+        (other_b and _agrees_with_word(level, a, other_b))
+        or (other_a and _agrees_with_word(level, b, other_a))
+    )
 
 
 def _swapped(level: Level, a: Any, b: Any, cross: tuple[Any, Any]) -> bool:
@@ -151,7 +240,7 @@ def probabilistic_contribution(
     a: Any,
     b: Any,
     tf: TermFrequency,
-    cross: tuple[Any, Any] | None = None,
+    cross: Cross | None = None,
 ) -> tuple[float, str, bool]:
     """(weight added, name of the level, agreed at some level)."""
     index = comparison_level(f, a, b, cross)
@@ -164,5 +253,6 @@ def probabilistic_contribution(
     if level.comparator is None and level.threshold > 0:
         name = f"level {index + 1} ({level.algorithm} within {level.threshold:g} edits)"
     if level.swapped_with is not None:
-        name = f"level {index + 1} (swapped with {level.swapped_with})"
+        how = "crossed with" if level.one_way else "swapped with"
+        name = f"level {index + 1} ({how} {level.swapped_with})"
     return _level_weight(level, slot, a, b, tf), name, True

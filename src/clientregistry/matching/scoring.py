@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from clientregistry.matching._fastpath import compile_rule_set
+from clientregistry.matching.comparators import BOOLEAN_KINDS
 from clientregistry.matching.comparison import (
+    Cross,
     TermFrequency,
+    agreement_for,
     comparison_level,
-    identifier_agreement,
     no_tf,
     null_contribution,
     probabilistic_contribution,
@@ -136,13 +138,13 @@ class Scorer:
         self.extractor = extractor
         self.rules: DecisionRules = extractor.rules
         by_name = {(rs.index, f.name): f for rs in self.rules.rule_sets for f in rs.fields}
-        self._cross = {
-            (rs.index, f.name): extractor.slot(by_name[(rs.index, lv.swapped_with)])
-            for rs in self.rules.rule_sets
-            for f in rs.fields
-            for lv in f.levels
-            if lv.swapped_with is not None
-        }
+        self._cross: dict[tuple[int, str], dict[str, int]] = {}
+        for rs in self.rules.rule_sets:
+            for f in rs.fields:
+                for lv in f.levels:
+                    if lv.swapped_with is not None:
+                        slot = extractor.slot(by_name[(rs.index, lv.swapped_with)])
+                        self._cross.setdefault((rs.index, f.name), {})[lv.swapped_with] = slot
         self._plans = [
             (
                 rs,
@@ -302,8 +304,10 @@ class Scorer:
                     vb = vb or frozenset()
             algorithm, similarity = f.algorithm, None
             if probabilistic:
-                other = self._cross.get((rs.index, f.name))
-                cross = None if other is None else (a[other], b[other])
+                others = self._cross.get((rs.index, f.name))
+                cross = (
+                    None if others is None else {name: (a[s], b[s]) for name, s in others.items()}
+                )
                 add, level_name, agrees = probabilistic_contribution(f, slot, va, vb, tf, cross)
                 if notes is not None:
                     algorithm, similarity = _level_explained(f, va, vb, cross)
@@ -371,20 +375,18 @@ def _better(
 
 def _agrees(f: Field, a: Any, b: Any) -> bool:
     if f.comparator is None:  # shared-identifier
-        return identifier_agreement(a, b) is True
+        return agreement_for(f.unique_systems)(a, b) is True
     return f.comparator.agrees(a, b, f.threshold)
 
 
 def _similarity(f: Field, a: Any, b: Any) -> float | None:
     if f.comparator is None:
-        agreement = identifier_agreement(a, b)
+        agreement = agreement_for(f.unique_systems)(a, b)
         return None if agreement is None else float(agreement)
     return f.comparator.similarity(a, b)
 
 
-def _level_explained(
-    f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None
-) -> tuple[str, float | None]:
+def _level_explained(f: Field, a: Any, b: Any, cross: Cross | None) -> tuple[str, float | None]:
     """(algorithm, similarity) of the level that decided a field, for explanations.
 
     For "else" (no level agreed) it is the most lenient level's algorithm and similarity, so
@@ -393,7 +395,13 @@ def _level_explained(
     if f.comparator is None:
         return f.algorithm, _similarity(f, a, b)
     index = comparison_level(f, a, b, cross)
-    plain = [lv for lv in f.levels if lv.swapped_with is None]
+    plain = [
+        lv
+        for lv in f.levels
+        if lv.swapped_with is None
+        and lv.comparator is not None
+        and lv.comparator.kind not in BOOLEAN_KINDS
+    ] or [lv for lv in f.levels if lv.swapped_with is None]
     if index is not None and index < len(f.levels):
         level = f.levels[index]
     elif plain:
@@ -402,8 +410,11 @@ def _level_explained(
         level = f.levels[-1]
     comparator = level.comparator
     assert comparator is not None
-    if level.swapped_with is not None and cross is not None:
-        left = comparator.similarity(a, cross[1])
-        right = comparator.similarity(cross[0], b)
+    pair = None if cross is None or level.swapped_with is None else cross.get(level.swapped_with)
+    if pair is not None:
+        if level.one_way:
+            return f"{level.algorithm} (crossed with {level.swapped_with})", 1.0
+        left = comparator.similarity(a, pair[1])
+        right = comparator.similarity(pair[0], b)
         return f"{level.algorithm} (swapped with {level.swapped_with})", min(left, right)
     return level.algorithm, comparator.similarity(a, b)
