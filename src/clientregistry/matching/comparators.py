@@ -13,12 +13,13 @@ A comparator is one of four kinds:
 * ``phonetic``   -- 1.0 when every word has the same phonetic code, else 0.0; compared like a
   similarity.
 * ``relation``   -- 1.0 when a relation holds between the two values (or they are equal),
-  else 0.0 (compared like a similarity, no threshold): the engine's own name and date levels, ``initial`` (one name
-  is the initial of the other, word by word), ``nickname`` (name variants by the
-  ``nicknames`` package: Bill / William), ``shared-part`` (two names share a word: compound
-  and hyphenated family names), ``date-swapped`` (day and month swapped), ``date-year-near``
-  (year one apart, day and month equal), ``date-one-part`` (year, month or day differs, the
-  other two equal) and ``date-year`` (the same year; partial dates too).
+  else 0.0 (compared like a similarity, no threshold): the engine's own name and date
+  levels: ``initial`` (one name is the initial of the other, word by word), ``nickname``
+  (name variants by the ``nicknames`` package: Bill / William), ``shared-part`` (two names
+  share a word: compound and hyphenated family names), ``date-swapped`` (day and month
+  swapped), ``date-year-near`` (year one apart, day and month equal), ``date-one-part``
+  (year, month or day differs, the other two equal) and ``date-year`` (the same year;
+  partial dates too).
 
 Inputs are expected to be normalised already (lower case, no accents, single spaces); only the
 phonetic codes and ``dateDamerau`` (which keeps the digits) derive anything from them.
