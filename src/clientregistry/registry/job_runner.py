@@ -12,6 +12,7 @@ by itself when the server is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -21,10 +22,12 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from clientregistry.registry import jobs
 from clientregistry.registry.context import RegistryContext
 from clientregistry.settings import load_settings
-from clientregistry.store.db import transaction
+from clientregistry.store.db import create_engine_for, session_factory, transaction
 from clientregistry.store.enums import JobKind
 from clientregistry.store.errors import StoreError
 
@@ -47,12 +50,32 @@ RUNNERS: dict[JobKind, Run] = {JobKind.IMPORT: _run_import}
 
 
 class JobRunner:
-    """Takes server jobs from the database and runs them until :meth:`stop`."""
+    """Takes server jobs from the database and runs them until :meth:`stop`.
 
-    def __init__(self, context: RegistryContext, *, owner: str | None = None) -> None:
-        self.context = context
+    ``open_context`` opens the registry the jobs work on; it is called when the first job
+    is found (a runner with nothing to do only looks at the jobs table, through
+    ``sessions``), so that a server starts as fast without one.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        open_context: Callable[[], RegistryContext],
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.open_context = open_context
+        self.context: RegistryContext | None = None
         self.owner = owner or jobs.process_owner()
         self._stop = threading.Event()
+
+    @classmethod
+    def over(cls, context: RegistryContext) -> JobRunner:
+        """A runner on an open registry."""
+        runner = cls(context.sessions, lambda: context)
+        runner.context = context
+        return runner
 
     def stop(self) -> None:
         self._stop.set()
@@ -61,16 +84,28 @@ class JobRunner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.close()
+            self.context = None
+
     def run_one(self) -> int | None:
         """Take and run one job, if any waits; its id."""
-        with transaction(self.context.sessions) as session:
+        with transaction(self.sessions, write=False) as session:
+            waiting = jobs.waiting(session, tuple(RUNNERS))
+        if not waiting:
+            return None
+        if self.context is None:
+            self.context = self.open_context()
+        context = self.context
+        with transaction(context.sessions) as session:
             job_id = jobs.claim_next(session, self.owner, tuple(RUNNERS))
             kind = None if job_id is None else jobs.require(session, job_id).kind
         if job_id is None or kind is None:
             return None
         log.info("running %s job %d", kind.value, job_id)
         try:
-            RUNNERS[kind](self.context, job_id, lambda: self._stop.is_set())
+            RUNNERS[kind](context, job_id, lambda: self._stop.is_set())
         except Exception:  # the job records its failure; the runner goes on
             log.exception("%s job %d failed", kind.value, job_id)
         return job_id
@@ -87,15 +122,27 @@ class JobRunner:
                 self._stop.wait(POLL_SECONDS)
 
 
+NICENESS = 5
+"""How much lower than the server's workers the runner runs: a bulk job gives way to
+requests when the machine is busy."""
+
+
 def _main(data_dir: str, parent: int, stop: Event, ready: Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops it (or its absence does)
+    with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
+        os.nice(NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: job runner: %(message)s")
     settings = load_settings(Path(data_dir))
-    context = RegistryContext.open(
-        settings, run_migrations=False, serving=True, checkpoint_thread=False
-    )
-    context.start()
-    runner = JobRunner(context)
+    engine = create_engine_for(settings.database)
+
+    def open_context() -> RegistryContext:
+        context = RegistryContext.open(
+            settings, run_migrations=False, serving=True, checkpoint_thread=False
+        )
+        context.start()
+        return context
+
+    runner = JobRunner(session_factory(engine), open_context)
 
     def stop_when_asked() -> None:
         stop.wait()
@@ -107,7 +154,8 @@ def _main(data_dir: str, parent: int, stop: Event, ready: Event) -> None:
     try:
         runner.run(alive=lambda: os.getppid() == parent)
     finally:
-        context.close()
+        runner.close()
+        engine.dispose()
 
 
 class JobRunnerProcess:

@@ -123,6 +123,20 @@ def release(job: BulkJob, state: JobState, error: str | None = None) -> None:
         job.error = error[:2000]
 
 
+def waiting(session: Session, kinds: tuple[JobKind, ...]) -> bool:
+    """Whether a server job of ``kinds`` waits (or runs: its runner may have died)."""
+    found = session.scalar(
+        select(BulkJob.id)
+        .where(
+            BulkJob.origin == JobOrigin.SERVER,
+            BulkJob.kind.in_(kinds),
+            BulkJob.state.in_([JobState.QUEUED, JobState.RUNNING]),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def claim_next(session: Session, owner: str, kinds: tuple[JobKind, ...]) -> int | None:
     """Take the oldest server job of ``kinds`` that waits or whose runner died; its id."""
     rows = session.scalars(
