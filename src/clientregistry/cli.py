@@ -458,18 +458,24 @@ def rules_check(
     path: Annotated[Path, typer.Argument(help="Decision-rules JSON to check.")],
 ) -> None:
     """Check a decision-rules file and describe how it will match and block."""
-    rules = _load_rules(path)
-    matcher = Matcher(rules)
-    for rs in rules.rule_sets:
-        out.print(
-            f"[bold]{rs.name}[/]: {rs.matching_type}, {len(rs.fields)} fields, potential ≥ "
-            f"{rs.potential_threshold:g}, auto ≥ {rs.auto_threshold:g}, highest possible score "
-            f"{rs.max_score():.2f}"
-        )
-    out.print("blocking keys:")
-    for line in matcher.blocker.describe():
-        out.print(f"  {line}")
-    out.print(f"{path}: OK")
+    from clientregistry.registry.rules_store import check_rules
+
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise _fail(f"{path}: cannot read file: {error.strerror}") from None
+    checked = check_rules(content, str(path))  # the same check as the admin API's
+    lines = checked.messages()
+    if not checked.ok:
+        err.print(f"[bold red]error:[/] {lines[0]}", highlight=False)
+        for line in lines[1:]:
+            err.print(line, highlight=False, markup=False)
+        raise typer.Exit(2)
+    for line in lines:
+        if line.startswith("warning: "):
+            err.print(f"[yellow]warning:[/]{line.removeprefix('warning:')}", highlight=False)
+        else:
+            out.print(line, highlight=False, markup=False)
 
 
 @app.command()

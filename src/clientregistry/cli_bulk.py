@@ -13,7 +13,7 @@ import getpass
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -256,6 +256,130 @@ def _write_report(context: RegistryContext, job_id: int, path: Path) -> None:
     _err.print(f"report: {path}")
 
 
+def _cli_actor() -> Any:
+    from clientregistry.registry.actor import Actor
+    from clientregistry.store.enums import Role
+
+    return Actor(_actor(), Role.ADMIN)
+
+
+def rematch_command(
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", "-r", help="The new decision rules (JSON), checked and stored."),
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", help="A rules version stored before (instead of --rules)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Report what would change; change nothing."),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="CSV of every change (default: rematch-<job>.csv)."),
+    ] = None,
+) -> None:
+    """Match every record again under new decision rules: report the difference (persons
+    merged and split, records moving, review items), or put the rules in force.
+
+    Without --dry-run the change is made in batches while a server keeps serving (it follows
+    the new rules within a second of their switch); stopped at any moment, the same command
+    continues it. Decisions people made (breaks, joins, resolved review items) stay.
+    """
+    from clientregistry.registry import rematch, rules_store
+    from clientregistry.registry.actor import Refused
+    from clientregistry.store.db import transaction
+    from clientregistry.store.enums import JobOrigin, JobState
+
+    if (rules is None) == (version is None):
+        raise _fail("give the new rules: --rules FILE, or --version N (a stored version)")
+    if rules is not None and not rules.is_file():
+        raise _fail(f"{rules}: no such file")
+    context = _open(data_dir)
+    actor = _cli_actor()
+    try:
+        try:
+            if rules is not None:
+                checked = rules_store.check_rules(rules.read_bytes(), str(rules))
+                if not checked.ok:
+                    lines = checked.messages()
+                    _err.print(f"[bold red]error:[/] {lines[0]}", highlight=False)
+                    for line in lines[1:]:
+                        _err.print(line, highlight=False, markup=False)
+                    raise typer.Exit(2)
+                for warning in checked.warnings:
+                    _err.print(f"[yellow]warning:[/] {rules}: {warning}", highlight=False)
+                version = rules_store.store_rules(context, actor, rules.read_bytes(), rules.name).id
+            assert version is not None
+            job_id = rematch.start_rematch(
+                context, actor, version, dry_run=dry_run, origin=JobOrigin.CLI
+            )
+        except Refused as error:
+            raise _fail(error.message) from None
+        _err.print(
+            f"re-match {job_id}: rules version {version}"
+            + (" (dry run)" if dry_run else ", to be put in force")
+        )
+        status = _run_rematch(context, job_id)
+        _print_rematch(status)
+        path = report or Path(f"rematch-{job_id}.csv")
+        with (
+            transaction(context.sessions, write=False) as session,
+            path.open("w", newline="", encoding="utf-8") as fh,
+        ):
+            rematch.write_report(session, job_id, fh)
+        _err.print(f"changes: {path}")
+        if status.state is JobState.INTERRUPTED:
+            _err.print("interrupted: run the same command again to continue")
+            raise typer.Exit(130)
+        if status.state is not JobState.DONE:
+            raise typer.Exit(1)
+    finally:
+        context.close()
+
+
+def _run_rematch(context: RegistryContext, job_id: int) -> Any:
+    from sqlalchemy import func, select
+
+    from clientregistry.registry import rematch
+    from clientregistry.store.models import SourceRecord
+
+    with context.sessions() as session:
+        total = int(session.scalar(select(func.count()).select_from(SourceRecord)) or 0)
+    bar = _RateProgress("re-match", total, 0)
+    with bar.bar:
+        return rematch.run_rematch(
+            context,
+            job_id,
+            replayed=lambda done: bar.update(done, total),
+            progress=lambda status: bar.bar.update(
+                bar.task, description=f"re-match ({status.phase})"
+            ),
+        )
+
+
+def _print_rematch(status: Any) -> None:
+    summary = status.summary
+    _err.print(
+        f"re-match {status.id} [bold]{status.state.value}[/]"
+        + (" (dry run)" if status.dry_run else "")
+        + f": {summary.records:,} records, {summary.records_moving:,} moving; persons "
+        f"{summary.persons_before:,} -> {summary.persons_after:,} ({summary.persons_merged:,} "
+        f"merged, {summary.persons_split:,} split, {summary.new_persons:,} new, "
+        f"{summary.persons_retired:,} retired); review items {summary.review_items_opened:,} "
+        f"opened, {summary.review_items_closed:,} closed; {summary.status_changes:,} "
+        "match statuses change"
+    )
+    if not status.dry_run and status.state.value == "done":
+        _err.print(f"{status.applied:,} changes made; the new rules are in force")
+    if status.error:
+        _err.print(f"[bold red]error:[/] {status.error}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the bulk commands to the ``clientregistry`` command line."""
     app.command("import")(import_command)
+    app.command("rematch")(rematch_command)

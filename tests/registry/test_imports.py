@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from bulk import state
 from import_data import people, write_csv, write_ndjson
 from sqlalchemy import func, select
 
@@ -30,65 +31,12 @@ from clientregistry.registry.setup import init_data_dir
 from clientregistry.registry.submit import Submitter
 from clientregistry.settings import load_settings
 from clientregistry.store.db import transaction
-from clientregistry.store.enums import IssueStatus, JobOrigin, JobState, RowOutcome
-from clientregistry.store.models import AuditEvent, BulkJob, ImportRow, MatchIssue, SourceRecord
+from clientregistry.store.enums import JobOrigin, JobState, RowOutcome
+from clientregistry.store.models import AuditEvent, BulkJob, ImportRow, SourceRecord
 
 FreshDatabase = Callable[[str], AbstractContextManager[str]]
 OPENMRS = "http://clientregistry.org/openmrs"
 CLI = Path(sys.executable).with_name("clientregistry")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def data_dir(backend: str, tmp_path: Path, fresh_database: FreshDatabase) -> Iterator[Path]:
-    with fresh_database(backend) as url:
-        directory = tmp_path / "data"
-        init_data_dir(directory, hostnames=[], database_url=url)
-        yield directory
-
-
-@pytest.fixture
-def context(data_dir: Path) -> Iterator[RegistryContext]:
-    context = RegistryContext.open(load_settings(data_dir, environ={}))
-    try:
-        yield context
-    finally:
-        context.close()
-
-
-def state(context: RegistryContext) -> dict[str, Any]:
-    """The registry as the tests compare it: records by their internal identifier, the
-    persons they make up, their match status and the open review items."""
-    with context.sessions() as session:
-        rows = session.execute(
-            select(
-                SourceRecord.id,
-                SourceRecord.internal_value,
-                SourceRecord.golden_id,
-                SourceRecord.match_status,
-                SourceRecord.version,
-            )
-        ).all()
-        issues = session.execute(
-            select(MatchIssue.record_id, MatchIssue.other_record_id, MatchIssue.kind).where(
-                MatchIssue.status == IssueStatus.OPEN
-            )
-        ).all()
-    value_of = {record_id: value for record_id, value, *_ in rows}
-    persons: dict[str, set[str]] = {}
-    for _, value, golden, _, _ in rows:
-        persons.setdefault(golden, set()).add(value)
-    return {
-        "records": sorted(value for _, value, *_ in rows),
-        "persons": sorted(sorted(group) for group in persons.values()),
-        "status": sorted((value, str(status)) for _, value, _, status, _ in rows),
-        "versions": sorted((value, version) for _, value, _, _, version in rows),
-        "issues": sorted((value_of[a], value_of[b], str(kind)) for a, b, kind in issues),
-    }
 
 
 def run(context: RegistryContext, path: Path, **options: Any) -> imports.ImportStatus:

@@ -22,14 +22,14 @@ import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from clientregistry.batch.readers import CsvMapping, read_patients
+from clientregistry.batch.readers import CsvMapping, ReadResult, read_patients
 from clientregistry.errors import InvalidRecord
 from clientregistry.matching.blocking import (
     DEFAULT_CANDIDATE_LIMIT,
@@ -52,6 +52,13 @@ BACKLOG = 2
 """Chunks the main process may have waiting before the worker scores the next one itself."""
 
 
+class RecordSource(Protocol):
+    """Records to read other than from a file (a registry's records, for a re-match):
+    picklable, read in the worker process."""
+
+    def read(self) -> Iterator[ReadResult]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A record read and prepared by the worker."""
@@ -60,6 +67,8 @@ class Prepared:
     line: int | None
     entry: int | None
     prepared: PreparedRecord
+    extra: Any = None
+    """:attr:`~clientregistry.batch.readers.SourceRecord.extra` of the record read."""
 
     @property
     def where(self) -> str:
@@ -124,7 +133,7 @@ def _widen(connection: Any) -> None:
 
 
 def _worker(
-    path: str,
+    path: str | RecordSource,
     mapping: CsvMapping,
     rules_path: str | None,
     systems: Sequence[str],
@@ -144,7 +153,8 @@ def _worker(
         batch: list[tuple[Any, ...]] = []
         sent = 0
         score = False
-        for result in read_patients(Path(path), mapping):
+        records = read_patients(Path(path), mapping) if isinstance(path, str) else path.read()
+        for result in records:
             if isinstance(result, InvalidRecord):
                 batch.append(("error", result.message, result.line, result.record_id))
             else:
@@ -164,6 +174,7 @@ def _worker(
                             found.capped,
                             found.considered,
                             scored,
+                            result.extra,
                         )
                     )
             if len(batch) >= CHUNK:
@@ -185,17 +196,17 @@ def _prepared(item: tuple[Any, ...]) -> Prepared:
     if item[0] == "dup":  # the main process knows the id and says so
         _, record_id, line, entry = item
         return Prepared(record_id, line, entry, PreparedRecord((), (), CandidateSet([], False, 0)))
-    _, record_id, line, entry, features, ids, capped, considered, scored = item
+    _, record_id, line, entry, features, ids, capped, considered, scored, extra = item
     if scored is not None:
         scored = tuple(
             (j, PairScore(score, decision, rule_set)) for j, score, decision, rule_set in scored
         )
     found = CandidateSet(ids, capped, considered)
-    return Prepared(record_id, line, entry, PreparedRecord(features, (), found, scored))
+    return Prepared(record_id, line, entry, PreparedRecord(features, (), found, scored), extra)
 
 
 def prepare_in_background(
-    path: Path,
+    path: Path | RecordSource,
     mapping: CsvMapping,
     rules_path: Path | None,
     record_id_systems: Sequence[str],
@@ -203,8 +214,9 @@ def prepare_in_background(
     *,
     backlog: int = BACKLOG,
 ) -> Iterator[Prepared | InvalidRecord]:
-    """Records of ``path`` in input order, prepared (and found, perhaps scored) by a worker
-    process. Feed them to one :class:`~clientregistry.batch.dedupe.Deduplicator`, in order,
+    """Records of ``path`` (a file, or a :class:`RecordSource`) in input order, prepared
+    (and found, perhaps scored) by a worker process. Feed them to one
+    :class:`~clientregistry.batch.dedupe.Deduplicator` (or one matching loop), in order,
     every one (a record the deduplicator refuses must be a duplicate id).
 
     ``backlog`` is :data:`BACKLOG`; tests set it to -1 (the worker scores everything) or to
@@ -216,7 +228,7 @@ def prepare_in_background(
     process = context.Process(
         target=_worker,
         args=(
-            str(path),
+            str(path) if isinstance(path, Path) else path,
             mapping,
             None if rules_path is None else str(rules_path),
             list(record_id_systems),

@@ -35,6 +35,9 @@ class SourceRecord:
     record_id: str
     resource: dict[str, Any]
     entry: int | None = None
+    extra: Any = None
+    """What a source other than a file hands on with the record (a registry's re-match: the
+    record's version, golden record and state), passed through as it is."""
 
     @property
     def where(self) -> str:

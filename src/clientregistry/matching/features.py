@@ -68,11 +68,22 @@ def _primitive_text(value: Any) -> str | None:
 class FeatureExtractor:
     """Compiles the rules' FHIRPaths once and turns resources into :data:`Features`."""
 
-    def __init__(self, rules: DecisionRules, record_id_systems: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        rules: DecisionRules,
+        record_id_systems: Iterable[str] = (),
+        layout: Iterable[SlotKey] = (),
+    ) -> None:
+        """``layout``: slots to place first, in this order (whether the rules use them or
+        not), so that features follow the order stored features follow (a registry whose
+        rules change keeps one growing order: see
+        :class:`~clientregistry.store.models.RulesState`)."""
         self.rules = rules
         self.record_id_systems = frozenset(record_id_systems)
         self._slots: dict[SlotKey, int] = {}
         self._evaluators: list[tuple[Evaluator, ValueType, bool, str | None]] = []
+        for key in layout:
+            self._add_key(key)
         for rule_set in rules.rule_sets:
             items: tuple[Field | Filter, ...] = (
                 *rule_set.fields,
@@ -92,7 +103,9 @@ class FeatureExtractor:
         return (item.fhirpath, item.value_type, is_set, words)
 
     def _add_slot(self, item: Field | Filter) -> int:
-        key = self._key(item)
+        return self._add_key(self._key(item))
+
+    def _add_key(self, key: SlotKey) -> int:
         if key not in self._slots:
             self._slots[key] = len(self._evaluators)
             path, value_type, is_set, words = key
@@ -102,6 +115,11 @@ class FeatureExtractor:
     @property
     def slot_count(self) -> int:
         return len(self._evaluators)
+
+    @property
+    def layout(self) -> list[SlotKey]:
+        """Every slot's key, in slot order."""
+        return list(self._slots)
 
     def slot(self, item: Field | Filter) -> int:
         """The slot holding ``item``'s values."""

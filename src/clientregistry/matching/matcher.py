@@ -13,7 +13,7 @@ from typing import Any
 from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, Blocker, CandidateSet
 from clientregistry.matching.classify import Candidate
 from clientregistry.matching.comparison import TermFrequency, no_tf
-from clientregistry.matching.features import FeatureExtractor, Features
+from clientregistry.matching.features import FeatureExtractor, Features, SlotKey
 from clientregistry.matching.rules import DecisionRules
 from clientregistry.matching.scoring import PairScore, Scorer
 
@@ -43,10 +43,11 @@ class Matcher:
         *,
         record_id_systems: Iterable[str] = (),
         candidate_limit: int = DEFAULT_CANDIDATE_LIMIT,
+        layout: Iterable[SlotKey] = (),
     ) -> None:
         self.rules = rules
         self.candidate_limit = candidate_limit
-        self.extractor = FeatureExtractor(rules, record_id_systems)
+        self.extractor = FeatureExtractor(rules, record_id_systems, layout)
         self.scorer = Scorer(self.extractor)
         self.blocker = Blocker(self.extractor)
 

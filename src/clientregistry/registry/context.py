@@ -1,65 +1,50 @@
-"""What the use cases share in one process: settings, database, matcher, term counts."""
+"""What the use cases share in one process: settings, database, matcher, term counts.
+
+The matcher follows the decision rules in force (:mod:`clientregistry.registry.rules_in_force`):
+a serving process looks every :data:`RULES_POLL_SECONDS` whether they changed and rebuilds
+it, so every worker of a server matches under new rules within about a second of their
+switch (:meth:`RegistryContext.refresh_rules`; a bulk job also asks at each batch).
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any
+import logging
+import threading
+from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clientregistry.errors import Problem, RuleSetError
+from clientregistry.errors import ClientRegistryError
 from clientregistry.matching.matcher import Matcher
-from clientregistry.matching.rules import DecisionRules, parse_rules
 from clientregistry.matching.term_frequency import TermCounts
+from clientregistry.registry.rules_in_force import (
+    STATE_ID,
+    InForce,
+    MatcherSpec,
+    configuration_spec,
+    read_in_force,
+)
 from clientregistry.settings import Settings
 from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
-from clientregistry.store.db import create_engine_for, migrate, session_factory, sqlite_file
+from clientregistry.store.db import (
+    create_engine_for,
+    migrate,
+    session_factory,
+    sqlite_file,
+    translate_errors,
+)
+from clientregistry.store.errors import StoreError
+from clientregistry.store.models import RulesState
 from clientregistry.store.term_counts import load_term_counts
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True, slots=True)
-class MatcherSpec:
-    """Everything that makes a :class:`Matcher`, as plain values: another process (an
-    import's reader) builds the same matcher from it (:meth:`build`)."""
+RULES_POLL_SECONDS = 0.5
+"""How often a serving process looks whether the rules in force changed."""
 
-    document: Any
-    """The decision rules as JSON."""
-    source: str
-    record_id_systems: tuple[str, ...]
-    candidate_limit: int
-
-    def rules(self) -> DecisionRules:
-        return parse_rules(self.document, source=self.source)
-
-    def build(self) -> Matcher:
-        return Matcher(
-            self.rules(),
-            record_id_systems=self.record_id_systems,
-            candidate_limit=self.candidate_limit,
-        )
-
-
-def rules_document(path: Path | None) -> tuple[Any, str]:
-    """The decision rules of the configuration as JSON and their source: ``path``, or the
-    built-in rules; a :class:`RuleSetError` when the file cannot be read."""
-    if path is None:
-        package = resources.files("clientregistry.matching")
-        with package.joinpath("default_rules.json").open() as fh:
-            return json.load(fh), "default rules"
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise RuleSetError(source, [Problem("", f"cannot read file: {error.strerror}")]) from None
-    try:
-        return json.loads(text), source
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno}, column {error.colno}"
-        raise RuleSetError(source, [Problem(where, f"not JSON: {error.msg}")]) from None
+__all__ = ["MatcherSpec", "RegistryContext"]
 
 
 @dataclass
@@ -79,8 +64,19 @@ class RegistryContext:
     checkpointer: WalCheckpointer | None = None
     """On SQLite files opened ``serving``: checkpoints the log in the background (call
     :meth:`start`)."""
-    spec: MatcherSpec | None = None
-    """What :attr:`matcher` was built from."""
+    in_force: InForce | None = None
+    """The rules :attr:`matcher` was built from."""
+    watch_rules: bool = False
+    """Whether :meth:`start` starts a thread that follows the rules in force."""
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stop_watching: threading.Event = field(default_factory=threading.Event, repr=False)
+    _watcher: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def spec(self) -> MatcherSpec | None:
+        """The spec of the rules in force (what an import's reader builds its matcher from:
+        see :attr:`in_force` for the whole state)."""
+        return None if self.in_force is None else self.in_force.active
 
     @classmethod
     def open(
@@ -101,22 +97,95 @@ class RegistryContext:
         )
         if run_migrations:
             migrate(engine)
-        document, source = rules_document(settings.rules_path)
-        spec = MatcherSpec(document, source, settings.record_id_systems, settings.candidate_limit)
-        matcher = spec.build()
         sessions = session_factory(engine)
-        counts = TermCounts(matcher.extractor)
-        with sessions() as session:
-            load_term_counts(session, counts)
+        in_force = _read_in_force(sessions, settings)
+        matcher, counts = _build(sessions, in_force)
         checkpointer = WalCheckpointer(engine) if background and checkpoint_thread else None
-        return cls(settings, engine, sessions, matcher, counts, checkpointer, spec)
+        return cls(
+            settings,
+            engine,
+            sessions,
+            matcher,
+            counts,
+            checkpointer,
+            in_force,
+            watch_rules=serving,
+        )
 
     def start(self) -> None:
-        """Start background work (the checkpointer), when there is any."""
+        """Start background work (the checkpointer; following the rules in force), when
+        there is any."""
         if self.checkpointer is not None:
             self.checkpointer.start()
+        if self.watch_rules and self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, name="clientregistry-rules", daemon=True
+            )
+            self._watcher.start()
 
     def close(self) -> None:
+        self._stop_watching.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.engine.dispose()
+
+    @property
+    def generation(self) -> int:
+        return 0 if self.in_force is None else self.in_force.generation
+
+    def refresh_rules(self, generation: int | None = None) -> bool:
+        """Rebuild the matcher (and term counts) when the rules in force changed since it
+        was built (``generation``: what the caller read from the database already); whether
+        it did."""
+        if generation is None:
+            generation = _generation(self.sessions)
+        if generation == self.generation:
+            return False
+        with self._reload_lock:
+            in_force = _read_in_force(self.sessions, self.settings)
+            if in_force.generation == self.generation:
+                return False
+            matcher, counts = _build(self.sessions, in_force)
+            # (A request between these lines sees the new counts with the old matcher: their
+            # slots follow one layout, so each means what it meant.)
+            self.term_counts = counts
+            self.matcher = matcher
+            self.in_force = in_force
+        log.info(
+            "decision rules: %s%s (generation %d)",
+            in_force.active.source,
+            "" if in_force.pending is None else f", next {in_force.pending.source}",
+            in_force.generation,
+        )
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop_watching.wait(RULES_POLL_SECONDS):
+            try:
+                self.refresh_rules()
+            except (ClientRegistryError, StoreError) as error:
+                log.warning("could not follow the decision rules in force: %s", error)
+
+
+def _generation(sessions: sessionmaker[Session]) -> int:
+    with translate_errors(), sessions() as session:
+        found = session.scalar(select(RulesState.generation).where(RulesState.id == STATE_ID))
+    return 0 if found is None else int(found)
+
+
+def _read_in_force(sessions: sessionmaker[Session], settings: Settings) -> InForce:
+    try:
+        with translate_errors(), sessions() as session:
+            return read_in_force(session, settings)
+    except StoreError:  # a database without the rules tables (not migrated): the configuration
+        return InForce(0, configuration_spec(settings))
+
+
+def _build(sessions: sessionmaker[Session], in_force: InForce) -> tuple[Matcher, TermCounts]:
+    matcher = in_force.build()
+    counts = TermCounts(matcher.extractor)
+    with sessions() as session:
+        load_term_counts(session, counts)
+    return matcher, counts

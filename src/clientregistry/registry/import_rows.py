@@ -36,7 +36,7 @@ from clientregistry.fhir import codes
 from clientregistry.fhir.errors import FhirError
 from clientregistry.fhir.patient import internal_identifier, patient_issues
 from clientregistry.matching.matcher import Matcher
-from clientregistry.registry.context import MatcherSpec
+from clientregistry.registry.rules_in_force import InForce
 from clientregistry.registry.submit import Submission, prepare_submission
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.enums import RowOutcome
@@ -352,13 +352,13 @@ class ReadPlan:
     file_kind: str
     start: Position
     mapping: CsvMapping
-    spec: MatcherSpec
+    rules: InForce
     systems: tuple[ClientSystemConfig, ...]
     system: str | None
 
 
 def _prepared_rows(plan: ReadPlan) -> Iterator[InputRow]:
-    preparer = RowPreparer(plan.spec.build(), {s.name: s for s in plan.systems}, plan.system)
+    preparer = RowPreparer(plan.rules.build(), {s.name: s for s in plan.systems}, plan.system)
     for raw in read_rows(Path(plan.path), plan.file_kind, plan.start, plan.mapping):
         yield preparer.prepare(raw)
 

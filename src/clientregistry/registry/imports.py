@@ -47,7 +47,8 @@ from clientregistry.registry.import_rows import (
     rows_in_background,
 )
 from clientregistry.registry.jobs import JobCancelled, JobError
-from clientregistry.registry.submit import Decision, Submitter
+from clientregistry.registry.rules_in_force import generation_of
+from clientregistry.registry.submit import Decision, Submission, Submitter, prepare_submission
 from clientregistry.store.db import transaction
 from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import (
@@ -59,6 +60,7 @@ from clientregistry.store.enums import (
     MatchStatus,
     RowOutcome,
 )
+from clientregistry.store.locks import lock_registry
 from clientregistry.store.models import BulkJob, ImportRow, SourceRecord
 from clientregistry.store.term_counts import load_term_counts
 
@@ -395,6 +397,9 @@ class ImportRunner:
     background: bool | None = None
     """Read in a second process (None: for files of more than :data:`IN_PROCESS_ROWS`)."""
 
+    read_generation: int = -1
+    """The generation of the rules the reader prepares rows under."""
+
     def run(self) -> ImportStatus:
         """Run the job; its status at the end. A stop (``should_stop``, Ctrl-C) leaves it
         ``interrupted`` for the command line (or ``queued`` for the server) after its last
@@ -420,12 +425,17 @@ class ImportRunner:
         try:
             if not path.is_file():
                 raise JobError(400, f"{path}: the file to import is gone")
+            context.refresh_rules()
+            rules = context.in_force
+            if rules is None:
+                raise JobError(500, "the registry's decision rules are not known")
+            self.read_generation = rules.generation
             plan = ReadPlan(
                 str(path),
                 str(params["format"]),
                 position,
                 options.mapping(),
-                _spec(context),
+                rules,
                 tuple(context.settings.systems.values()),
                 options.system,
             )
@@ -449,7 +459,11 @@ class ImportRunner:
         except JobError as error:
             return self._finish(JobState.FAILED, error.message, "import-failed")
         except Exception as error:
-            self._finish(JobState.FAILED, f"{type(error).__name__}: {error}", "import-failed")
+            # The command line's job waits to be run again (after the cause is seen to); the
+            # server's fails (an administrator looks at it).
+            cli = self._origin() is JobOrigin.CLI
+            state = JobState.INTERRUPTED if cli else JobState.FAILED
+            self._finish(state, f"{type(error).__name__}: {error}", "import-failed")
             raise
         if final is JobState.FAILED:  # stopped at a bad row (--on-error stop): recorded
             return import_status(context, self.job_id)
@@ -491,11 +505,40 @@ class ImportRunner:
         params: dict[str, Any],
         stop_error: InputRow | None = None,
     ) -> None:
-        context = self.context
+        while True:
+            try:
+                return self._try_batch(batch, counts, params, stop_error)
+            except _RulesMoved as moved:
+                # The rules in force changed (a re-match switched them): match this batch,
+                # and every later one, under the new rules.
+                self.context.refresh_rules(moved.generation)
+
+    def _submissions(self, batch: list[InputRow]) -> list[Submission]:
+        """The batch's submissions, prepared again here if the rules changed since the
+        reader prepared them."""
         submissions = [row.submission for row in batch if row.submission is not None]
+        context = self.context
+        if context.generation == self.read_generation:
+            return submissions
+        matcher = context.matcher
+        return [prepare_submission(matcher, s.patient, s.client) for s in submissions]
+
+    def _try_batch(
+        self,
+        batch: list[InputRow],
+        counts: ImportCounts,
+        params: dict[str, Any],
+        stop_error: InputRow | None,
+    ) -> None:
+        context = self.context
         address = params.get("source_address")
         try:
             with transaction(context.sessions) as session:
+                lock_registry(session)  # (PostgreSQL: before reading what the batch decides on)
+                generation = generation_of(session)
+                if generation != context.generation:
+                    raise _RulesMoved(generation)
+                submissions = self._submissions(batch)
                 job = jobs.require(session, self.job_id)
                 if job.cancel_requested:
                     raise JobCancelled(f"import {self.job_id} was cancelled")
@@ -580,14 +623,14 @@ class _Statistics:
         self.analyzed = records
 
 
+class _RulesMoved(Exception):
+    def __init__(self, generation: int) -> None:
+        super().__init__(generation)
+        self.generation = generation
+
+
 class _Stopped(Exception):
     """The caller asked the import to stop (it continues when run again)."""
-
-
-def _spec(context: RegistryContext) -> Any:
-    if context.spec is None:
-        raise JobError(500, "the registry's matcher has no spec to read files with")
-    return context.spec
 
 
 def _reload_term_counts(context: RegistryContext) -> None:

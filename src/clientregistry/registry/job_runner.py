@@ -45,7 +45,13 @@ def _run_import(context: RegistryContext, job_id: int, stop: Callable[[], bool])
     return run_import(context, job_id, should_stop=stop)
 
 
-RUNNERS: dict[JobKind, Run] = {JobKind.IMPORT: _run_import}
+def _run_rematch(context: RegistryContext, job_id: int, stop: Callable[[], bool]) -> object:
+    from clientregistry.registry.rematch import run_rematch
+
+    return run_rematch(context, job_id, should_stop=stop)
+
+
+RUNNERS: dict[JobKind, Run] = {JobKind.IMPORT: _run_import, JobKind.REMATCH: _run_rematch}
 """How each kind of job is run (``stop`` says when to stop after the current step)."""
 
 

@@ -240,12 +240,10 @@ def previous_version(context: RegistryContext) -> int | None:
         state = rules_state(session)
         if state is None or state.active_version is None:
             return None
-        last = session.scalars(
-            select(RulesActivation)
-            .where(RulesActivation.version_id == state.active_version)
-            .order_by(RulesActivation.id.desc())
-        ).first()
-        return None if last is None else last.previous_version
+        history = session.scalars(
+            select(RulesActivation.previous_version).order_by(RulesActivation.id.desc())
+        )
+        return next((v for v in history if v is not None and v != state.active_version), None)
 
 
 def configuration_version(session: Session, context: RegistryContext) -> RulesVersion:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import heapq
 import operator
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -346,7 +346,7 @@ def source_resource(
     )
 
 
-def keep_golden(result: Classification, golden_id: str) -> Classification:
+def keep_golden(result: Classification, golden_id: Hashable) -> Classification:
     """``result`` re-read for a record that stays in ``golden_id`` (a person's decision).
 
     Candidates under ``golden_id`` count as its auto matches; auto matches under any other
