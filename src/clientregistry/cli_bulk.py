@@ -379,7 +379,57 @@ def _print_rematch(status: Any) -> None:
         _err.print(f"[bold red]error:[/] {status.error}", highlight=False, markup=False)
 
 
+def export_command(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The directory to write the files to.")
+    ],
+    data_dir: DataDirOption = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Only records changed at or after this instant (2026-01-31T00:00Z)."
+        ),
+    ] = None,
+) -> None:
+    """Export the registry's Patients as FHIR NDJSON (what GET /fhir/Patient/$export gives):
+    Patient-source-N.ndjson (source records), Patient-golden-N.ndjson (golden records with
+    their links) and manifest.json.
+
+    Importing the source records into an empty registry (clientregistry import
+    Patient-source-1.ndjson, each record as the system its client tag names) gives the same
+    persons, as long as nobody decided anything by hand.
+    """
+    from datetime import UTC, datetime
+
+    from clientregistry.registry.export import write_export
+
+    moment = None
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise _fail(f"--since {since!r} is not an instant (2026-01-31T00:00:00Z)") from None
+        if moment.tzinfo is None:
+            raise _fail("--since needs a time zone (e.g. ...Z)")
+        moment = moment.astimezone(UTC)
+    if output.exists() and not output.is_dir():
+        raise _fail(f"{output} is not a directory")
+    context = _open(data_dir)
+    try:
+        bar = _RateProgress("export", None, 0)
+        with bar.bar:
+            manifest = write_export(
+                context, output, since=moment, on_progress=lambda n: bar.update(n, None)
+            )
+    finally:
+        context.close()
+    for item in manifest.output:
+        _err.print(f"{output / item.name}: {item.count:,} {item.kind} records")
+    _err.print(f"manifest: {output / 'manifest.json'}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the bulk commands to the ``clientregistry`` command line."""
     app.command("import")(import_command)
+    app.command("export")(export_command)
     app.command("rematch")(rematch_command)

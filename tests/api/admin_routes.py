@@ -118,6 +118,17 @@ ROUTES: list[Route] = [
     Route("GET", "/admin/imports/999999", None, ADMIN, 404),
     Route("GET", "/admin/imports/999999/report", None, ADMIN, 404),
     Route("POST", "/admin/imports/999999/cancel", None, ADMIN, 404),
+    Route("POST", "/admin/rules/check", {"rules": []}, ADMIN, 200),
+    Route("POST", "/admin/rules/versions", {"rules": []}, ADMIN, 400),
+    Route("GET", "/admin/rules/versions", None, ADMIN, 200),
+    Route("GET", "/admin/rules/versions/999999", None, ADMIN, 404),
+    Route("POST", "/admin/rules/versions/999999/dry-run", None, ADMIN, 404),
+    Route("POST", "/admin/rules/versions/999999/activate", None, ADMIN, 404),
+    Route("POST", "/admin/rules/restore", None, ADMIN, 409),
+    Route("GET", "/admin/rematches", None, ADMIN, 200),
+    Route("GET", "/admin/rematches/999999", None, ADMIN, 404),
+    Route("GET", "/admin/rematches/999999/report", None, ADMIN, 404),
+    Route("POST", "/admin/rematches/999999/cancel", None, ADMIN, 404),
 ]
 
 

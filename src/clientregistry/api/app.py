@@ -16,7 +16,18 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, imports, match, metadata, patient, pixm, search
+from clientregistry.api import (
+    admin,
+    bulk_export,
+    bundle,
+    imports,
+    match,
+    metadata,
+    patient,
+    pixm,
+    rules,
+    search,
+)
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
@@ -73,10 +84,12 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(pixm.router)
     app.include_router(match.router)
     app.include_router(search.router)
+    app.include_router(bulk_export.router)  # GET /fhir/Patient/$export and its status, files
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
     app.include_router(imports.router)  # /admin/imports
+    app.include_router(rules.router)  # /admin/rules, /admin/rematches
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

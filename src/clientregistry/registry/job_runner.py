@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -34,6 +35,8 @@ from clientregistry.store.errors import StoreError
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+TIDY_SECONDS = 600.0
+"""How often an idle runner deletes expired exports."""
 """How often an idle runner looks for work (and whether its parent is still there)."""
 
 Run = Callable[[RegistryContext, int, Callable[[], bool]], object]
@@ -51,7 +54,17 @@ def _run_rematch(context: RegistryContext, job_id: int, stop: Callable[[], bool]
     return run_rematch(context, job_id, should_stop=stop)
 
 
-RUNNERS: dict[JobKind, Run] = {JobKind.IMPORT: _run_import, JobKind.REMATCH: _run_rematch}
+def _run_export(context: RegistryContext, job_id: int, stop: Callable[[], bool]) -> object:
+    from clientregistry.registry.export import run_export
+
+    return run_export(context, job_id, stop)
+
+
+RUNNERS: dict[JobKind, Run] = {
+    JobKind.IMPORT: _run_import,
+    JobKind.REMATCH: _run_rematch,
+    JobKind.EXPORT: _run_export,
+}
 """How each kind of job is run (``stop`` says when to stop after the current step)."""
 
 
@@ -75,6 +88,7 @@ class JobRunner:
         self.context: RegistryContext | None = None
         self.owner = owner or jobs.process_owner()
         self._stop = threading.Event()
+        self._tidied = 0.0
 
     @classmethod
     def over(cls, context: RegistryContext) -> JobRunner:
@@ -125,7 +139,21 @@ class JobRunner:
                 log.warning("job runner: %s", error)
                 worked = None
             if worked is None:
+                self._tidy()
                 self._stop.wait(POLL_SECONDS)
+
+    def _tidy(self) -> None:
+        """Now and then, delete the files of exports past their time."""
+        now = time.monotonic()
+        if now - self._tidied < TIDY_SECONDS or self.context is None:
+            return
+        self._tidied = now
+        from clientregistry.registry.export import remove_expired
+
+        try:
+            remove_expired(self.context)
+        except (OSError, StoreError) as error:
+            log.warning("could not delete expired exports: %s", error)
 
 
 NICENESS = 5

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from clientregistry.errors import ClientRegistryError
+from clientregistry.registry.actor import Refused
 from clientregistry.store.enums import JobKind, JobOrigin, JobState
 from clientregistry.store.models import BulkJob
 
@@ -30,13 +31,11 @@ LEASE = timedelta(seconds=60)
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING, JobState.INTERRUPTED)
 
 
-class JobError(ClientRegistryError):
+class JobError(Refused):
     """A job cannot be started, continued or changed: ``status`` as for HTTP (404, 409, 400)."""
 
     def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
+        super().__init__(status, message, code="job")
 
 
 class JobCancelled(ClientRegistryError):
