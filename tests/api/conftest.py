@@ -232,10 +232,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    base: Path, backend: str, fresh_database: FreshDatabase, *, workers: int = 1
+    base: Path,
+    backend: str,
+    fresh_database: FreshDatabase,
+    *,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RegistryServer]:
     """``init`` a data directory under ``base`` on a fresh database of ``backend`` and serve
-    it until the block ends."""
+    it until the block ends (``env``: ``CR_…`` settings for the server)."""
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(fresh_database(backend))
         data_dir = base / "data"
@@ -250,7 +255,7 @@ def running_server(
             [*command, "--workers", str(workers)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=_server_environment(),
+            env={**_server_environment(), **(env or {})},
             start_new_session=True,
         )
         stack.callback(_stop, process)
@@ -281,14 +286,16 @@ def registry_server(
 def launch_server(
     tmp_path_factory: pytest.TempPathFactory, fresh_database: FreshDatabase
 ) -> Iterator[Callable[..., RegistryServer]]:
-    """Start servers of a module's own (``launch("postgresql", workers=3)``); they stop when
-    the module ends. A PostgreSQL launch skips the test without CR_TEST_POSTGRES_URL."""
+    """Start servers of a module's own (``launch("postgresql", workers=3, env={…})``); they
+    stop when the module ends. A PostgreSQL launch skips the test without CR_TEST_POSTGRES_URL."""
     with contextlib.ExitStack() as stack:
 
-        def launch(backend: str, *, workers: int = 1) -> RegistryServer:
+        def launch(
+            backend: str, *, workers: int = 1, env: Mapping[str, str] | None = None
+        ) -> RegistryServer:
             base = tmp_path_factory.mktemp(f"registry-{backend}-w{workers}")
             return stack.enter_context(
-                running_server(base, backend, fresh_database, workers=workers)
+                running_server(base, backend, fresh_database, workers=workers, env=env)
             )
 
         yield launch
