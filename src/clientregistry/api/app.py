@@ -59,7 +59,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app = FastAPI(
         title="clientregistry",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # operations.install serves /docs without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )

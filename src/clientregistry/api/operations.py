@@ -1,12 +1,13 @@
 """What the registry's application carries for its operators: the request observer (request
-id, metrics, request log), ``/healthz`` and ``/readyz``, and ``/metrics`` when a metrics token
-is configured. :func:`install` adds them to the application."""
+id, metrics, request log), ``/healthz`` and ``/readyz``, ``/metrics`` when a metrics token is
+configured, and ``/docs`` served without a CDN. :func:`install` adds them to the
+application."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from clientregistry.api import health, metrics
+from clientregistry.api import docs, health, metrics
 from clientregistry.api.observer import RequestObserver
 from clientregistry.settings import Settings
 
@@ -19,3 +20,4 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(health.router)
     if settings.metrics_token:
         app.include_router(metrics.router)
+    docs.install(app)
