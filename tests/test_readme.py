@@ -262,5 +262,10 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert json.loads(_block(blocks, outputs, "/readyz")) == {"status": "ready"}
     scraped = _block(blocks, outputs, "/metrics")
     assert re.search(r'^clientregistry_submissions_total\{outcome="auto"\} [1-9]', scraped, re.M)
+    backed_up = _block(blocks, outputs, "clientregistry backup")
+    assert "restored" in backed_up and "up to date" in backed_up
+    assert (site.root / "restored" / "certs" / "ca-key.pem").read_bytes() == (
+        site.root / "data" / "certs" / "ca-key.pem"
+    ).read_bytes()
     echoed = _block(blocks, outputs, "X-Request-Id: first-hour-1")
     assert echoed.strip().lower() == "x-request-id: first-hour-1"
