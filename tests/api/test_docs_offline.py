@@ -47,6 +47,9 @@ def test_swagger_ui_renders_with_the_network_off(server: RegistryServer) -> None
             page.route("**/*", only_the_registry)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on(  # a Content-Security-Policy refusal, among others
+                "console", lambda m: errors.append(m.text) if m.type == "error" else None
+            )
             response = page.goto(f"{server.base_url}/docs")
             assert response is not None and response.status == 200
             page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
