@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registry_servers import CLI, RegistryServer, _server_environment, running_server
 from sqlalchemy import MetaData, select
 
 from clientregistry.store.db import create_engine_for
-from conftest import CLI, RegistryServer, _server_environment, running_server
 
 TABLES = [
     "golden_record", "source_record", "source_record_version", "link", "match_issue",

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import RegistryServer
+from registry_servers import RegistryServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 

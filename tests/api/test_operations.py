@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from registry_servers import JSON_HEADERS, RegistryServer
 from sqlalchemy import select
 
 from clientregistry.store.models import AuditEvent
-from conftest import JSON_HEADERS, RegistryServer
 
 TOKEN = "scrape-me-0123456789"
 
@@ -178,7 +178,7 @@ def test_refusals_carry_an_id_too_and_bad_ids_are_replaced(logged: RegistryServe
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_readiness_fails_when_the_database_is_gone(backend: str, tmp_path, fresh_database) -> None:
-    from conftest import running_server
+    from registry_servers import running_server
 
     with running_server(tmp_path, backend, fresh_database) as server:
         client = server.new_client()  # probes have no certificate

@@ -14,8 +14,7 @@ import time
 
 import pytest
 from cryptography import x509
-
-from conftest import running_server
+from registry_servers import running_server
 
 STOP_TIMEOUT = 30.0
 

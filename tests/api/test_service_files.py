@@ -21,8 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import JSON_HEADERS, RegistryServer
+from registry_servers import JSON_HEADERS, RegistryServer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

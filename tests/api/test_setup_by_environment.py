@@ -13,11 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
-
-from clientregistry.store.db import create_engine_for
-from clientregistry.store.models import ClientSystem, User
-from conftest import (
+from registry_servers import (
     CLI,
     RegistryServer,
     _free_port,
@@ -25,6 +21,10 @@ from conftest import (
     _stop,
     _wait_until_ready,
 )
+from sqlalchemy import select
+
+from clientregistry.store.db import create_engine_for
+from clientregistry.store.models import ClientSystem, User
 
 PASSWORD = re.compile(r"admin password \(shown once, store it now\): (\S+)")
 

@@ -11,8 +11,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from conftest import FHIR_JSON, JSON_HEADERS, RegistryServer
+from registry_servers import FHIR_JSON, JSON_HEADERS, RegistryServer
 
 EMR_SYSTEM = "http://clientregistry.org/emr4"
 DEADLINE = 3.0
