@@ -19,6 +19,7 @@ from starlette.routing import Match
 from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
+from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
 from clientregistry.fhir.operation_outcome import from_error
 from clientregistry.registry.context import RegistryContext
@@ -64,6 +65,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     app.include_router(metadata.router)
