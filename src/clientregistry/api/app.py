@@ -27,6 +27,7 @@ from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS
 from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.ui import app as ui
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
