@@ -173,6 +173,18 @@ def test_refusals_carry_an_id_too_and_bad_ids_are_replaced(logged: RegistryServe
     assert other != request_id
 
 
+def test_an_admin_action_audited_through_the_orm_keeps_the_id(logged: RegistryServer, fhir):
+    given = f"login-{fhir.token()}"
+    refused = logged.new_client().post(
+        "/auth/token",
+        json={"username": "admin", "password": "not the password"},
+        headers={"X-Request-Id": given},
+    )
+    assert refused.status_code == 401 and refused.headers["X-Request-Id"] == given
+    [(event_type, agent, _)] = _audit_of(logged, given)
+    assert agent == "admin" and "login" in event_type
+
+
 # ----------------------------------------------------------------------------- health
 
 
