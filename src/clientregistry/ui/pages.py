@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -34,6 +34,10 @@ from clientregistry.ui.refusals import refusal_message
 from clientregistry.ui.templating import render
 
 _T = TypeVar("_T")
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 1_048_576
+"""The largest form a page sends (the pair tester's two pasted Patients fit)."""
+MAX_FIELDS = 200
 
 
 class LoginRequired(Exception):
@@ -110,10 +114,33 @@ class Page:
         query = urlencode({k: v for k, v in params.items() if v is not None})
         return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
 
-    async def form(self) -> dict[str, str]:
-        """The request's form fields (the last value of each)."""
-        data = await self.request.form(max_files=0, max_fields=200, max_part_size=1_048_576)
-        return {k: v for k, v in data.items() if isinstance(v, str)}
+    async def form(self, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+        """The request's form fields (``application/x-www-form-urlencoded``, at most ``limit``
+        bytes and :data:`MAX_FIELDS` fields; the last value of each): a 413 or 415 page
+        otherwise, before anything is parsed."""
+        media = (self.request.headers.get("content-type") or "").split(";", 1)[0].strip()
+        if not media and self.request.headers.get("content-length", "0") == "0":
+            return {}  # an empty form (a button alone)
+        if media.lower() != FORM:
+            raise PageError(415, self._("That did not work"), self._("Send the page's form."))
+        declared = self.request.headers.get("content-length", "")
+        too_large = PageError(413, self._("That did not work"), self._("The form is too large."))
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in self.request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        try:
+            pairs = parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise PageError(
+                400, self._("That did not work"), self._("Send the page's form.")
+            ) from None
+        return dict(pairs)
 
     def check_csrf(self, submitted: str | None) -> None:
         """403 unless the form carries this session's CSRF token (and came from here)."""

@@ -22,6 +22,8 @@ from clientregistry.ui.i18n import LANGUAGE_COOKIE, LANGUAGES
 from clientregistry.ui.pages import AnyPage, PageError, SignedIn
 
 router = APIRouter(prefix="/ui")
+MAX_LOGIN_FORM = 16_384
+"""The sign-in form's largest body (anyone may send it)."""
 
 
 def safe_next(url: str | None) -> str:
@@ -57,7 +59,7 @@ def _login_page(page: AnyPage, target: str, error: str | None, username: str) ->
 
 @router.post("/login")
 async def login_submit(page: AnyPage) -> Response:
-    form = await page.form()
+    form = await page.form(limit=MAX_LOGIN_FORM)
     target = safe_next(form.get("next"))
     username = form.get("username", "")[:256]
     password = form.get("password", "")[:1024]

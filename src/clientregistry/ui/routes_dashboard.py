@@ -220,6 +220,7 @@ def dashboard_charts(figures: Statistics, texts: Texts) -> list[Chart]:
                 queues,
                 ages,
                 number,
+                stacked=True,
             ),
             [s.name for s in ages],
             [(q, [number(s.values[i]) for s in ages]) for i, q in enumerate(queues)],
