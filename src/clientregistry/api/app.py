@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search
+from clientregistry.api import admin, bundle, match, metadata, operations, patient, pixm, search
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
@@ -61,13 +61,14 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app = FastAPI(
         title="clientregistry",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # operations.install serves /docs without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
+    operations.install(app, context.settings)  # request ids, metrics, /healthz, /readyz
     app.include_router(metadata.router)
     # the operations and search before patient.router: its GET /fhir/Patient/{patient_id}
     # would otherwise take $ihe-pix and _search for ids
