@@ -34,10 +34,11 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 """Where ``CR_UPDATE_SCREENSHOTS=1`` copies the screenshots the tests take."""
 
 
-def _load_api_conftest() -> Any:
-    """``tests/api/conftest.py`` (the server fixtures), under a name of its own."""
-    path = Path(__file__).resolve().parents[1] / "api" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("api_server_fixtures", path)
+def _load_api_servers() -> Any:
+    """``tests/api/registry_servers.py`` (the served registry the API tests start), by path:
+    ``tests/api`` is on the module path only when its tests are collected."""
+    path = Path(__file__).resolve().parents[1] / "api" / "registry_servers.py"
+    spec = importlib.util.spec_from_file_location("ui_registry_servers", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -45,7 +46,7 @@ def _load_api_conftest() -> Any:
     return module
 
 
-api = _load_api_conftest()
+api = _load_api_servers()
 RegistryServer = api.RegistryServer
 
 
