@@ -38,6 +38,7 @@ FORM = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 1_048_576
 """The largest form a page sends (the pair tester's two pasted Patients fit)."""
 MAX_FIELDS = 200
+MAX_LOGIN_FORM_BYTES = 16_384
 
 
 class LoginRequired(Exception):
@@ -113,34 +114,6 @@ class Page:
         """303 See Other (after a form: a reload does not send it again)."""
         query = urlencode({k: v for k, v in params.items() if v is not None})
         return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
-
-    async def form(self, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
-        """The request's form fields (``application/x-www-form-urlencoded``, at most ``limit``
-        bytes and :data:`MAX_FIELDS` fields; the last value of each): a 413 or 415 page
-        otherwise, before anything is parsed."""
-        media = (self.request.headers.get("content-type") or "").split(";", 1)[0].strip()
-        if not media and self.request.headers.get("content-length", "0") == "0":
-            return {}  # an empty form (a button alone)
-        if media.lower() != FORM:
-            raise PageError(415, self._("That did not work"), self._("Send the page's form."))
-        declared = self.request.headers.get("content-length", "")
-        too_large = PageError(413, self._("That did not work"), self._("The form is too large."))
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large
-        body = bytearray()
-        async for chunk in self.request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-        try:
-            pairs = parse_qsl(
-                body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise PageError(
-                400, self._("That did not work"), self._("Send the page's form.")
-            ) from None
-        return dict(pairs)
 
     def check_csrf(self, submitted: str | None) -> None:
         """403 unless the form carries this session's CSRF token (and came from here)."""
@@ -232,6 +205,52 @@ SignedIn = Annotated[Page, Depends(signed_in)]
 Reviewer = Annotated[Page, Depends(with_role(Role.REVIEWER))]
 Auditor = Annotated[Page, Depends(with_role(Role.AUDITOR))]
 Admin = Annotated[Page, Depends(with_role(Role.ADMIN))]
+
+
+async def _read_form(request: Request, limit: int) -> dict[str, str]:
+    """A request's form fields (``application/x-www-form-urlencoded``, at most ``limit``
+    bytes and :data:`MAX_FIELDS` fields; the last value of each): a 413, 415 or 400 page
+    otherwise, before anything is parsed."""
+    texts = Texts(
+        choose(None, request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language"))
+    )
+    title = texts.gettext("That did not work")
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip()
+    if not media and request.headers.get("content-length", "0") == "0":
+        return {}  # an empty form (a button alone)
+    if media.lower() != FORM:
+        raise PageError(415, title, texts.gettext("Send the page's form."))
+    too_large = PageError(413, title, texts.gettext("The form is too large."))
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        return dict(
+            parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise PageError(400, title, texts.gettext("Send the page's form.")) from None
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """A dependency: the page's form (after the person's dependency, which comes first in a
+    handler's arguments: nobody makes the server read a body before being let in)."""
+    return await _read_form(request, MAX_FORM_BYTES)
+
+
+async def login_fields(request: Request) -> dict[str, str]:
+    """A dependency: the sign-in form (anyone may send it: at most
+    :data:`MAX_LOGIN_FORM_BYTES`)."""
+    return await _read_form(request, MAX_LOGIN_FORM_BYTES)
+
+
+FormFields = Annotated[dict[str, str], Depends(form_fields)]
+LoginFields = Annotated[dict[str, str], Depends(login_fields)]
 
 
 def login_redirect(error: LoginRequired) -> Response:

@@ -12,18 +12,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from clientregistry.registry import accounts
 from clientregistry.security.tokens import IssuedToken, login
 from clientregistry.ui import session as browser
 from clientregistry.ui.i18n import LANGUAGE_COOKIE, LANGUAGES
-from clientregistry.ui.pages import AnyPage, PageError, SignedIn
+from clientregistry.ui.pages import AnyPage, FormFields, LoginFields, PageError, SignedIn
 
 router = APIRouter(prefix="/ui")
-MAX_LOGIN_FORM = 16_384
-"""The sign-in form's largest body (anyone may send it)."""
 
 
 def safe_next(url: str | None) -> str:
@@ -58,8 +55,7 @@ def _login_page(page: AnyPage, target: str, error: str | None, username: str) ->
 
 
 @router.post("/login")
-async def login_submit(page: AnyPage) -> Response:
-    form = await page.form(limit=MAX_LOGIN_FORM)
+def login_submit(page: AnyPage, form: LoginFields) -> Response:
     target = safe_next(form.get("next"))
     username = form.get("username", "")[:256]
     password = form.get("password", "")[:1024]
@@ -74,8 +70,7 @@ async def login_submit(page: AnyPage) -> Response:
         error = page._("Give your username and password.")
     else:
         context = page.context
-        outcome = await run_in_threadpool(
-            login,
+        outcome = login(
             context.sessions,
             username,
             password,
@@ -84,7 +79,7 @@ async def login_submit(page: AnyPage) -> Response:
         )
         if isinstance(outcome, IssuedToken):
             response = RedirectResponse(target, status_code=303)
-            await run_in_threadpool(browser.adopt_login, response, context, outcome)
+            browser.adopt_login(response, context, outcome)
             return response
         if outcome.locked:
             minutes = max(1, (outcome.retry_after + 59) // 60)
@@ -99,11 +94,10 @@ async def login_submit(page: AnyPage) -> Response:
 
 
 @router.post("/logout")
-async def logout(page: SignedIn) -> Response:
-    form = await page.form()
+def logout(page: SignedIn, form: FormFields) -> Response:
     page.check_csrf(form.get(browser.CSRF_FIELD))
     response = RedirectResponse("/ui/login", status_code=303)
-    await run_in_threadpool(browser.end_browser_session, page.request, response, page.context)
+    browser.end_browser_session(page.request, response, page.context)
     return response
 
 
@@ -130,8 +124,7 @@ def account(page: SignedIn, done: Annotated[str | None, Query(max_length=32)] = 
 
 
 @router.post("/account/password")
-async def change_password(page: SignedIn) -> Response:
-    form = await page.form()
+def change_password(page: SignedIn, form: FormFields) -> Response:
     page.check_csrf(form.get(browser.CSRF_FIELD))
     current, new = form.get("current_password", ""), form.get("new_password", "")
     if new != form.get("confirm_password", ""):
@@ -139,9 +132,7 @@ async def change_password(page: SignedIn) -> Response:
             "account.html", status=400, done=None, error=page._("The new passwords differ.")
         )
     actor = page.actor
-    await run_in_threadpool(
-        page.call, lambda: accounts.change_own_password(page.context, actor, current, new)
-    )
+    page.call(lambda: accounts.change_own_password(page.context, actor, current, new))
     # Every session of the account ended: sign in again with the new password.
     response = RedirectResponse("/ui/login?next=/ui/account", status_code=303)
     response.delete_cookie(browser.COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -149,12 +140,11 @@ async def change_password(page: SignedIn) -> Response:
 
 
 @router.post("/account/language")
-async def change_language(page: SignedIn) -> Response:
-    form = await page.form()
+def change_language(page: SignedIn, form: FormFields) -> Response:
     page.check_csrf(form.get(browser.CSRF_FIELD))
     chosen = form.get("language") or None
     actor = page.actor
-    await run_in_threadpool(page.call, lambda: accounts.set_language(page.context, actor, chosen))
+    page.call(lambda: accounts.set_language(page.context, actor, chosen))
     response = page.redirect("/ui/account", done="language")
     if chosen in LANGUAGES:
         response.set_cookie(

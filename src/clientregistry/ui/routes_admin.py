@@ -10,14 +10,13 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from clientregistry.registry import accounts, audit_trail, reviewing
 from clientregistry.registry.accounts import UserChange
 from clientregistry.registry.audit_trail import AuditQuery
 from clientregistry.store.enums import Role
-from clientregistry.ui.pages import Admin, Auditor, Page, PageError, Reviewer
+from clientregistry.ui.pages import Admin, Auditor, FormFields, Page, PageError, Reviewer
 
 router = APIRouter(prefix="/ui")
 PAGE_SIZE = 50
@@ -41,21 +40,17 @@ def _role(page: Page, value: str | None) -> Role:
 
 
 @router.post("/users")
-async def add_user(page: Admin) -> Response:
-    form = await page.form()
+def add_user(page: Admin, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     role = _role(page, form.get("role"))
     username, password = form.get("username", "").strip(), form.get("password", "")
     actor = page.actor
-    await run_in_threadpool(
-        page.call, lambda: accounts.add_account(page.context, actor, username, password, role)
-    )
+    page.call(lambda: accounts.add_account(page.context, actor, username, password, role))
     return page.redirect("/ui/users", done="added")
 
 
 @router.post("/users/{username}")
-async def change_user(username: str, page: Admin) -> Response:
-    form = await page.form()
+def change_user(username: str, page: Admin, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     action = form.get("action")
     if action == "role":
@@ -70,9 +65,7 @@ async def change_user(username: str, page: Admin) -> Response:
     else:
         raise PageError(400, page._("That did not work"), page._("Choose an action."))
     actor = page.actor
-    await run_in_threadpool(
-        page.call, lambda: accounts.change_account(page.context, actor, username, change)
-    )
+    page.call(lambda: accounts.change_account(page.context, actor, username, change))
     return page.redirect("/ui/users", done=action)
 
 
@@ -141,13 +134,10 @@ def audit_event(
 
 
 @router.post("/audit/{event_id}/revert")
-async def revert(event_id: int, page: Reviewer) -> Response:
-    form = await page.form()
+def revert(event_id: int, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call, lambda: reviewing.revert(page.context, actor, event_id, reason=reason)
-    )
+    done = page.call(lambda: reviewing.revert(page.context, actor, event_id, reason=reason))
     back = form.get("back", "")
     if back.startswith("/ui/people/"):
         return page.redirect(back, done="reverted", event=done.audit_event_id)

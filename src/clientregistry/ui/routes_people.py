@@ -8,12 +8,11 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from clientregistry.registry import people_finder, person_view, reviewing
 from clientregistry.registry.people_finder import GENDERS, PeopleQuery
-from clientregistry.ui.pages import PageError, Reviewer
+from clientregistry.ui.pages import FormFields, PageError, Reviewer
 
 router = APIRouter(prefix="/ui")
 PAGE_SIZE = 20
@@ -125,13 +124,11 @@ def record_version(record_id: str, version: int, page: Reviewer) -> Response:
 
 
 @router.post("/records/{record_id}/break")
-async def break_record(record_id: str, page: Reviewer) -> Response:
-    form = await page.form()
+def break_record(record_id: str, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     back = form.get("back", "")
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call,
+    done = page.call(
         lambda: reviewing.break_record(page.context, actor, record_id, reason=reason),
     )
     return page.redirect(
@@ -140,27 +137,22 @@ async def break_record(record_id: str, page: Reviewer) -> Response:
 
 
 @router.post("/records/{record_id}/unbreak")
-async def unbreak(record_id: str, page: Reviewer) -> Response:
-    form = await page.form()
+def unbreak(record_id: str, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call, lambda: reviewing.unbreak(page.context, actor, record_id, reason=reason)
-    )
+    done = page.call(lambda: reviewing.unbreak(page.context, actor, record_id, reason=reason))
     return page.redirect(f"/ui/people/{done.golden_id}", done="unbroken", event=done.audit_event_id)
 
 
 @router.post("/people/{golden_id}/join")
-async def join(golden_id: str, page: Reviewer) -> Response:
+def join(golden_id: str, page: Reviewer, form: FormFields) -> Response:
     """Join another source record (given by its id) into this person."""
-    form = await page.form()
     page.check_csrf(form.get("csrf_token"))
     other = (form.get("record_id") or "").strip()
     if not other:
         raise PageError(400, page._("That did not work"), page._("Give the id of a record."))
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call,
+    done = page.call(
         lambda: reviewing.join(page.context, actor, other, golden_id=golden_id, reason=reason),
     )
     return page.redirect(f"/ui/people/{golden_id}", done="joined", event=done.audit_event_id)

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from clientregistry.registry import reviewing
 from clientregistry.registry.links import Resolution
-from clientregistry.ui.pages import PageError, Reviewer
+from clientregistry.ui.pages import FormFields, PageError, Reviewer
 
 router = APIRouter(prefix="/ui/review")
 PAGE_SIZE: Final = 25
@@ -66,8 +65,7 @@ def next_item(kind: str, page: Reviewer, done: str | None = None) -> Response:
 
 
 @router.post("/items/{issue_id}/decide")
-async def decide(issue_id: int, page: Reviewer) -> Response:
-    form = await page.form()
+def decide(issue_id: int, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     choice = form.get("decision", "")
     kind = form.get("kind") if form.get("kind") in ("potential", "conflict") else "potential"
@@ -80,8 +78,7 @@ async def decide(issue_id: int, page: Reviewer) -> Response:
     if resolution is None:
         raise PageError(400, page._("That did not work"), page._("Choose a decision."))
     actor, reason = page.actor, form.get("reason")
-    await run_in_threadpool(
-        page.call,
+    page.call(
         lambda: reviewing.resolve(page.context, actor, issue_id, resolution, reason=reason),
     )
     return page.redirect(f"/ui/review/{kind}/next", done=choice)
@@ -98,9 +95,8 @@ def auto_item(
 
 
 @router.post("/auto/{record_id}/{action}")
-async def act_on_auto(record_id: str, action: str, page: Reviewer) -> Response:
+def act_on_auto(record_id: str, action: str, page: Reviewer, form: FormFields) -> Response:
     """Confirm an automatic link, or break the record out."""
-    form = await page.form()
     page.check_csrf(form.get("csrf_token"))
     actor, reason = page.actor, form.get("reason")
     if action == "confirm":
@@ -109,9 +105,7 @@ async def act_on_auto(record_id: str, action: str, page: Reviewer) -> Response:
         use_case = reviewing.break_record
     else:
         raise PageError(404, page._("Page not found"), page._("There is no page at this address."))
-    await run_in_threadpool(
-        page.call, lambda: use_case(page.context, actor, record_id, reason=reason)
-    )
+    page.call(lambda: use_case(page.context, actor, record_id, reason=reason))
     return page.redirect("/ui/review/auto", done="confirmed" if action == "confirm" else "broken")
 
 
