@@ -115,6 +115,15 @@ class Page:
         query = urlencode({k: v for k, v in params.items() if v is not None})
         return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
 
+    def number(self, raw: str | None) -> int:
+        """A number in the address (an item's, an event's, a version's): a 404 page unless
+        it is a whole number the database can hold."""
+        if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            raise PageError(
+                404, self._("Page not found"), self._("There is no page at this address.")
+            )
+        return int(raw)
+
     def check_csrf(self, submitted: str | None) -> None:
         """403 unless the form carries this session's CSRF token (and came from here)."""
         assert self.session is not None

@@ -9,9 +9,7 @@ theirs on ``/ui/account``, which also changes their password.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
 from clientregistry.registry import accounts
@@ -31,9 +29,7 @@ def safe_next(url: str | None) -> str:
 
 
 @router.get("/login")
-def login_form(
-    page: AnyPage, next: Annotated[str | None, Query(max_length=2000)] = None
-) -> Response:
+def login_form(page: AnyPage, next: str | None = None) -> Response:
     if page.session is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return _login_page(page, safe_next(next), None, "")
@@ -104,8 +100,8 @@ def logout(page: SignedIn, form: FormFields) -> Response:
 @router.get("/language")
 def choose_language(
     page: AnyPage,
-    lang: Annotated[str, Query(max_length=8)],
-    next: Annotated[str | None, Query(max_length=2000)] = None,
+    lang: str,
+    next: str | None = None,
 ) -> Response:
     """The sign-in page's language switch (a signed-in person uses their account page)."""
     response = RedirectResponse(
@@ -119,7 +115,7 @@ def choose_language(
 
 
 @router.get("/account")
-def account(page: SignedIn, done: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+def account(page: SignedIn, done: str | None = None) -> Response:
     return page.render("account.html", done=done, error=None)
 
 

@@ -4,10 +4,8 @@ serves it."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from clientregistry.registry import people_finder, person_view, reviewing
@@ -16,7 +14,6 @@ from clientregistry.ui.pages import FormFields, PageError, Reviewer
 
 router = APIRouter(prefix="/ui")
 PAGE_SIZE = 20
-Text = Annotated[str | None, Query(max_length=200)]
 
 
 def _offset(raw: str | None) -> int:
@@ -29,14 +26,14 @@ def _offset(raw: str | None) -> int:
 @router.get("/people")
 def find(
     page: Reviewer,
-    name: Text = None,
-    birth_date: Text = None,
-    gender: Text = None,
-    identifier: Text = None,
-    identifier_system: Text = None,
-    cruid: Text = None,
-    system: Text = None,
-    offset: Text = None,
+    name: str | None = None,
+    birth_date: str | None = None,
+    gender: str | None = None,
+    identifier: str | None = None,
+    identifier_system: str | None = None,
+    cruid: str | None = None,
+    system: str | None = None,
+    offset: str | None = None,
 ) -> Response:
     query = PeopleQuery(
         name=name,
@@ -82,13 +79,14 @@ def _quote(value: str) -> str:
 def person(
     golden_id: str,
     page: Reviewer,
-    done: Annotated[str | None, Query(max_length=32)] = None,
-    event: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    done: str | None = None,
+    event: str | None = None,
 ) -> Response:
     view = page.call(lambda: person_view.person_view(page.context, page.actor, golden_id))
     if not view.active and view.replaced_by and not view.members:
         return page.redirect(f"/ui/people/{view.replaced_by}", done="moved")
-    return page.render("person.html", person=view, done=done, event=event)
+    known = event if event and event.isdigit() and len(event) <= 18 else None
+    return page.render("person.html", person=view, done=done, event=known)
 
 
 @router.get("/records/{record_id}")
@@ -113,9 +111,11 @@ def record_fhir(record_id: str, page: Reviewer) -> Response:
 
 
 @router.get("/records/{record_id}/versions/{version}")
-def record_version(record_id: str, version: int, page: Reviewer) -> Response:
+def record_version(record_id: str, version: str, page: Reviewer) -> Response:
     resource = page.call(
-        lambda: person_view.record_version(page.context, page.actor, record_id, version)
+        lambda: person_view.record_version(
+            page.context, page.actor, record_id, page.number(version)
+        )
     )
     text = orjson.dumps(resource, option=orjson.OPT_INDENT_2).decode()
     return page.render(

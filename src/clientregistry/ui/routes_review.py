@@ -9,9 +9,9 @@ another reviewer decided meanwhile is refused with a message saying who and when
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from clientregistry.registry import reviewing
@@ -45,11 +45,12 @@ def overview(page: Reviewer) -> Response:
 
 @router.get("/items/{issue_id}")
 def item(
-    issue_id: int,
+    issue_id: str,
     page: Reviewer,
-    done: Annotated[str | None, Query(max_length=32)] = None,
+    done: str | None = None,
 ) -> Response:
-    view = page.call(lambda: reviewing.issue_review(page.context, page.actor, issue_id))
+    number = page.number(issue_id)
+    view = page.call(lambda: reviewing.issue_review(page.context, page.actor, number))
     return page.render("review_item.html", review=view, done=done)
 
 
@@ -65,7 +66,8 @@ def next_item(kind: str, page: Reviewer, done: str | None = None) -> Response:
 
 
 @router.post("/items/{issue_id}/decide")
-def decide(issue_id: int, page: Reviewer, form: FormFields) -> Response:
+def decide(issue_id: str, page: Reviewer, form: FormFields) -> Response:
+    number = page.number(issue_id)
     page.check_csrf(form.get("csrf_token"))
     choice = form.get("decision", "")
     kind = form.get("kind") if form.get("kind") in ("potential", "conflict") else "potential"
@@ -79,15 +81,13 @@ def decide(issue_id: int, page: Reviewer, form: FormFields) -> Response:
         raise PageError(400, page._("That did not work"), page._("Choose a decision."))
     actor, reason = page.actor, form.get("reason")
     page.call(
-        lambda: reviewing.resolve(page.context, actor, issue_id, resolution, reason=reason),
+        lambda: reviewing.resolve(page.context, actor, number, resolution, reason=reason),
     )
     return page.redirect(f"/ui/review/{kind}/next", done=choice)
 
 
 @router.get("/auto/{record_id}")
-def auto_item(
-    record_id: str, page: Reviewer, done: Annotated[str | None, Query(max_length=32)] = None
-) -> Response:
+def auto_item(record_id: str, page: Reviewer, done: str | None = None) -> Response:
     view = page.call(lambda: reviewing.record(page.context, page.actor, record_id))
     return page.render(
         "review_auto.html", view=view, done=done, thresholds=reviewing.thresholds(page.context)
@@ -113,8 +113,8 @@ def act_on_auto(record_id: str, action: str, page: Reviewer, form: FormFields) -
 def queue(
     kind: str,
     page: Reviewer,
-    offset: Annotated[str | None, Query(max_length=12)] = None,
-    done: Annotated[str | None, Query(max_length=32)] = None,
+    offset: str | None = None,
+    done: str | None = None,
 ) -> Response:
     start = _offset(offset)
     if kind == "auto":
