@@ -40,6 +40,9 @@ def _messages(texts: Texts) -> dict[str, Callable[[dict[str, Any]], str]]:
         "changed-since": lambda p: _(
             "This action cannot be reverted: what it changed has changed since."
         ),
+        "no-broken-match": lambda p: _("This record has no break to revert."),
+        "retired": lambda p: _("That person was merged into another: use the other one."),
+        "not-revertible": lambda p: _("This entry is not an action that can be reverted."),
         "unknown-user": lambda p: _("There is no such account."),
         "user-exists": lambda p: _("An account with that name already exists."),
         "bad-password": lambda p: _(
