@@ -23,6 +23,7 @@ from clientregistry.api import (
     imports,
     match,
     metadata,
+    operations,
     patient,
     pixm,
     rules,
@@ -38,6 +39,7 @@ from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS
 from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.ui import app as ui
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,14 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app = FastAPI(
         title="clientregistry",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # operations.install serves /docs without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
+    operations.install(app, context.settings)  # request ids, metrics, /healthz, /readyz
     app.include_router(metadata.router)
     # the operations and search before patient.router: its GET /fhir/Patient/{patient_id}
     # would otherwise take $ihe-pix and _search for ids
@@ -90,6 +93,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
     app.include_router(imports.router)  # /admin/imports
     app.include_router(rules.router)  # /admin/rules, /admin/rematches
+    ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from clientregistry.request_id import current_request_id, with_request_id
 from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import AgentKind, AuditAction
 from clientregistry.store.models import AuditEvent
@@ -79,7 +80,7 @@ def audit_resource(
                 ],
             }
         ]
-    return resource
+    return with_request_id(resource)
 
 
 def event_row(
@@ -106,6 +107,7 @@ def event_row(
         "source_address": source_address,
         "entity": entity,
         "detail": detail,
+        "request_id": current_request_id(),
         "resource": audit_resource(
             action=action.value,
             outcome=outcome,

@@ -8,6 +8,7 @@ switch (:meth:`RegistryContext.refresh_rules`; a bulk job also asks at each batc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clientregistry.errors import ClientRegistryError
 from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.term_frequency import TermCounts
+from clientregistry.metrics import watch_pool
 from clientregistry.registry.rules_in_force import (
     STATE_ID,
     InForce,
@@ -26,6 +28,7 @@ from clientregistry.registry.rules_in_force import (
     configuration_spec,
     read_in_force,
 )
+from clientregistry.registry.systems import SystemDirectory, SystemsWatcher, open_directory
 from clientregistry.settings import Settings
 from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
 from clientregistry.store.db import (
@@ -64,6 +67,9 @@ class RegistryContext:
     checkpointer: WalCheckpointer | None = None
     """On SQLite files opened ``serving``: checkpoints the log in the background (call
     :meth:`start`)."""
+    systems_watcher: SystemsWatcher | None = None
+    """Opened ``serving``: reloads ``settings.systems`` when the database's change (call
+    :meth:`start`)."""
     in_force: InForce | None = None
     """The rules :attr:`matcher` was built from."""
     watch_rules: bool = False
@@ -95,28 +101,46 @@ class RegistryContext:
         engine = create_engine_for(
             database, wal_autocheckpoint=SAFETY_PAGES if background else 1000
         )
+        if serving:
+            watch_pool(engine)  # the connection gauges of the metrics
         if run_migrations:
             migrate(engine)
         sessions = session_factory(engine)
+        # The client systems come from the database (seeded from config.toml when migrating).
+        directory, warnings = open_directory(
+            sessions, settings.systems.values(), seed=run_migrations
+        )
+        for warning in warnings:
+            log.warning("%s", warning)
+        settings = dataclasses.replace(settings, systems=directory)
         in_force = _read_in_force(sessions, settings)
         matcher, counts = _build(sessions, in_force)
         checkpointer = WalCheckpointer(engine) if background and checkpoint_thread else None
-        return cls(
+        context = cls(
             settings,
             engine,
             sessions,
             matcher,
             counts,
             checkpointer,
-            in_force,
+            in_force=in_force,
             watch_rules=serving,
         )
+        if serving:
+            context.systems_watcher = SystemsWatcher(sessions, directory, context._systems_changed)
+        return context
+
+    def _systems_changed(self, systems: SystemDirectory) -> None:
+        """A system came or changed: its record ids are never compared from now on."""
+        self.matcher.extractor.record_id_systems = frozenset(self.settings.record_id_systems)
 
     def start(self) -> None:
-        """Start background work (the checkpointer; following the rules in force), when
-        there is any."""
+        """Start background work (the checkpointer, the systems watcher, following the rules
+        in force), when there is any."""
         if self.checkpointer is not None:
             self.checkpointer.start()
+        if self.systems_watcher is not None:
+            self.systems_watcher.start()
         if self.watch_rules and self._watcher is None:
             self._watcher = threading.Thread(
                 target=self._watch, name="clientregistry-rules", daemon=True
@@ -127,6 +151,8 @@ class RegistryContext:
         self._stop_watching.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        if self.systems_watcher is not None:
+            self.systems_watcher.stop()
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.engine.dispose()

@@ -55,6 +55,7 @@ from clientregistry.fhir.patient import require_internal_identifier, source_reco
 from clientregistry.matching.classify import Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
+from clientregistry.metrics import count_submission
 from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
@@ -672,6 +673,7 @@ class Submitter:
             bump_many(session, counts)
             audit.record_submission(session, submitted, client.name, source_address, audit_detail)
         context.term_counts.add(features)
+        count_submission(status.value)
         return submitted
 
     def submit_batch(
@@ -771,6 +773,7 @@ class Submitter:
                 len(result.conflicts),
             )
             writes.add(submission, decision, placement, result)
+            count_submission(status.value)
             rows_of[record_id] = (record_id, placement.golden_id, submission.features)
             context.term_counts.add(submission.features)
             decisions.append(decision)

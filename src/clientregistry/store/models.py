@@ -45,10 +45,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from clientregistry.matching.features import Features
+from clientregistry.request_id import current_request_id
 from clientregistry.store.columns import (
     BigIntPK,
     FeaturesJSON,
@@ -475,6 +477,16 @@ class AuditEvent(Base):
     """CRUID, rule set, score ..."""
     resource: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
     """The FHIR AuditEvent resource."""
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The HTTP request's id (its ``X-Request-Id`` header), when a request caused it."""
+
+
+@event.listens_for(AuditEvent, "before_insert")
+def _request_id(_mapper: Any, _connection: Any, audit_event: AuditEvent) -> None:
+    """An event added through the ORM records the request being served (the driver's inserts
+    of ``registry.audit`` name it themselves)."""
+    if audit_event.request_id is None:
+        audit_event.request_id = current_request_id()
 
 
 class User(Base):
@@ -522,3 +534,6 @@ class ClientSystem(Base):
     permissions: Mapped[list[str]] = mapped_column(JsonText(), default=list)
     cert_serial: Mapped[str | None] = mapped_column(String(128))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its current certificate is revoked (``certs revoke``; a new one clears it)."""
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Raised by every change, so that servers notice changes cheaply (registry.systems)."""
