@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from bulk import state
+from bulk import backend, context, data_dir, state
 from import_data import people, write_csv, write_ndjson
 from sqlalchemy import func, select
 
@@ -33,6 +33,8 @@ from clientregistry.settings import load_settings
 from clientregistry.store.db import transaction
 from clientregistry.store.enums import JobOrigin, JobState, RowOutcome
 from clientregistry.store.models import AuditEvent, BulkJob, ImportRow, SourceRecord
+
+__all__ = ["backend", "context", "data_dir"]
 
 FreshDatabase = Callable[[str], AbstractContextManager[str]]
 OPENMRS = "http://clientregistry.org/openmrs"
