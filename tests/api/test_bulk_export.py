@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import orjson
 from admin_routes import patient
-
-from conftest import RegistryServer
+from registry_servers import RegistryServer
 
 ASYNC = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
 

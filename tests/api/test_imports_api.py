@@ -19,9 +19,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
-
-from conftest import (
+from registry_servers import (
     CLI,
     RegistryServer,
     _free_port,
@@ -29,6 +27,7 @@ from conftest import (
     _stop,
     _wait_until_ready,
 )
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
 from import_data import people, write_ndjson

@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from registry_servers import JSON_HEADERS, RegistryServer
 from test_imports_api import NDJSON, add_admin, admin_client, wait_done
-
-from conftest import JSON_HEADERS, RegistryServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
 from import_data import people
