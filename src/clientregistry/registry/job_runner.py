@@ -162,7 +162,10 @@ requests when the machine is busy."""
 
 
 def _main(data_dir: str, parent: int, stop: Event, ready: Event) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops it (or its absence does)
+    # The server stops it (or its absence does): Ctrl-C and the SIGTERM or SIGHUP (reload the
+    # certificates) sent to the server's process group must not cut a job's step short.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
         os.nice(NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: job runner: %(message)s")
