@@ -38,6 +38,9 @@ from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, Checkp
 from clientregistry.store.db import sqlite_file
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 class RegistryConfig(uvicorn.Config):
     """uvicorn's Config with the registry's TLS context, which SIGHUP reloads."""
 
@@ -87,6 +90,9 @@ def serve(settings: Settings) -> None:
         log_config=log_config(settings.log_format),
         access_log=False,  # the application logs requests (with their ids)
         timeout_keep_alive=30,
+        # uvicorn replaces a worker that answers no health ping for this long, a starting one
+        # too: its 5 s killed workers still importing on a busy machine, again and again.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     checkpointer = None
     if sqlite_file(settings.database) is not None:
