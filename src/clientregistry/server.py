@@ -37,7 +37,6 @@ from clientregistry.settings import Settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, CheckpointerProcess
 from clientregistry.store.db import sqlite_file
 
-
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
