@@ -207,7 +207,15 @@ def test_readiness_fails_when_the_database_is_gone(backend: str, tmp_path, fresh
         assert gone.status_code == 503
         assert gone.json() == {"status": "not ready", "failing": ["database"]}
         assert client.get("/healthz").status_code == 200  # alive all the same
-        assert "database" in server.log()
+        _wait_for_log(server, "readiness: the database")
+
+
+def _wait_for_log(server: RegistryServer, text: str) -> None:
+    """Wait for ``text`` in the server's log (a thread of its own writes the lines)."""
+    deadline = time.monotonic() + 10
+    while text not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
 
 
 def _remove_database(server: RegistryServer) -> None:
@@ -230,4 +238,4 @@ def test_readiness_fails_when_a_certificate_expires_too_soon(
     response = server.new_client().get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "failing": ["certificate"]}
-    assert "expires in" in server.log()
+    _wait_for_log(server, "expires in")
