@@ -37,6 +37,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -312,10 +313,16 @@ class AuditEvent(Base):
     """CRUID, rule set, score ..."""
     resource: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
     """The FHIR AuditEvent resource."""
-    request_id: Mapped[str | None] = mapped_column(
-        String(64), index=True, default=current_request_id
-    )
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
     """The HTTP request's id (its ``X-Request-Id`` header), when a request caused it."""
+
+
+@event.listens_for(AuditEvent, "before_insert")
+def _request_id(_mapper: Any, _connection: Any, audit_event: AuditEvent) -> None:
+    """An event added through the ORM records the request being served (the driver's inserts
+    of ``registry.audit`` name it themselves)."""
+    if audit_event.request_id is None:
+        audit_event.request_id = current_request_id()
 
 
 class User(Base):
