@@ -4,7 +4,8 @@
 ``CR_TEST_POSTGRES_URL`` is set (``postgresql://postgres@127.0.0.1:5432/test``), on a fresh
 PostgreSQL database created for that server and dropped afterwards. Each server gets a data
 directory made by ``init`` (CA, server and client certificates for openmrs, dhis2, lims) plus
-one more system, ``hie``, that may read demographics but not submit. The server runs as a
+three more systems: ``hie``, that may read demographics but not submit, ``kiosk``, that may
+submit and nothing else, and ``steward``, that may merge. The server runs as a
 subprocess on a free port; its log is attached to the report of every failing test that used
 it.
 """
@@ -20,7 +21,6 @@ import socket
 import ssl
 import string
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
+from standards import CLI, id_system
 
 from clientregistry.registry.setup import add_system_to_config, init_data_dir
 from clientregistry.security.authority import CertificateAuthority
@@ -53,21 +54,15 @@ READER = ClientSystemConfig(
     ("read-identifiers", "read-demographics"),
 )
 """A system added to every server: reads demographics, may not submit."""
-
-
-def _executable() -> Path:
-    beside = Path(sys.executable).with_name("clientregistry")
-    if beside.exists():
-        return beside
-    return Path(__file__).resolve().parents[2] / ".venv" / "bin" / "clientregistry"
-
-
-CLI = _executable()
-
-
-def id_system(system: str) -> str:
-    """The internal identifier system of a demo client system."""
-    return f"http://clientregistry.org/{system}"
+SUBMITTER = ClientSystemConfig(
+    "kiosk", "Registration kiosk", "http://clientregistry.org/kiosk", ("submit",)
+)
+"""A system added to every server: submits, may read nothing but its own records."""
+STEWARD = ClientSystemConfig(
+    "steward", "Data steward", "http://clientregistry.org/steward", ("merge", "read-identifiers")
+)
+"""A system added to every server: may merge Patients (Patient/$merge) and read identifiers."""
+EXTRA_SYSTEMS = (READER, SUBMITTER, STEWARD)
 
 
 @dataclass
@@ -232,16 +227,29 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    base: Path, backend: str, fresh_database: FreshDatabase, *, workers: int = 1
+    base: Path,
+    backend: str,
+    fresh_database: FreshDatabase,
+    *,
+    workers: int = 1,
+    systems: tuple[ClientSystemConfig, ...] = (),
+    server_settings: Mapping[str, str] | None = None,
 ) -> Iterator[RegistryServer]:
     """``init`` a data directory under ``base`` on a fresh database of ``backend`` and serve
-    it until the block ends."""
+    it until the block ends; ``systems`` are registered besides the usual ones, and
+    ``server_settings`` (TOML values by key) go into ``config.toml``'s ``[server]``."""
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(fresh_database(backend))
         data_dir = base / "data"
         init_data_dir(data_dir, hostnames=[], database_url=url)
-        CertificateAuthority.load(data_dir / "certs").issue_client(READER.name)
-        add_system_to_config(data_dir, READER)
+        for extra in (*EXTRA_SYSTEMS, *systems):
+            CertificateAuthority.load(data_dir / "certs").issue_client(extra.name)
+            add_system_to_config(data_dir, extra)
+        if server_settings:
+            config = data_dir / "config.toml"
+            lines = "".join(f"{key} = {value}\n" for key, value in server_settings.items())
+            text = config.read_text(encoding="utf-8").replace("[server]\n", f"[server]\n{lines}")
+            config.write_text(text, encoding="utf-8")
         log_path = base / "server.log"
         log_file = stack.enter_context(log_path.open("wb"))
         port = _free_port()
@@ -281,14 +289,15 @@ def registry_server(
 def launch_server(
     tmp_path_factory: pytest.TempPathFactory, fresh_database: FreshDatabase
 ) -> Iterator[Callable[..., RegistryServer]]:
-    """Start servers of a module's own (``launch("postgresql", workers=3)``); they stop when
-    the module ends. A PostgreSQL launch skips the test without CR_TEST_POSTGRES_URL."""
+    """Start servers of a module's own (``launch("postgresql", workers=3)``, and any option of
+    :func:`running_server`); they stop when the module ends. A PostgreSQL launch skips the test
+    without CR_TEST_POSTGRES_URL."""
     with contextlib.ExitStack() as stack:
 
-        def launch(backend: str, *, workers: int = 1) -> RegistryServer:
+        def launch(backend: str, *, workers: int = 1, **options: Any) -> RegistryServer:
             base = tmp_path_factory.mktemp(f"registry-{backend}-w{workers}")
             return stack.enter_context(
-                running_server(base, backend, fresh_database, workers=workers)
+                running_server(base, backend, fresh_database, workers=workers, **options)
             )
 
         yield launch

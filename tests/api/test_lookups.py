@@ -327,7 +327,9 @@ def test_match_for_a_point_of_service_system_gives_golden_records(api: Api) -> N
     assert bundle["total"] == 1
     [entry] = bundle["entry"]
     golden = api.ids["zawadi"][1]
-    assert entry["fullUrl"] == f"http://testserver/fhir/Patient/{golden}"
+    # the configured base URL, not the request's Host (http://testserver)
+    assert entry["fullUrl"] == f"{api.context.settings.fhir_base}/Patient/{golden}"
+    assert entry["fullUrl"].startswith("https://localhost:3000/fhir/")
     assert entry["resource"]["id"] == golden
     assert entry["resource"]["meta"]["tag"][0]["code"] == GOLDEN_CODE
     assert entry["resource"]["identifier"] == [{"system": sys_uri("lims"), "value": "lz1"}]

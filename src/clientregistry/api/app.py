@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search
+from clientregistry.api import admin, bundle, match, merge, metadata, patient, pixm, search
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import FhirError, internal_error
@@ -70,6 +70,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     # would otherwise take $ihe-pix and _search for ids
     app.include_router(pixm.router)
     app.include_router(match.router)
+    app.include_router(merge.router)
     app.include_router(search.router)
     app.include_router(patient.router)
     app.include_router(bundle.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from clientregistry import __version__
+from clientregistry.api.match import fhir_base
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.capability import capability_statement
 from clientregistry.registry import search_query
@@ -19,7 +20,7 @@ SEARCH_PARAMS = sorted(
 
 @router.get("/metadata")
 def metadata(request: Request) -> Response:
-    base = str(request.base_url).rstrip("/") + "/fhir"
+    base = fhir_base(request)
     statement = capability_statement(
         base,
         __version__,
@@ -27,7 +28,7 @@ def metadata(request: Request) -> Response:
         system_interactions=["batch", "transaction"],
         search_params=SEARCH_PARAMS,
         search_includes=sorted(search_query.INCLUDES),
-        operations=["ihe-pix", "match"],
+        operations=["ihe-pix", "match", "merge"],
         conditional_update=True,
         update_create=True,
         mutual_tls=True,

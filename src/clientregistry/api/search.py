@@ -1,9 +1,12 @@
 """Patient search (PDQm ITI-78): ``GET /fhir/Patient``, ``GET|POST /fhir/Patient/_search``.
 
-Systems allowed to read demographics may search (403 otherwise), and so may people with the
-reviewer (or admin) role, by bearer token. Include :data:`router`
-in the application before the Patient router: ``GET /fhir/Patient/_search`` would otherwise be
-read as ``Patient/_search``.
+Systems allowed to read demographics may search by anything, and so may people with the
+reviewer (or admin) role, by bearer token. Systems allowed to read identifiers only (the
+default for a point-of-service system) may search by ``identifier``, ``_id`` and ``active``
+— OpenCR's CRUID look-up, ``identifier=system|value&_include=Patient:link`` — and see source
+records without demographics (ids, identifiers, links, tags); a search by demographics is
+403 for them. Include :data:`router` in the application before the Patient router:
+``GET /fhir/Patient/_search`` would otherwise be read as ``Patient/_search``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from clientregistry.fhir.search_params import query_pairs
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.lookup import (
     READ_DEMOGRAPHICS,
+    READ_IDENTIFIERS,
     Caller,
+    may_read_demographics,
     record_lookup,
     require_permission,
 )
 from clientregistry.registry.search import search
-from clientregistry.registry.search_query import parse_patient_query
+from clientregistry.registry.search_query import demographic_params, parse_patient_query
 from clientregistry.security.users import has_role
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
@@ -53,10 +58,19 @@ def _search(
     base: str,
 ) -> Response:
     """Run and audit a search (refusals and failures are audited by the error handler)."""
-    require_permission(system, READ_DEMOGRAPHICS)
+    require_permission(system, READ_IDENTIFIERS, READ_DEMOGRAPHICS)
     query = parse_patient_query(pairs)
+    demographics = may_read_demographics(system)
+    searched = demographic_params(query)
+    if searched and not demographics:
+        raise forbidden(
+            f"{system.name!r} may not search by demographics ({', '.join(searched)}); it may "
+            "search by identifier, _id and active"
+        )
     with transaction(context.sessions, write=False) as session:
-        bundle, found = search(session, context.settings, query, base=base)
+        bundle, found = search(
+            session, context.settings, query, base=base, demographics=demographics
+        )
     detail: dict[str, Any] = {"query": "&".join(f"{k}={v}" for k, v in pairs), "results": found}
     if "total" in bundle:
         detail["total"] = bundle["total"]

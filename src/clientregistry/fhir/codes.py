@@ -49,6 +49,12 @@ POTENTIAL_MATCH_TAG: Final = _tag(MATCH_ISSUES_SYSTEM, "potentialMatches")
 CONFLICT_MATCH_TAG: Final = _tag(MATCH_ISSUES_SYSTEM, "conflictMatches")
 HUMAN_ADJUDICATION_TAG: Final = _tag(HUMAN_ADJUDICATION_SYSTEM, "humanAdjudication")
 
+SUBSETTED_TAG: Final = _tag(
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED", "subsetted"
+)
+"""Marks a resource served with elements left out (``_elements``, or a caller who may not read
+demographics): FHIR's ``SUBSETTED`` tag."""
+
 MATCH_TAGS: Final = (AUTOMATCH_TAG, POTENTIAL_MATCH_TAG, CONFLICT_MATCH_TAG, HUMAN_ADJUDICATION_TAG)
 
 REGISTRY_TAG_SYSTEMS: Final = frozenset(

@@ -63,9 +63,9 @@ from clientregistry.store.models import (
 )
 
 _T = TypeVar("_T")
-ActionName = Literal["break", "unbreak", "join", "resolve", "revert"]
+ActionName = Literal["break", "unbreak", "join", "resolve", "merge", "revert"]
 
-REVERTIBLE = frozenset({"break", "unbreak", "join", "resolve", "revert"})
+REVERTIBLE = frozenset({"break", "unbreak", "join", "resolve", "merge", "revert"})
 """Audit ``event_type`` values whose ``detail["changes"]`` :func:`revert_event` can undo."""
 
 
@@ -108,6 +108,9 @@ class RecordChange:
     golden_after: str | None = None
     adjudicated_after: bool = False
     status_after: str = MatchStatus.NONE.value
+    replaced_by_before: str | None = None
+    """The record that subsumed it (a merge), before and after."""
+    replaced_by_after: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +121,8 @@ class RecordChange:
             "adjudicated_after": self.adjudicated_after,
             "status_before": self.status_before,
             "status_after": self.status_after,
+            "replaced_by_before": self.replaced_by_before,
+            "replaced_by_after": self.replaced_by_after,
         }
 
     @classmethod
@@ -130,6 +135,8 @@ class RecordChange:
             golden_after=data.get("golden_after"),
             adjudicated_after=bool(data.get("adjudicated_after")),
             status_after=str(data.get("status_after", MatchStatus.NONE.value)),
+            replaced_by_before=data.get("replaced_by_before"),
+            replaced_by_after=data.get("replaced_by_after"),
         )
 
 
@@ -236,6 +243,7 @@ class LinkEditor:
                 record.golden_id,
                 bool(record.human_adjudicated),
                 MatchStatus(record.match_status).value,
+                replaced_by_before=record.replaced_by,
             )
             self._changes[record.id] = change
             self.log.records.append(change)
@@ -306,6 +314,11 @@ class LinkEditor:
     def set_adjudicated(self, record: SourceRecord, adjudicated: bool) -> None:
         self._track(record)
         record.human_adjudicated = adjudicated
+
+    def set_replaced_by(self, record: SourceRecord, survivor: str | None) -> None:
+        """Mark ``record`` as subsumed by the source record ``survivor`` (None: not)."""
+        self._track(record)
+        record.replaced_by = survivor
 
     # The log keeps net effects: undoing, in the same action, what the action did earlier
     # takes the entry out instead of adding its opposite.
@@ -440,6 +453,7 @@ class LinkEditor:
             change.golden_after = record.golden_id
             change.adjudicated_after = bool(record.human_adjudicated)
             change.status_after = MatchStatus(record.match_status).value
+            change.replaced_by_after = record.replaced_by
         return self.log
 
 
@@ -536,15 +550,43 @@ def join(
     target = _target_golden(editor, golden_id, with_record)
     if target == record.golden_id:
         raise LinkError(409, f"Patient/{record_id} is already in Patient/{target}")
-    _refuse_broken(editor, record.id, target)
-    members = [editor.record(m) for m in editor.members(target)]
-    editor.lock([record, *members])
-    old = record.golden_id
-    editor.move(record, target, adjudicated=True)
-    confirm(editor, members)
-    editor.refresh_status(record)
+    old = _place_by_hand(editor, record, target)
     detail = {"golden_before": old, "golden_after": target}
     return ActionOutcome("join", record.id, target, editor.finish(), detail)
+
+
+def _place_by_hand(editor: LinkEditor, record: SourceRecord, target: str) -> str | None:
+    """Put ``record`` in the golden record ``target`` as a person's decision that confirms
+    the whole golden record (a join, a merge); the record's golden record before."""
+    _refuse_broken(editor, record.id, target)
+    members = [editor.record(m) for m in editor.members(target, besides=record.id)]
+    editor.lock([record, *members])
+    old = record.golden_id
+    if target != old:
+        editor.move(record, target, adjudicated=True)
+    else:
+        editor.set_adjudicated(record, True)
+    confirm(editor, members)
+    editor.refresh_status(record)
+    return old
+
+
+def merge(editor: LinkEditor, record_id: str, survivor_id: str) -> ActionOutcome:
+    """Record that ``record_id`` is a duplicate subsumed by the source record ``survivor_id``
+    (ITI-104 Resolve Duplicate, ``Patient/$merge``): it joins the survivor's golden record
+    as a person's decision would (it sticks), and is marked as replaced by the survivor."""
+    if record_id == survivor_id:
+        raise LinkError(422, f"Patient/{record_id} cannot replace itself")
+    record, survivor = editor.record(record_id), editor.record(survivor_id)
+    if survivor.golden_id is None:
+        raise LinkError(409, f"Patient/{survivor_id} has no golden record")
+    if survivor.replaced_by == record.id:
+        raise LinkError(409, f"Patient/{survivor_id} is itself replaced by Patient/{record_id}")
+    target = survivor.golden_id
+    old = _place_by_hand(editor, record, target)
+    editor.set_replaced_by(record, survivor.id)
+    detail = {"golden_before": old, "golden_after": target, "replaced_by": survivor.id}
+    return ActionOutcome("merge", record.id, target, editor.finish(), detail)
 
 
 def resolve_issue(
@@ -621,6 +663,8 @@ def revert_event(editor: LinkEditor, event_id: int) -> ActionOutcome:
             editor.move(record, change.golden_before, adjudicated=change.adjudicated_before)
         else:
             editor.set_adjudicated(record, change.adjudicated_before)
+        if change.replaced_by_before != change.replaced_by_after:
+            editor.set_replaced_by(record, change.replaced_by_before)
     for a, b in log.broken_added:
         editor.remove_broken(a, b)
     for a, b in log.broken_removed:
@@ -652,6 +696,8 @@ def _check_current(editor: LinkEditor, log: ChangeLog, event_id: int) -> None:
             problems.append(f"Patient/{change.id} no longer exists")
         elif record.golden_id != change.golden_after:
             problems.append(f"Patient/{change.id} has moved since")
+        elif record.replaced_by != change.replaced_by_after:
+            problems.append(f"Patient/{change.id} has been merged or unmerged since")
     for a, b in log.broken_added:
         if session.get(BrokenMatch, (a, b)) is None:
             problems.append(f"the broken match {a} / {b} is gone")
@@ -688,8 +734,10 @@ def record_action(
     entity: str | None,
     detail: dict[str, Any],
     outcome: int = 0,
+    agent_kind: AgentKind = AgentKind.USER,
 ) -> AuditEvent:
-    """Audit what a person did in the admin API (flushed, so the event has its id)."""
+    """Audit what a person (or, for a merge, a client system) did (flushed, so the event has
+    its id)."""
     now = _now()
     event = AuditEvent(
         recorded=now,
@@ -697,7 +745,7 @@ def record_action(
         outcome=outcome,
         event_type=event_type,
         agent=agent,
-        agent_kind=AgentKind.USER,
+        agent_kind=agent_kind,
         source_address=source_address,
         entity=entity,
         detail=detail,
@@ -706,7 +754,7 @@ def record_action(
             outcome=outcome,
             recorded=now,
             agent=agent,
-            agent_kind=AgentKind.USER,
+            agent_kind=agent_kind,
             source_address=source_address,
             entity=entity,
             interaction=event_type,
@@ -719,13 +767,19 @@ def record_action(
 
 
 def audit_outcome(
-    session: Session, outcome: ActionOutcome, *, agent: str, source_address: str | None
+    session: Session,
+    outcome: ActionOutcome,
+    *,
+    agent: str,
+    source_address: str | None,
+    agent_kind: AgentKind = AgentKind.USER,
 ) -> AuditEvent:
     """The audit event of a link action, with its change log (what :func:`revert_event`
     reads)."""
     return record_action(
         session,
         agent=agent,
+        agent_kind=agent_kind,
         source_address=source_address,
         event_type=outcome.action,
         action=AuditAction.UPDATE,

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir.patient import golden_record_resource
-from clientregistry.registry.submit import RecordSnapshot, source_resource
+from clientregistry.registry.submit import RecordSnapshot, replaced_records, source_resource
 from clientregistry.settings import Settings
 from clientregistry.store.enums import MatchStatus
 from clientregistry.store.models import BrokenMatch, GoldenRecord, SourceRecord
@@ -38,6 +38,8 @@ class Stored:
     resource: dict[str, Any]
     golden_id: str | None
     match_status: MatchStatus
+    replaced_by: str | None = None
+    """The record that subsumed this one (a merge)."""
 
 
 _STORED_COLUMNS = (
@@ -50,6 +52,7 @@ _STORED_COLUMNS = (
     SourceRecord.resource,
     SourceRecord.golden_id,
     SourceRecord.match_status,
+    SourceRecord.replaced_by,
 )
 
 
@@ -147,6 +150,7 @@ def source_resources(
 ) -> list[dict[str, Any]]:
     """The FHIR form of source records (as ``GET Patient/<id>`` gives them)."""
     broken = broken_matches(session, [r.id for r in records])
+    replaces = replaced_records(session, [r.id for r in records])
     out = []
     for r in records:
         record = RecordSnapshot(
@@ -157,8 +161,10 @@ def source_resources(
             client_system=r.client_system,
             golden_id=r.golden_id,
             match_status=r.match_status,
+            replaced_by=r.replaced_by,
         )
-        out.append(source_resource(record, settings.systems.get(r.client_system), broken[r.id]))
+        client = settings.systems.get(r.client_system)
+        out.append(source_resource(record, client, broken[r.id], replaces[r.id]))
     return out
 
 
@@ -178,6 +184,7 @@ class Person:
             self.golden.last_updated,
             [m.id for m in self.members],
             self.golden.replaced_by,
+            active=self.golden.active,
         )
         if not with_identifiers:
             return out

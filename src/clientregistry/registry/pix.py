@@ -13,7 +13,9 @@ identifiers. The source identifier itself is never returned (other identifiers o
 system are: a second record in that domain); the record whose own record id is the source
 identifier gets no ``targetId`` (it is the caller's own Patient). With ``targetSystem``, only
 identifiers of those systems are returned, and only the source records holding one get a
-``targetId``.
+``targetId``. A record subsumed by another (Resolve Duplicate, ``$merge``) is the survivor's
+person: its identifier answers that person, and it is never returned itself (ITI-104: the
+subsumed identifier is replaced by the survivor's).
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ def cross_reference(session: Session, settings: Settings, query: PixQuery) -> Pi
             _parameter("targetId", "Reference", {"reference": f"Patient/{golden_id}"})
         )
         for member in person.members:
+            if member.replaced_by is not None:
+                continue
             returned = []
             for ident in patient_identifiers(member.resource):
                 key = (ident["system"], ident["value"])

@@ -13,14 +13,15 @@ and for ``_summary=count``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clientregistry.fhir.patient import identifiers_only
 from clientregistry.registry.people import (
     Stored,
     people,
@@ -78,6 +79,12 @@ def run_search(session: Session, query: PatientQuery) -> SearchResult:
     return result
 
 
+def matching_ids(session: Session, query: PatientQuery, *, limit: int) -> list[str]:
+    """Ids of the first ``limit`` Patients ``query`` matches (a conditional create's check)."""
+    found = run_search(session, replace(query, count=limit, summary_count=False, cursor=None))
+    return found.order
+
+
 def _search_ids(session: Session, query: PatientQuery, ids: frozenset[str]) -> SearchResult:
     """An ``_id`` search: few candidates, all evaluated (source and golden records)."""
     wanted = sorted(ids)
@@ -118,9 +125,18 @@ def _restrict_identifiers(resource: dict[str, Any], domains: frozenset[str]) -> 
 
 
 def search(
-    session: Session, settings: Settings, query: PatientQuery, *, base: str
+    session: Session,
+    settings: Settings,
+    query: PatientQuery,
+    *,
+    base: str,
+    demographics: bool = True,
 ) -> tuple[dict[str, Any], int]:
-    """ITI-78: the ``searchset`` Bundle of ``query`` and the number of matches on the page."""
+    """ITI-78: the ``searchset`` Bundle of ``query`` and the number of matches on the page.
+
+    Without ``demographics`` (a caller that may not read them) source records come as
+    :func:`~clientregistry.fhir.patient.identifiers_only` shows them."""
+    view = _identity if demographics else identifiers_only
     result = run_search(session, query)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
@@ -137,13 +153,13 @@ def search(
     for record, resource in zip(
         result.records, source_resources(session, settings, result.records), strict=True
     ):
-        by_id[record.id] = _restrict_identifiers(resource, query.domains)
+        by_id[record.id] = view(_restrict_identifiers(resource, query.domains))
     found = people(session, result.goldens)
     for golden_id in result.goldens:
         by_id[golden_id] = found[golden_id].resource()
     entries = [_entry(base, by_id[i], "match") for i in result.order]
     if query.include_links:
-        entries += _included(session, settings, query, result, set(result.order), base)
+        entries += _included(session, settings, query, result, set(result.order), base, view)
     if entries:
         bundle["entry"] = entries
     return bundle, len(result.order)
@@ -156,6 +172,7 @@ def _included(
     result: SearchResult,
     present: set[str],
     base: str,
+    view: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """``_include=Patient:link``: the golden records of matched source records, and the
     source records of matched golden records."""
@@ -168,9 +185,13 @@ def _included(
     members = [m for p in people(session, result.goldens).values() for m in p.members]
     members = [m for m in members if m.id not in present]
     for member, resource in zip(members, source_resources(session, settings, members), strict=True):
-        out.append(_entry(base, _restrict_identifiers(resource, query.domains), "include"))
+        out.append(_entry(base, view(_restrict_identifiers(resource, query.domains)), "include"))
         present.add(member.id)
     return out
+
+
+def _identity(resource: dict[str, Any]) -> dict[str, Any]:
+    return resource
 
 
 def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -188,6 +209,7 @@ def _search_url(base: str, pairs: Sequence[tuple[str, str]]) -> str:
 
 __all__ = [
     "SearchResult",
+    "matching_ids",
     "run_search",
     "search",
 ]

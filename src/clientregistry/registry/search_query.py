@@ -124,6 +124,17 @@ class PatientQuery:
         return frozenset(allowed)
 
 
+IDENTIFIER_FILTERS: Final = frozenset({"identifier", "active"})
+"""Filters a caller that may not read demographics may search by (with ``_id``): a search by
+names, dates or addresses would tell it who holds them."""
+
+
+def demographic_params(query: PatientQuery) -> list[str]:
+    """The parameters of ``query`` that search by demographics (see
+    :data:`IDENTIFIER_FILTERS`)."""
+    return sorted({f.param for f in query.filters if f.param not in IDENTIFIER_FILTERS})
+
+
 def _date_range(text: str) -> tuple[date, date]:
     """The days a (partial) date covers; ValueError when it is no date."""
     parts = [int(p) for p in text.split("-")]
@@ -324,6 +335,7 @@ def patient_matches(resource: Mapping[str, Any], filters: Iterable[Filter]) -> b
 __all__ = [
     "DATE_PARAMS",
     "DEFAULT_COUNT",
+    "IDENTIFIER_FILTERS",
     "INCLUDES",
     "MAX_COUNT",
     "STRING_PARAMS",
@@ -338,6 +350,7 @@ __all__ = [
     "StringModifier",
     "TokenFilter",
     "date_matches",
+    "demographic_params",
     "filter_matches",
     "parse_date_value",
     "parse_patient_query",
