@@ -18,6 +18,7 @@ from starlette.routing import Match
 
 from clientregistry.api import admin, bundle, match, merge, metadata, patient, pixm, search
 from clientregistry.api.audit import audit_failure
+from clientregistry.api.formats import FhirFormats
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import FhirError, internal_error
 from clientregistry.fhir.operation_outcome import from_error
@@ -75,6 +76,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
+    app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

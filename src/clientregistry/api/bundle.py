@@ -51,6 +51,11 @@ REGISTRY_LOCK_ENTRIES = 16
 """Above this many entries, a transaction Bundle takes the registry-wide lock."""
 
 
+def max_bytes(context: Any) -> int:
+    """The largest body a Bundle may have (sixteen times a Patient's)."""
+    return int(context.settings.max_body_bytes) * 16
+
+
 def _process(
     session: Session,
     context: Any,
@@ -130,7 +135,7 @@ def _existing_entry(
 @router.post("")
 async def bundle(request: Request, context: Context, system: Submitter) -> Response:
     """A batch (each entry on its own) or a transaction (all or nothing) of Patients."""
-    limit = context.settings.max_body_bytes * 16
+    limit = max_bytes(context)
     body = await read_body(request, limit)
     parsed = parse_bundle(body, max_bytes=limit)
     prefer = preferences(request).return_

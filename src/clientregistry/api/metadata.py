@@ -13,7 +13,13 @@ from clientregistry.registry import search_query
 router = APIRouter(prefix="/fhir")
 
 SEARCH_PARAMS = sorted(
-    {"_id", *search_query.STRING_PARAMS, *search_query.TOKEN_PARAMS, *search_query.DATE_PARAMS}
+    {
+        "_id",
+        "_lastUpdated",
+        *search_query.STRING_PARAMS,
+        *search_query.TOKEN_PARAMS,
+        *search_query.DATE_PARAMS,
+    }
 )
 """What registry/search_query.py searches on, so the statement cannot drift from it."""
 
@@ -30,6 +36,7 @@ def metadata(request: Request) -> Response:
         search_includes=sorted(search_query.INCLUDES),
         operations=["ihe-pix", "match", "merge"],
         conditional_update=True,
+        conditional_create=True,
         update_create=True,
         mutual_tls=True,
     )

@@ -5,7 +5,9 @@ reviewer (or admin) role, by bearer token. Systems allowed to read identifiers o
 default for a point-of-service system) may search by ``identifier``, ``_id`` and ``active``
 — OpenCR's CRUID look-up, ``identifier=system|value&_include=Patient:link`` — and see source
 records without demographics (ids, identifiers, links, tags); a search by demographics is
-403 for them. Include :data:`router` in the application before the Patient router:
+403 for them. Parameters this server does not know are left out and reported with a warning
+(``Prefer: handling=lenient``, the default) or refused with 400 (``handling=strict``).
+Include :data:`router` in the application before the Patient router:
 ``GET /fhir/Patient/_search`` would otherwise be read as ``Patient/_search``.
 """
 
@@ -20,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from clientregistry.api.auth import bearer, current_user
 from clientregistry.api.deps import Context, request_system
 from clientregistry.api.match import fhir_base
-from clientregistry.api.responses import fhir_response
+from clientregistry.api.responses import fhir_response, preferences
 from clientregistry.fhir.errors import (
     bad_request,
     forbidden,
@@ -56,10 +58,11 @@ def _search(
     caller: Caller,
     pairs: list[tuple[str, str]],
     base: str,
+    strict: bool,
 ) -> Response:
     """Run and audit a search (refusals and failures are audited by the error handler)."""
     require_permission(system, READ_IDENTIFIERS, READ_DEMOGRAPHICS)
-    query = parse_patient_query(pairs)
+    query = parse_patient_query(pairs, strict=strict)
     demographics = may_read_demographics(system)
     searched = demographic_params(query)
     if searched and not demographics:
@@ -74,6 +77,8 @@ def _search(
     detail: dict[str, Any] = {"query": "&".join(f"{k}={v}" for k, v in pairs), "results": found}
     if "total" in bundle:
         detail["total"] = bundle["total"]
+    if query.ignored:
+        detail["ignored"] = ",".join(name for name, _, _ in query.ignored)
     record_lookup(
         context,
         caller,
@@ -112,12 +117,19 @@ def _caller(request: Request, system: ClientSystemConfig) -> Caller:
     return Caller(system.name, request.client.host if request.client else None)
 
 
+def _strict(request: Request) -> bool:
+    """``Prefer: handling=strict`` (lenient is the default)."""
+    return preferences(request).handling == "strict"
+
+
 @router.get("/Patient")
 @router.get("/Patient/_search")
 def search_get(request: Request, context: Context, system: Searcher) -> Response:
     """Search by URL parameters."""
     pairs = query_pairs(request.url.query) if request.url.query else []
-    return _search(context, system, _caller(request, system), pairs, fhir_base(request))
+    return _search(
+        context, system, _caller(request, system), pairs, fhir_base(request), _strict(request)
+    )
 
 
 @router.post("/Patient/_search")
@@ -146,5 +158,11 @@ async def search_post(request: Request, context: Context, system: Searcher) -> R
             raise bad_request("The form body is not UTF-8") from None
         pairs += query_pairs(text)
     return await run_in_threadpool(
-        _search, context, system, _caller(request, system), pairs, fhir_base(request)
+        _search,
+        context,
+        system,
+        _caller(request, system),
+        pairs,
+        fhir_base(request),
+        _strict(request),
     )

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 FHIR_VERSION: Final = "4.0.1"
 FHIR_JSON: Final = "application/fhir+json"
+FHIR_XML: Final = "application/fhir+xml"
 
 CLIENT_ID_SYSTEM: Final = "http://openclientregistry.org/fhir/clientid"
 """System of the tag naming the client (point-of-service system) that sent a source record."""

@@ -75,9 +75,48 @@ def _contact_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
     return issues
 
 
+def _modifier_issues(value: Any, where: str) -> list[Issue]:
+    """``modifierExtension`` anywhere, and ``implicitRules``: they change what the Patient
+    means, in ways this registry does not know, so it must not take it (FHIR R4 §2.6.2;
+    the PDQm Patient profile forbids both)."""
+    issues = []
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                place = f"{path}.{key}"
+                if key == "modifierExtension":
+                    urls = [e.get("url") for e in child if isinstance(e, Mapping)]
+                    issues.append(
+                        Issue(
+                            "extension",
+                            f"{place}: modifier extensions are not understood here ({urls}); "
+                            "send the Patient without them",
+                            (place,),
+                        )
+                    )
+                elif key == "implicitRules" and path == where:
+                    issues.append(
+                        Issue(
+                            "extension",
+                            f"{place}: implicit rules are not understood here",
+                            (place,),
+                        )
+                    )
+                else:
+                    stack.append((child, place))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return issues
+
+
 def patient_issues(resource: Mapping[str, Any], root: str = "Patient") -> list[Issue]:
-    """Every FHIR R4 problem of a Patient (``resourceType`` already checked), under ``root``."""
-    return validate_resource(resource, Patient, root) + _contact_issues(resource, root)
+    """Every FHIR R4 problem of a Patient (``resourceType`` already checked), under ``root``
+    — and any modifier extension or implicit rules, which the registry cannot honour."""
+    issues = validate_resource(resource, Patient, root) + _contact_issues(resource, root)
+    placed = {e for issue in issues for e in issue.expression}
+    return issues + [i for i in _modifier_issues(resource, root) if i.expression[0] not in placed]
 
 
 def check_patient(resource: Mapping[str, Any], root: str = "Patient") -> None:

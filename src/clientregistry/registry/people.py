@@ -94,8 +94,16 @@ def scan_records(
     Python's order (the same order on every page of a query, as the path taken depends only
     on the query's parameters).
     """
-    if where:
-        ids = sorted(session.scalars(select(SourceRecord.id).where(*where)))
+    ids = sorted(session.scalars(select(SourceRecord.id).where(*where))) if where else None
+    return records_in_id_order(session, ids, after=after, batch=batch)
+
+
+def records_in_id_order(
+    session: Session, ids: Sequence[str] | None, *, after: str | None = None, batch: int = 500
+) -> Iterator[Stored]:
+    """The source records of ``ids`` (sorted; None: every record) in id order after
+    ``after``, read a batch at a time (see :func:`scan_records`)."""
+    if ids is not None:
         start = bisect.bisect_right(ids, after) if after is not None else 0
         for first in range(start, len(ids), batch):
             chunk = ids[first : first + batch]
@@ -223,6 +231,7 @@ __all__ = [
     "broken_matches",
     "patient_identifiers",
     "people",
+    "records_in_id_order",
     "scan_records",
     "source_records",
     "source_resources",
