@@ -273,3 +273,26 @@ def test_merge_result_patient_is_only_for_the_owner_of_the_target(registry_serve
     assert "replaced-by" not in {
         link["type"] for link in registry_server.read("hie", d_id).json()["link"]
     }
+
+
+def test_resolve_duplicate_in_a_batch_bundle(registry_server, fhir) -> None:
+    setup = two_people(registry_server, fhir, "dhis2")
+    s_id, s_golden, s_value = setup["survivor"]
+    d_id, _, d_value = setup["duplicate"]
+    survivor = {"identifier": {"system": id_system("dhis2"), "value": s_value}}
+    url = f"Patient?identifier={id_system('dhis2')}|{d_value}"
+    entry = {
+        "resource": resolved(fhir, "dhis2", d_value, survivor),
+        "request": {"method": "PUT", "url": url},
+    }
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [entry]}
+    response = send(registry_server, "dhis2", "POST", "/fhir", bundle)
+    assert response.status_code == 200, response.text
+    [answer] = response.json()["entry"]
+    assert answer["response"]["status"] == "200 OK"
+    assert (
+        answer["response"]["extension"][0]["valueReference"]["reference"] == f"Patient/{s_golden}"
+    )
+    assert fhir.links(registry_server.read("hie", d_id).json(), "replaced-by") == [
+        f"Patient/{s_id}"
+    ]

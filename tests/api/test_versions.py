@@ -221,3 +221,20 @@ def test_bundle_entries_check_versions_and_conditions(registry_server, fhir) -> 
         "/fhir/Patient", params={"identifier": f"{id_system('openmrs')}|{lost}"}
     )
     assert search.status_code == 200 and "entry" not in search.json(), search.text
+
+
+def test_a_conditional_create_matching_a_record_the_caller_may_not_read(
+    registry_server, fhir
+) -> None:
+    """kiosk may submit but not read others' records: the match is said, not shown."""
+    national = {"system": "urn:oid:1.2.3.12", "value": fhir.token()}
+    held = fhir.patient("dhis2")
+    held["identifier"].append(national)
+    held_id, _ = fhir.ids(registry_server.submit("dhis2", held))
+    condition = {"If-None-Exist": f"identifier={national['system']}|{national['value']}"}
+    mine = fhir.patient("kiosk")
+    response = send(registry_server, "kiosk", "POST", "/fhir/Patient", mine, headers=condition)
+    assert response.status_code == 200, response.text
+    assert response.headers["Location"] == f"Patient/{held_id}"
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert "nothing was stored" in response.json()["issue"][0]["diagnostics"]

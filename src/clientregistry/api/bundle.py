@@ -39,7 +39,7 @@ from clientregistry.fhir.errors import FhirError, business_rule, forbidden
 from clientregistry.fhir.http import Return, parse_if_match
 from clientregistry.fhir.operation_outcome import information
 from clientregistry.registry.feed import feed
-from clientregistry.registry.read import read_as
+from clientregistry.registry.read import found_as
 from clientregistry.registry.submit import Submitter as SubmitUseCase
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.db import transaction
@@ -118,7 +118,7 @@ def _existing_entry(
     prefer: Return | None,
 ) -> EntryResponse:
     """A conditional create that found its Patient: 200, nothing stored."""
-    resource, shown = read_as(session, context.settings, system, record_id)
+    resource, shown = found_as(session, context.settings, system, record_id)
     refer = [link for link in resource.get("link", []) if link["type"] == "refer"]
     cruid = refer[0]["other"]["reference"] if refer else None
     message = f"Patient/{record_id} matches ifNoneExist; nothing was stored"
@@ -127,7 +127,7 @@ def _existing_entry(
         id=record_id,
         version=resource["meta"]["versionId"],
         cruid=cruid,
-        resource=shown if prefer == "representation" else None,
+        resource=shown if prefer == "representation" and shown is not None else None,
         outcome=information(message) if prefer == "OperationOutcome" else None,
     )
 

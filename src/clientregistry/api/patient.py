@@ -39,7 +39,7 @@ from clientregistry.fhir.search_params import parse_identifier_condition, query_
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.feed import Fed, feed
 from clientregistry.registry.lookup import source_view
-from clientregistry.registry.read import history, read_as
+from clientregistry.registry.read import found_as, history, read_as
 from clientregistry.registry.search_query import (
     PatientQuery,
     demographic_params,
@@ -187,7 +187,7 @@ def _existing_response(
 ) -> Response:
     """A conditional create that stored nothing: 200 with the Patient it found."""
     with transaction(context.sessions, write=False) as session:
-        resource, shown = read_as(session, context.settings, system, record_id)
+        resource, shown = found_as(session, context.settings, system, record_id)
     audit_read(
         context,
         request,
@@ -206,6 +206,9 @@ def _existing_response(
     if golden:
         headers["LocationCRUID"] = golden[0]["other"]["reference"]
     summary = f"Patient/{record_id} matches the If-None-Exist condition; nothing was stored"
+    if shown is None:  # a record the caller may not read: the outcome says what happened
+        said = "minimal" if prefer == "minimal" else "OperationOutcome"
+        return written_response({}, 200, headers, said, summary)
     return written_response(shown, 200, headers, prefer, summary)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clientregistry.fhir.errors import not_found
+from clientregistry.fhir.errors import FhirError, not_found
 from clientregistry.fhir.patient import golden_record_resource
 from clientregistry.registry.lookup import check_golden_read, source_view
 from clientregistry.registry.submit import (
@@ -59,6 +59,19 @@ def read_as(
         check_golden_read(system)
         return resource, resource
     return resource, source_view(system, resource)
+
+
+def found_as(
+    session: Session, settings: Settings, system: ClientSystemConfig, patient_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`read_as` for a Patient a condition found: None instead of a 403 when
+    ``system`` may not see it (it still learns that one exists)."""
+    try:
+        return read_as(session, settings, system, patient_id)
+    except FhirError as error:
+        if error.status != 403:
+            raise
+        return read_patient(session, settings, patient_id)[0], None
 
 
 def history(session: Session, settings: Settings, patient_id: str) -> list[dict[str, Any]]:
