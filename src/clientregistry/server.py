@@ -23,6 +23,9 @@ from clientregistry.settings import Settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, CheckpointerProcess
 from clientregistry.store.db import sqlite_file
 
+WORKER_HEALTHCHECK_SECONDS = 60
+"""How long a worker process may leave its supervisor's ping unanswered before it is replaced."""
+
 
 class RegistryConfig(uvicorn.Config):
     """uvicorn's Config with the registry's TLS context."""
@@ -57,6 +60,11 @@ def serve(settings: Settings) -> None:
         log_level="info",
         access_log=settings.access_log,
         timeout_keep_alive=30,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this many
+        # seconds (5 by default). A worker opening a large registry (term counts, the heap
+        # frozen at startup) or on a busy machine can hold the interpreter that long, and was
+        # killed and restarted in a loop; a hung worker is still replaced, only later.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     checkpointer = None
     if sqlite_file(settings.database) is not None:

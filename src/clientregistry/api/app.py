@@ -20,6 +20,7 @@ from clientregistry.api import admin, bundle, match, merge, metadata, patient, p
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.formats import FhirFormats
 from clientregistry.api.responses import fhir_response
+from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
 from clientregistry.fhir.operation_outcome import from_error
 from clientregistry.registry.context import RegistryContext
@@ -64,6 +65,9 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         redoc_url=None,
         lifespan=lifespan,
     )
+    # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
+    app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
+    app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     app.include_router(metadata.router)
@@ -76,8 +80,6 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
-    # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
-    app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

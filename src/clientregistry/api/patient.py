@@ -33,7 +33,7 @@ from clientregistry.api.responses import (
 )
 from clientregistry.api.writes import run_short_write
 from clientregistry.fhir.errors import bad_request, business_rule, forbidden, not_found
-from clientregistry.fhir.http import parse_if_match
+from clientregistry.fhir.http import Return, parse_if_match
 from clientregistry.fhir.patient import parse_patient, require_id
 from clientregistry.fhir.search_params import parse_identifier_condition, query_pairs
 from clientregistry.registry.context import RegistryContext
@@ -207,7 +207,7 @@ def _existing_response(
         headers["LocationCRUID"] = golden[0]["other"]["reference"]
     summary = f"Patient/{record_id} matches the If-None-Exist condition; nothing was stored"
     if shown is None:  # a record the caller may not read: the outcome says what happened
-        said = "minimal" if prefer == "minimal" else "OperationOutcome"
+        said: Return = "minimal" if prefer == "minimal" else "OperationOutcome"
         return written_response({}, 200, headers, said, summary)
     return written_response(shown, 200, headers, prefer, summary)
 

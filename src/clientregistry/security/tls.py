@@ -1,6 +1,14 @@
 """TLS contexts for mutual TLS: the server's (optional client certificate, checked against the
 CA and the CRL at the handshake), a client's, and ``peer_identity`` to read the verified client
-system from a connection."""
+system from a connection.
+
+Both sides speak TLS 1.2 and 1.3 only (:func:`harden`). TLS 1.2 is limited to Mozilla's
+"intermediate" cipher suites minus the finite-field DHE ones: ECDHE key exchange (forward
+secrecy) with AES-GCM or ChaCha20-Poly1305 (authenticated encryption), for ECDSA (the
+registry's own certificates) and RSA server keys. TLS 1.3 has only strong suites, OpenSSL's
+defaults. Compression and client-initiated renegotiation are off. ``tests/security/
+test_tls_scan.py`` scans a running server with sslyze against Mozilla's intermediate profile.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +25,32 @@ from clientregistry.security.certificates import (
     verify_client_certificate,
 )
 
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+"""The TLS 1.2 cipher suites offered and accepted (OpenSSL names)."""
+
+
+def harden(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Limit ``context`` to TLS 1.2-1.3 with :data:`TLS12_CIPHERS`, without compression or
+    renegotiation; returns it."""
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return context
+
 
 def ssl_server_context(certs_dir: Path, *, reload_crl: bool = True) -> ssl.SSLContext:
-    """A TLS >= 1.2 server context with the server certificate, asking for an optional client
-    certificate that must chain to the CA and not be in the CRL.
+    """A TLS 1.2-1.3 server context (:func:`harden`) with the server certificate, asking for an
+    optional client certificate that must chain to the CA and not be in the CRL.
 
     With ``reload_crl``, each handshake checks crl.pem's modification time and, when it changed
     (``certs revoke`` in another process), switches to a context built from the files anew, so a
@@ -57,8 +87,7 @@ def _build_server_context(certs_dir: Path) -> ssl.SSLContext:
     for name in (CA_CERT, SERVER_CERT, SERVER_KEY, CRL_FILE):
         if not (certs_dir / name).is_file():
             raise CertificateError(f"{certs_dir / name} is missing; run `clientregistry init`")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     context.load_cert_chain(certs_dir / SERVER_CERT, certs_dir / SERVER_KEY)
     context.load_verify_locations(cafile=certs_dir / CA_CERT)
     context.load_verify_locations(cafile=certs_dir / CRL_FILE)
@@ -70,9 +99,8 @@ def _build_server_context(certs_dir: Path) -> ssl.SSLContext:
 def ssl_client_context(
     ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
 ) -> ssl.SSLContext:
-    """A TLS >= 1.2 client context trusting ``ca_file``, presenting ``cert_file`` if given."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    """A TLS 1.2-1.3 client context trusting ``ca_file``, presenting ``cert_file`` if given."""
+    context = harden(ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file)))
     if cert_file is not None:
         context.load_cert_chain(cert_file, key_file)
     return context
