@@ -6,34 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
+from registry_servers import CLI, FHIR_JSON, RegistryServer, id_system
 
-FHIR_JSON = "application/fhir+json"
 JSON = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
-RegistryServer = Any
-"""``conftest.RegistryServer`` (not imported: several modules are called ``conftest``)."""
-
-
-def _executable() -> Path:
-    beside = Path(sys.executable).with_name("clientregistry")
-    if beside.exists():
-        return beside
-    return Path(__file__).resolve().parents[2] / ".venv" / "bin" / "clientregistry"
-
-
-CLI = _executable()
-
-
-def id_system(system: str) -> str:
-    """The internal identifier system of a test client system."""
-    return f"http://clientregistry.org/{system}"
-
-
 PASSWORD = "correct horse battery staple 11"
+
+__all__ = ["CLI", "id_system"]
 
 
 def send(

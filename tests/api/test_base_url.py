@@ -51,7 +51,7 @@ def test_a_forged_host_changes_no_url(registry_server, fhir) -> None:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_configured_base_url_is_used(launch_server, fhir, backend: str) -> None:
     public = "https://cr.example.org/registry"
-    server = launch_server(backend, server_settings={"base_url": f'"{public}"'})
+    server = launch_server(backend, env={"CR_SERVER_BASE_URL": public})
     urls = urls_of(server, fhir, FORGED)
     assert all(url.startswith(f"{public}/fhir") for url in urls), urls
 

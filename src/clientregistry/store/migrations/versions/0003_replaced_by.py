@@ -1,7 +1,7 @@
 """Merged source records: ``source_record.replaced_by``, the surviving record of a duplicate.
 
 Revision ID: 0003
-Revises: 0007
+Revises: 0004
 Create Date: 2026-11-27
 
 Set by a Resolve Duplicate (ITI-104) or ``Patient/$merge``: the record was subsumed by the
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
