@@ -155,6 +155,10 @@ class SourceRecord(Base):
         string_enum(MatchStatus), default=MatchStatus.NONE
     )
     human_adjudicated: Mapped[bool] = mapped_column(Boolean, default=False)
+    replaced_by: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    """The source record that subsumed this one (Resolve Duplicate, ``$merge``): this one is
+    served inactive, with a ``replaced-by`` link to it. Not a foreign key (see migration
+    0003)."""
 
 
 class SourceRecordVersion(Base):
