@@ -38,6 +38,7 @@ from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, Checkp
 from clientregistry.store.db import sqlite_file
 
 WORKER_HEALTHCHECK_SECONDS = 60
+"""How long a worker process may leave its supervisor's ping unanswered before it is replaced."""
 
 
 class RegistryConfig(uvicorn.Config):
@@ -67,6 +68,9 @@ def serve(settings: Settings) -> None:
     """Serve HTTPS until interrupted."""
     os.environ["CR_DATA_DIR"] = str(settings.data_dir.resolve())
     os.environ["CR_CERTS_DIR"] = str(settings.certs_dir.resolve())
+    # The workers read config.toml again: give them the base URL this process resolved
+    # (``serve --port`` changes the default one).
+    os.environ["CR_SERVER_BASE_URL"] = settings.public_base_url
     metrics_dir = None
     if settings.metrics_enabled and settings.workers > 1:
         # Before any worker starts (they import prometheus-client afresh).
@@ -89,8 +93,10 @@ def serve(settings: Settings) -> None:
         log_config=log_config(settings.log_format),
         access_log=False,  # the application logs requests (with their ids)
         timeout_keep_alive=30,
-        # uvicorn replaces a worker that answers no health ping for this long, a starting one
-        # too: its 5 s killed workers still importing on a busy machine, again and again.
+        # uvicorn kills a worker that does not answer its supervisor's ping within this many
+        # seconds (5 by default). A worker opening a large registry (term counts, the heap
+        # frozen at startup) or on a busy machine can hold the interpreter that long, and was
+        # killed and restarted in a loop; a hung worker is still replaced, only later.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     checkpointer = None

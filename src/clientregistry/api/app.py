@@ -16,8 +16,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, operations, patient, pixm, search
+from clientregistry.api import (
+    admin,
+    bundle,
+    match,
+    merge,
+    metadata,
+    operations,
+    patient,
+    pixm,
+    search,
+)
 from clientregistry.api.audit import audit_failure
+from clientregistry.api.formats import FhirFormats
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
@@ -27,6 +38,7 @@ from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS
 from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.ui import app as ui
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +76,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         redoc_url=None,
         lifespan=lifespan,
     )
+    # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
+    app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
@@ -73,10 +87,12 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     # would otherwise take $ihe-pix and _search for ids
     app.include_router(pixm.router)
     app.include_router(match.router)
+    app.include_router(merge.router)
     app.include_router(search.router)
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:
