@@ -31,7 +31,7 @@ from clientregistry.store.db import create_engine_for
 
 FreshDatabase = Callable[[str], AbstractContextManager[str]]
 """The ``fresh_database`` fixture of ``tests/conftest.py``."""
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 60.0  # (a machine busy with other work starts servers slowly)
 REQUEST_TIMEOUT = 30.0
 FHIR_JSON = "application/fhir+json"
 JSON_HEADERS = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}

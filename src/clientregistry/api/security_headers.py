@@ -9,7 +9,8 @@ response does not already carry, so a route or a later module (the web UI) can s
   registry serves nothing over plain HTTP);
 * ``Content-Security-Policy`` — nothing may load, run or frame: the answers are JSON, and a
   JSON answer opened in a browser must not become a page. The interactive API documentation
-  (``/docs``, Swagger UI from its CDN) gets :data:`DOCS_CSP` instead;
+  (``/docs``, Swagger UI served by the registry itself: ``api/docs.py``) gets
+  :data:`DOCS_CSP` instead;
 * ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy:
   no-referrer``, ``Cross-Origin-Opener-Policy`` and ``Cross-Origin-Resource-Policy:
   same-origin``, ``Permissions-Policy`` (no camera, microphone or location);
@@ -26,11 +27,11 @@ HSTS_MAX_AGE = 63_072_000
 """Two years, in seconds (Mozilla's recommendation)."""
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 DOCS_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-"""Swagger UI's page: its script and styles from the CDN FastAPI names, one inline script."""
+"""Swagger UI's page: its scripts, styles and images from this server only (no CDN, no inline
+script)."""
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (

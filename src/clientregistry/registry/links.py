@@ -203,13 +203,13 @@ class LinkEditor:
     def record(self, record_id: str) -> SourceRecord:
         record = self.session.get(SourceRecord, record_id)
         if record is None:
-            raise LinkError(404, f"no source record Patient/{record_id}")
+            raise LinkError(404, f"no source record Patient/{record_id}", code="not-found")
         return record
 
     def issue(self, issue_id: int) -> MatchIssue:
         issue = self.session.get(MatchIssue, issue_id)
         if issue is None:
-            raise LinkError(404, f"no review item {issue_id}")
+            raise LinkError(404, f"no review item {issue_id}", code="not-found")
         return issue
 
     def members(self, golden_id: str | None, *, besides: str | None = None) -> list[str]:
@@ -276,7 +276,7 @@ class LinkEditor:
         else:
             found = self.session.get(GoldenRecord, golden_id)
             if found is None:
-                raise LinkError(404, f"no golden record Patient/{golden_id}")
+                raise LinkError(404, f"no golden record Patient/{golden_id}", code="not-found")
             target = found
             if target.id != old:
                 self._touch(target)
@@ -501,9 +501,13 @@ def unbreak(
     chosen = known if not others else list(others)
     unknown = sorted(set(chosen) - set(known))
     if unknown:
-        raise LinkError(409, f"Patient/{record_id} has no broken match with {', '.join(unknown)}")
+        raise LinkError(
+            409,
+            f"Patient/{record_id} has no broken match with {', '.join(unknown)}",
+            code="no-broken-match",
+        )
     if not chosen:
-        raise LinkError(409, f"Patient/{record_id} has no broken matches")
+        raise LinkError(409, f"Patient/{record_id} has no broken matches", code="no-broken-match")
     editor.lock([record, *(editor.record(o) for o in chosen)])
     old = record.golden_id
     for other in chosen:
@@ -531,10 +535,12 @@ def _target_golden(editor: LinkEditor, golden_id: str | None, with_record: str |
     assert golden_id is not None
     golden = editor.session.get(GoldenRecord, golden_id)
     if golden is None:
-        raise LinkError(404, f"no golden record Patient/{golden_id}")
+        raise LinkError(404, f"no golden record Patient/{golden_id}", code="not-found")
     if not golden.active:
         successor = f" (replaced by Patient/{golden.replaced_by})" if golden.replaced_by else ""
-        raise LinkError(409, f"golden record Patient/{golden_id} is retired{successor}")
+        raise LinkError(
+            409, f"golden record Patient/{golden_id} is retired{successor}", code="retired"
+        )
     return golden.id
 
 
@@ -699,10 +705,14 @@ def revert_event(editor: LinkEditor, event_id: int) -> ActionOutcome:
     nothing it changed has changed since."""
     event = editor.session.get(AuditEvent, event_id)
     if event is None:
-        raise LinkError(404, f"no audit event {event_id}")
+        raise LinkError(404, f"no audit event {event_id}", code="not-found")
     detail = event.detail or {}
     if event.event_type not in REVERTIBLE or "changes" not in detail or event.outcome != 0:
-        raise LinkError(409, f"audit event {event_id} ({event.event_type}) cannot be reverted")
+        raise LinkError(
+            409,
+            f"audit event {event_id} ({event.event_type}) cannot be reverted",
+            code="not-revertible",
+        )
     log = ChangeLog.from_json(detail["changes"])
     _check_current(editor, log, event_id)
     records = [editor.record(change.id) for change in log.records]
