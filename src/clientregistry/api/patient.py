@@ -38,7 +38,7 @@ from clientregistry.fhir.patient import parse_patient, require_id
 from clientregistry.fhir.search_params import parse_identifier_condition, query_pairs
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.feed import Fed, feed
-from clientregistry.registry.lookup import source_view
+from clientregistry.registry.lookup import may_read_demographics, source_view
 from clientregistry.registry.read import found_as, history, read_as
 from clientregistry.registry.search_query import (
     PatientQuery,
@@ -112,7 +112,7 @@ def if_none_exist_of(
     if not query.filters and not query.ids:
         raise bad_request(f"{name}: {value[:80]!r} has no search parameter to match on")
     searched = demographic_params(query)
-    if searched and "read-demographics" not in system.permissions:
+    if searched and not may_read_demographics(system):
         raise forbidden(
             f"{system.name!r} may not search by demographics ({', '.join(searched)}); "
             "a condition by identifier or _id works"
@@ -161,7 +161,7 @@ async def _submit_patient(
     return _submitted(fed.submitted, base, prefer)
 
 
-def _submitted(result: SubmitResult, base: str, prefer: Any) -> Response:
+def _submitted(result: SubmitResult, base: str, prefer: Return | None) -> Response:
     headers = {
         "Location": f"Patient/{result.record_id}",
         "LocationCRUID": f"Patient/{result.golden_id}",
@@ -183,7 +183,7 @@ def _existing_response(
     context: RegistryContext,
     system: ClientSystemConfig,
     record_id: str,
-    prefer: Any,
+    prefer: Return | None,
 ) -> Response:
     """A conditional create that stored nothing: 200 with the Patient it found."""
     with transaction(context.sessions, write=False) as session:
