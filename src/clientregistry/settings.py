@@ -7,7 +7,9 @@ whatever needs it, and tests pass their own environment mapping.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,10 @@ DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
 """What a point-of-service system may do unless configured otherwise: submit Patients and learn
 CRUIDs and identifiers, never read demographics (OpenCR's rule, which OpenCR broke)."""
 KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics"})
+DEFAULT_PROXY_CLIENT_HEADER = "x-openhim-clientid"
+"""The header OpenHIM (and the example nginx front) names the verified client system in."""
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,10 @@ class Settings:
     event loop (see :mod:`clientregistry.api.writes`); for a database far away, where a worker
     should not wait out each round trip. SQLite always writes on the loop."""
     systems: Mapping[str, ClientSystemConfig] = field(default_factory=dict)
+    trusted_proxies: tuple[ProxyNetwork, ...] = ()
+    """Addresses of TLS-terminating proxies (nginx, OpenHIM) whose :attr:`proxy_client_header`
+    and ``X-Forwarded-For`` are believed (:mod:`clientregistry.api.trusted_proxy`)."""
+    proxy_client_header: str = DEFAULT_PROXY_CLIENT_HEADER
 
     @property
     def certs_dir(self) -> Path:
@@ -91,6 +101,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_SERVER_ACCESS_LOG": "access_log",
         "CR_AUTH_TOKEN_MINUTES": "token_minutes",
         "CR_DATABASE_WRITES_IN_THREAD_POOL": "writes_in_thread_pool",
+        "CR_PROXY_TRUSTED_ADDRESSES": "trusted_proxies",
+        "CR_PROXY_CLIENT_HEADER": "proxy_client_header",
     }
     return {key: environ[name] for name, key in mapping.items() if name in environ}
 
@@ -113,6 +125,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     database = document.get("database", {})
     matching = document.get("matching", {})
     auth = document.get("auth", {})
+    proxy = document.get("proxy", {})
     flat.update(
         host=server.get("host"),
         port=server.get("port"),
@@ -125,6 +138,8 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         rules_path=matching.get("rules"),
         candidate_limit=matching.get("candidate_limit"),
         token_minutes=auth.get("token_minutes"),
+        trusted_proxies=proxy.get("trusted_addresses"),
+        proxy_client_header=proxy.get("client_header"),
     )
     flat.update(_env_overrides(env))
     values: dict[str, Any] = {}
@@ -159,6 +174,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         hostnames = [h.strip() for h in hostnames.split(",") if h.strip()]
     if hostnames:
         values["hostnames"] = tuple(str(h) for h in hostnames)
+    _proxy_settings(flat, values, problems)
     systems: dict[str, ClientSystemConfig] = {}
     for name, raw in (document.get("systems") or {}).items():
         where = f"systems.{name}"
@@ -175,6 +191,35 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     if problems:
         raise ConfigError(str(path), problems)
     return Settings(data_dir=data_dir, systems=systems, **values)
+
+
+def _proxy_settings(flat: dict[str, Any], values: dict[str, Any], problems: list[Problem]) -> None:
+    """``[proxy]``: ``trusted_addresses`` (addresses or networks, a list or a comma-separated
+    string) and ``client_header`` (a header name)."""
+    addresses = flat.get("trusted_proxies")
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    if addresses is not None:
+        if not isinstance(addresses, list):
+            problems.append(Problem("proxy.trusted_addresses", "must be a list of addresses"))
+        else:
+            networks = []
+            for address in addresses:
+                try:
+                    networks.append(ipaddress.ip_network(str(address), strict=False))
+                except ValueError:
+                    problems.append(
+                        Problem(
+                            "proxy.trusted_addresses", f"not an address or network: {address!r}"
+                        )
+                    )
+            values["trusted_proxies"] = tuple(networks)
+    header = flat.get("proxy_client_header")
+    if header is not None:
+        if isinstance(header, str) and _HEADER_NAME.fullmatch(header):
+            values["proxy_client_header"] = header.lower()
+        else:
+            problems.append(Problem("proxy.client_header", f"not a header name: {header!r}"))
 
 
 def render_config(
@@ -212,6 +257,12 @@ def render_config(
         "",
         "[auth]",
         "token_minutes = 60",
+        "",
+        "[proxy]",
+        "# addresses (or networks) of TLS-terminating proxies (nginx, OpenHIM) that verify client",
+        "# certificates and name the client system in client_header; empty: none is trusted",
+        "trusted_addresses = []",
+        f'client_header = "{DEFAULT_PROXY_CLIENT_HEADER}"',
         "",
     ]
     for system in systems:

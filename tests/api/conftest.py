@@ -232,16 +232,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    base: Path, backend: str, fresh_database: FreshDatabase, *, workers: int = 1
+    base: Path,
+    backend: str,
+    fresh_database: FreshDatabase,
+    *,
+    workers: int = 1,
+    configure: Callable[[Path], None] | None = None,
 ) -> Iterator[RegistryServer]:
     """``init`` a data directory under ``base`` on a fresh database of ``backend`` and serve
-    it until the block ends."""
+    it until the block ends (``configure(data_dir)``, when given, runs before the server
+    starts, e.g. to edit config.toml)."""
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(fresh_database(backend))
         data_dir = base / "data"
         init_data_dir(data_dir, hostnames=[], database_url=url)
         CertificateAuthority.load(data_dir / "certs").issue_client(READER.name)
         add_system_to_config(data_dir, READER)
+        if configure is not None:
+            configure(data_dir)
         log_path = base / "server.log"
         log_file = stack.enter_context(log_path.open("wb"))
         port = _free_port()
@@ -281,14 +289,17 @@ def registry_server(
 def launch_server(
     tmp_path_factory: pytest.TempPathFactory, fresh_database: FreshDatabase
 ) -> Iterator[Callable[..., RegistryServer]]:
-    """Start servers of a module's own (``launch("postgresql", workers=3)``); they stop when
-    the module ends. A PostgreSQL launch skips the test without CR_TEST_POSTGRES_URL."""
+    """Start servers of a module's own (``launch("postgresql", workers=3, configure=...)``);
+    they stop when the module ends. A PostgreSQL launch skips the test without
+    CR_TEST_POSTGRES_URL."""
     with contextlib.ExitStack() as stack:
 
-        def launch(backend: str, *, workers: int = 1) -> RegistryServer:
+        def launch(
+            backend: str, *, workers: int = 1, configure: Callable[[Path], None] | None = None
+        ) -> RegistryServer:
             base = tmp_path_factory.mktemp(f"registry-{backend}-w{workers}")
             return stack.enter_context(
-                running_server(base, backend, fresh_database, workers=workers)
+                running_server(base, backend, fresh_database, workers=workers, configure=configure)
             )
 
         yield launch

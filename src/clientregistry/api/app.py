@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search
+from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search, trusted_proxy
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
@@ -65,6 +65,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         lifespan=lifespan,
     )
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
+    trusted_proxy.install(app, context.settings)  # believe X-Forwarded-For from proxies only
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     app.include_router(metadata.router)
