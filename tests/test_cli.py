@@ -665,6 +665,17 @@ def test_evaluate_bad_truth(tmp_path: Path) -> None:
     assert "cannotread" in flat(missing.stderr)
 
 
+def test_evaluate_truth_of_another_file(tmp_path: Path) -> None:
+    clusters = tmp_path / "clusters.csv"
+    clusters.write_text("patient_id,golden_id\na,g1\nb,g1\n", encoding="utf-8")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("patient_id,entity_id\nx,1\ny,1\n", encoding="utf-8")
+    result = run("evaluate", clusters, "--truth", truth)
+    assert_clean_failure(result, 2)
+    assert "sharesnopatient_id" in flat(result.stderr)
+    assert result.stdout == ""
+
+
 # --------------------------------------------------------------------------- rules check, demo
 
 

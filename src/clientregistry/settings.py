@@ -56,6 +56,10 @@ class Settings:
     """uvicorn's line per request on the console (every request is in the audit trail anyway;
     the log line costs ~7% of a submission's server time)."""
     token_minutes: int = 60
+    session_minutes: int = 480
+    """The longest a web UI (browser) session lasts, however busy."""
+    idle_minutes: int = 30
+    """A web UI session ends after this long without a request."""
     writes_in_thread_pool: bool = False
     """PostgreSQL: run a submission's transaction in the thread pool instead of on the worker's
     event loop (see :mod:`clientregistry.api.writes`); for a database far away, where a worker
@@ -100,6 +104,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_SERVER_MAX_BODY_BYTES": "max_body_bytes",
         "CR_SERVER_ACCESS_LOG": "access_log",
         "CR_AUTH_TOKEN_MINUTES": "token_minutes",
+        "CR_UI_SESSION_MINUTES": "session_minutes",
+        "CR_UI_IDLE_MINUTES": "idle_minutes",
         "CR_DATABASE_WRITES_IN_THREAD_POOL": "writes_in_thread_pool",
         "CR_PROXY_TRUSTED_ADDRESSES": "trusted_proxies",
         "CR_PROXY_CLIENT_HEADER": "proxy_client_header",
@@ -126,6 +132,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     matching = document.get("matching", {})
     auth = document.get("auth", {})
     proxy = document.get("proxy", {})
+    ui = document.get("ui", {})
     flat.update(
         host=server.get("host"),
         port=server.get("port"),
@@ -140,10 +147,21 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         token_minutes=auth.get("token_minutes"),
         trusted_proxies=proxy.get("trusted_addresses"),
         proxy_client_header=proxy.get("client_header"),
+        session_minutes=ui.get("session_minutes"),
+        idle_minutes=ui.get("idle_minutes"),
     )
     flat.update(_env_overrides(env))
     values: dict[str, Any] = {}
-    for key in ("port", "workers", "candidate_limit", "max_body_bytes", "token_minutes"):
+    whole_numbers = (
+        "port",
+        "workers",
+        "candidate_limit",
+        "max_body_bytes",
+        "token_minutes",
+        "session_minutes",
+        "idle_minutes",
+    )
+    for key in whole_numbers:
         raw = flat.get(key)
         if raw is None:
             continue
@@ -263,6 +281,12 @@ def render_config(
         "# certificates and name the client system in client_header; empty: none is trusted",
         "trusted_addresses = []",
         f'client_header = "{DEFAULT_PROXY_CLIENT_HEADER}"',
+        "",
+        "[ui]",
+        "# the web UI (https://<host>:<port>/ui/): a session lasts at most session_minutes,",
+        "# and ends after idle_minutes without a request",
+        "session_minutes = 480",
+        "idle_minutes = 30",
         "",
     ]
     for system in systems:

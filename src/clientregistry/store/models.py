@@ -310,6 +310,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(string_enum(Role))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    language: Mapped[str | None] = mapped_column(String(16))
+    """The web UI's language this person chose (``en``, ``fr``); None: the browser's."""
 
 
 class Token(Base):
@@ -326,6 +328,8 @@ class Token(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """A browser session's last request (it ends after a while idle); None: an API token."""
 
 
 class ClientSystem(Base):
