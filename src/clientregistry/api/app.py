@@ -16,7 +16,18 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search, trusted_proxy
+from clientregistry.api import (
+    admin,
+    admin_errors,
+    bundle,
+    match,
+    metadata,
+    openapi,
+    patient,
+    pixm,
+    search,
+    trusted_proxy,
+)
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
@@ -117,6 +128,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return fhir_response(from_error(internal_error()), 500)
 
+    admin_errors.install(app)  # errors under /auth and /admin as {"detail": ...}
+    openapi.install(app)  # every status, error format and FHIR body in /openapi.json
     return app
 
 

@@ -22,10 +22,12 @@ then needs a certificate of its own, which a proxied request does not carry, so 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
 from collections.abc import Sequence
+from functools import partial
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -52,12 +54,18 @@ def is_trusted(address: str | None, networks: Sequence[ProxyNetwork]) -> bool:
     return any(ip in network for network in networks)
 
 
+def _trusted_peer(networks: Sequence[ProxyNetwork], address: str | None) -> bool:
+    return is_trusted(address, networks)
+
+
 class TrustedProxy:
     """Marks requests from trusted proxies and takes the client's address from them."""
 
     def __init__(self, app: ASGIApp, networks: Sequence[ProxyNetwork]) -> None:
         self.app = app
         self.networks = tuple(networks)
+        # a peer's address repeats on every request of its connections: decide once
+        self.trusts = functools.lru_cache(maxsize=4096)(partial(_trusted_peer, self.networks))
         self.forwarded = ProxyHeadersMiddleware(
             app,  # type: ignore[arg-type]
             trusted_hosts=[str(network) for network in self.networks],
@@ -66,7 +74,7 @@ class TrustedProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
         peer = client[0] if client else None
-        if scope["type"] == "http" and is_trusted(peer, self.networks):
+        if scope["type"] == "http" and self.trusts(peer):
             scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: {"peer": peer}}
             await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
             return
