@@ -27,16 +27,6 @@ HEADER = "X-OpenHIM-ClientID"
 FHIR_JSON = "application/fhir+json"
 
 
-def _trust_the_proxy(data_dir: Path) -> None:
-    config = data_dir / "config.toml"
-    text = config.read_text(encoding="utf-8")
-    assert "trusted_addresses = []" in text
-    config.write_text(
-        text.replace("trusted_addresses = []", f'trusted_addresses = ["{PROXY_ADDRESS}"]'),
-        encoding="utf-8",
-    )
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def proxied(
     request: pytest.FixtureRequest,
@@ -44,7 +34,7 @@ def proxied(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Any, NginxFront]]:
     """A registry that trusts 127.0.0.2, and nginx in front of it."""
-    server = launch_server(request.param, configure=_trust_the_proxy)
+    server = launch_server(request.param, env={"CR_PROXY_TRUSTED_ADDRESSES": PROXY_ADDRESS})
     directory = tmp_path_factory.mktemp(f"nginx-{request.param}")
     with nginx_front(directory, server.port, server.certs_dir) as front:
         yield server, front

@@ -22,6 +22,12 @@ def test_the_default_rules_read_as_they_are(desk: Registry) -> None:
     assert given.else_weight is not None and given.else_weight < 0
     assert fields["phone"].group == "location"
     assert view.blocking_keys and view.document["rules"][0]["name"] == rule_set.name
+    assert [g.fields for g in view.blocking_groups][:3] == [
+        ["identifier"],
+        ["phone"],
+        ["given", "family"],
+    ]
+    assert {g.rule_set for g in view.blocking_groups} == {0}
 
 
 def test_the_pair_tester_explains_records_and_pasted_patients(desk: Registry) -> None:

@@ -23,6 +23,7 @@ from clientregistry.api import (
     match,
     metadata,
     openapi,
+    operations,
     patient,
     pixm,
     search,
@@ -38,6 +39,7 @@ from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS
 from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.ui import app as ui
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app = FastAPI(
         title="clientregistry",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # operations.install serves /docs without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -79,6 +81,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     trusted_proxy.install(app, context.settings)  # believe X-Forwarded-For from proxies only
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
+    operations.install(app, context.settings)  # request ids, metrics, /healthz, /readyz
     app.include_router(metadata.router)
     # the operations and search before patient.router: its GET /fhir/Patient/{patient_id}
     # would otherwise take $ihe-pix and _search for ids
@@ -88,6 +91,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

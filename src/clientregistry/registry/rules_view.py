@@ -74,10 +74,16 @@ class RuleSetView(BaseModel):
     blocking: list[list[str]]
 
 
+class BlockingGroup(BaseModel):
+    rule_set: int = Field(description="The rule set's index")
+    fields: list[str] = Field(description="Records agreeing on these fields are compared")
+
+
 class RulesView(BaseModel):
     source: str
     rule_sets: list[RuleSetView]
     blocking_keys: list[str] = Field(description="How candidates are found (rules check)")
+    blocking_groups: list[BlockingGroup]
     warnings: list[str]
     document: dict[str, Any] = Field(description="The rules as a decisionRules.json file")
 
@@ -136,6 +142,7 @@ def _field_view(rule_set: RuleSet, field: RuleField) -> FieldView:
 def rules_view(context: RegistryContext, actor: Actor) -> RulesView:
     """The decision rules the registry matches with."""
     rules = context.matcher.rules
+    lines = list(context.matcher.blocker.describe())
     view = RulesView(
         source=rules.source,
         rule_sets=[
@@ -152,12 +159,23 @@ def rules_view(context: RegistryContext, actor: Actor) -> RulesView:
             )
             for rs in rules.rule_sets
         ],
-        blocking_keys=list(context.matcher.blocker.describe()),
+        blocking_keys=lines,
+        blocking_groups=[_group(line) for line in lines],
         warnings=list(rules.warnings),
         document=rules.to_json(),
     )
     audit_read(context, actor, Reading("rules-read"))
     return view
+
+
+def _group(line: str) -> BlockingGroup:
+    """One line of the blocker's description (``rule set 1: given + family``)."""
+    head, _, names = line.partition(": ")
+    number = "".join(c for c in head if c.isdigit())
+    return BlockingGroup(
+        rule_set=int(number) - 1 if number else 0,
+        fields=[n.strip() for n in names.split(" + ") if n.strip()],
+    )
 
 
 # ----------------------------------------------------------------------------- pair tester

@@ -12,6 +12,7 @@ process, so that a dashboard reloaded by several people costs one computation.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -200,9 +201,7 @@ def _histogram(context: RegistryContext, session: Session) -> ScoreHistogram:
     ]
     values = [float(v) for pair in bounds for v in pair if v is not None]
     values += [rule_set.potential_threshold, rule_set.auto_threshold]
-    low, high = min(values), max(values)
-    span = high - low or 1.0
-    low, high = low - span * 0.05, high + span * 0.05
+    low, high = math.floor(min(values)) - 1, math.ceil(max(values)) + 1
     width = (high - low) / BINS
     counts = {i: [0, 0] for i in range(BINS)}
     for slot, column, where in ((0, Link.score, auto), (1, MatchIssue.score, review)):

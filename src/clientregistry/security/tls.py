@@ -12,6 +12,7 @@ test_tls_scan.py`` scans a running server with sslyze against Mozilla's intermed
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Collection
 from pathlib import Path
@@ -24,6 +25,18 @@ from clientregistry.security.certificates import (
     ClientIdentity,
     verify_client_certificate,
 )
+
+log = logging.getLogger(__name__)
+
+_reloads = [0]
+"""How many times this process was asked to load its certificates anew (SIGHUP)."""
+
+
+def request_reload() -> None:
+    """Make every server context of this process load the server certificate, key, CA and
+    CRL anew at its next handshake (``clientregistry serve`` calls it on SIGHUP)."""
+    _reloads[0] += 1
+
 
 TLS12_CIPHERS = ":".join(
     (
@@ -54,23 +67,33 @@ def ssl_server_context(certs_dir: Path, *, reload_crl: bool = True) -> ssl.SSLCo
 
     With ``reload_crl``, each handshake checks crl.pem's modification time and, when it changed
     (``certs revoke`` in another process), switches to a context built from the files anew, so a
-    revocation is refused at the handshake without a restart."""
+    revocation is refused at the handshake without a restart; and after :func:`request_reload`
+    (SIGHUP) it does the same, taking a renewed server certificate. A set of files that does
+    not load (half written, a key that does not fit) leaves the last good context in use."""
     certs_dir = Path(certs_dir)
     context = _build_server_context(certs_dir)
     if not reload_crl:
         return context
     crl = certs_dir / CRL_FILE
-    current: list[tuple[tuple[int, int], ssl.SSLContext]] = [(_stamp(crl), context)]
+    current: list[tuple[tuple[int, int], int, ssl.SSLContext]] = [
+        (_stamp(crl), _reloads[0], context)
+    ]
 
     def switch(connection: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        stamp, latest = current[0]
+        stamp, reloads, latest = current[0]
         try:
             now = _stamp(crl)
-            if now != stamp:
-                current[0] = (now, _build_server_context(certs_dir))
-                latest = current[0][1]
-        except (OSError, ssl.SSLError, CertificateError):
-            pass  # mid-rewrite or broken: keep the last good context
+            if now != stamp or reloads != _reloads[0]:
+                asked = reloads != _reloads[0]
+                reloads = _reloads[0]  # one attempt per SIGHUP
+                current[0] = (stamp, reloads, latest)
+                latest = _build_server_context(certs_dir)
+                current[0] = (now, reloads, latest)
+                if asked:
+                    log.info("TLS: loaded the certificates in %s anew", certs_dir)
+        except (OSError, ssl.SSLError, CertificateError) as error:
+            # mid-rewrite or broken: keep the last good context
+            log.warning("TLS: cannot load the certificates in %s: %s", certs_dir, error)
         if latest is not context:
             connection.context = latest
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from clientregistry.matching.features import Features
+from clientregistry.request_id import current_request_id
 from clientregistry.store.columns import (
     BigIntPK,
     FeaturesJSON,
@@ -297,6 +298,10 @@ class AuditEvent(Base):
     """CRUID, rule set, score ..."""
     resource: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
     """The FHIR AuditEvent resource."""
+    request_id: Mapped[str | None] = mapped_column(
+        String(64), index=True, default=current_request_id
+    )
+    """The HTTP request's id (its ``X-Request-Id`` header), when a request caused it."""
 
 
 class User(Base):
@@ -344,3 +349,6 @@ class ClientSystem(Base):
     permissions: Mapped[list[str]] = mapped_column(JsonText(), default=list)
     cert_serial: Mapped[str | None] = mapped_column(String(128))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its current certificate is revoked (``certs revoke``; a new one clears it)."""
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Raised by every change, so that servers notice changes cheaply (registry.systems)."""
