@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clientregistry.errors import ConfigError, Problem
+from clientregistry.security.oidc_settings import OidcSettings, parse_oidc
 
 CONFIG_FILE = "config.toml"
 DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
@@ -83,6 +84,8 @@ class Settings:
     """Addresses of TLS-terminating proxies (nginx, OpenHIM) whose :attr:`proxy_client_header`
     and ``X-Forwarded-For`` are believed (:mod:`clientregistry.api.trusted_proxy`)."""
     proxy_client_header: str = DEFAULT_PROXY_CLIENT_HEADER
+    oidc: OidcSettings | None = None
+    """Single sign-on for people (``[oidc]``); None: local accounts only."""
 
     @property
     def certs_dir(self) -> Path:
@@ -243,6 +246,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     if hostnames:
         values["hostnames"] = tuple(str(h) for h in hostnames)
     _proxy_settings(flat, values, problems)
+    values["oidc"] = parse_oidc(document.get("oidc"), env, data_dir, problems)
     systems = _systems(document.get("systems") or {}, problems)
     if problems:
         raise ConfigError(str(path), problems)

@@ -22,6 +22,7 @@ from clientregistry.api import (
     bundle,
     match,
     metadata,
+    oidc,
     openapi,
     operations,
     patient,
@@ -91,6 +92,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    oidc.mount(app, context.settings)  # /auth/oidc: single sign-on, when configured
     ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
