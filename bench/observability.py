@@ -10,7 +10,8 @@ round, so that the machine's drift hits them alike:
 * ``off`` — this checkout with metrics and the request log off (the request id, its header
   and its audit column are always on);
 * ``on`` — this checkout with metrics on a port of their own, the request log on and JSON
-  logs (``CR_METRICS_PORT``, ``CR_SERVER_ACCESS_LOG=true``, ``CR_SERVER_LOG_FORMAT=json``).
+  logs (``CR_METRICS_PORT``, ``CR_SERVER_ACCESS_LOG=true``, ``CR_SERVER_LOG_FORMAT=json``);
+* ``metrics`` and ``log`` — each of those alone (``--variants`` picks which run).
 
 It prints each run's p50/p90/p99 latency, throughput and the server's CPU milliseconds per
 request (the steadiest measure of a cost: latency at a fixed offered rate mostly shows the
@@ -63,6 +64,8 @@ def _environments(baseline_src: Path) -> dict[str, dict[str, str]]:
             "CR_SERVER_ACCESS_LOG": "true",
             "CR_SERVER_LOG_FORMAT": "json",
         },
+        "metrics": {**clean, "CR_METRICS_PORT": str(_free_port())},
+        "log": {**clean, "CR_SERVER_ACCESS_LOG": "true", "CR_SERVER_LOG_FORMAT": "json"},
     }
 
 
@@ -87,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=150.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--baseline-ref", default="main")
+    parser.add_argument(
+        "--variants",
+        default="baseline,off,on",
+        help="comma-separated, run in this order each round: baseline, off, on, metrics, log",
+    )
     args = parser.parse_args(argv)
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="cr_bench_baseline_") as tmp:
-        environments = _environments(_baseline_source(args.baseline_ref, Path(tmp)))
+        every = _environments(_baseline_source(args.baseline_ref, Path(tmp)))
+        environments = {name: every[name] for name in args.variants.split(",")}
         for round_number in range(1, args.rounds + 1):
             for variant, env in environments.items():
                 result = _run(args, env)

@@ -129,7 +129,7 @@ def audit(
     detail: Mapping[str, object],
 ) -> None:
     """Record a change made on the command line, in the change's transaction."""
-    from clientregistry.registry.links import record_action
+    from clientregistry.registry.actor import record_action
 
     record_action(
         session,

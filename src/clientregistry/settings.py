@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from clientregistry.errors import ConfigError, Problem
 from clientregistry.security.oidc_settings import OidcSettings, parse_oidc
@@ -23,7 +24,8 @@ CONFIG_FILE = "config.toml"
 DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
 """What a point-of-service system may do unless configured otherwise: submit Patients and learn
 CRUIDs and identifiers, never read demographics (OpenCR's rule, which OpenCR broke)."""
-KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics"})
+KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics", "merge"})
+"""``merge``: may call ``Patient/$merge`` (merge any two source records; never by default)."""
 LOG_FORMATS = ("text", "json")
 DEFAULT_PROXY_CLIENT_HEADER = "x-openhim-clientid"
 """The header OpenHIM (and the example nginx front) names the verified client system in."""
@@ -86,6 +88,26 @@ class Settings:
     proxy_client_header: str = DEFAULT_PROXY_CLIENT_HEADER
     oidc: OidcSettings | None = None
     """Single sign-on for people (``[oidc]``); None: local accounts only."""
+    base_url: str = ""
+    """The registry's public address (``https://cr.example.org``, or with a path prefix behind
+    a proxy): the base of every URL the FHIR API writes (``fullUrl``, paging links,
+    ``Content-Location``, the CapabilityStatement), never the request's ``Host`` header.
+    Empty: ``https://<first hostname>:<port>``."""
+
+    @property
+    def public_base_url(self) -> str:
+        """:attr:`base_url`, or ``https://<first hostname>:<port>`` when it is not set."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = self.hostnames[0] if self.hostnames else "localhost"
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return f"https://{host}:{self.port}"
+
+    @property
+    def fhir_base(self) -> str:
+        """The FHIR base URL: ``<public base URL>/fhir``."""
+        return f"{self.public_base_url}/fhir"
 
     @property
     def certs_dir(self) -> Path:
@@ -128,6 +150,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_UI_SESSION_MINUTES": "session_minutes",
         "CR_UI_IDLE_MINUTES": "idle_minutes",
         "CR_DATABASE_WRITES_IN_THREAD_POOL": "writes_in_thread_pool",
+        "CR_SERVER_BASE_URL": "base_url",
         "CR_SERVER_LOG_FORMAT": "log_format",
         "CR_METRICS_PORT": "metrics_port",
         "CR_METRICS_HOST": "metrics_host",
@@ -168,6 +191,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         hostnames=server.get("hostnames"),
         max_body_bytes=server.get("max_body_bytes"),
         access_log=server.get("access_log"),
+        base_url=server.get("base_url"),
         database_url=database.get("url"),
         writes_in_thread_pool=database.get("writes_in_thread_pool"),
         rules_path=matching.get("rules"),
@@ -235,6 +259,13 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
             problems.append(Problem(key, f"must be true or false, not {raw!r}"))
     if flat.get("host"):
         values["host"] = str(flat["host"])
+    base_url = flat.get("base_url")
+    if base_url:
+        problem = _base_url_problem(base_url)
+        if problem:
+            problems.append(Problem("base_url", problem))
+        else:
+            values["base_url"] = str(base_url).rstrip("/")
     if flat.get("database_url"):
         values["database_url"] = str(flat["database_url"])
     if flat.get("rules_path"):
@@ -320,6 +351,18 @@ def _proxy_settings(flat: dict[str, Any], values: dict[str, Any], problems: list
             problems.append(Problem("proxy.client_header", f"not a header name: {header!r}"))
 
 
+def _base_url_problem(raw: object) -> str | None:
+    """Why ``raw`` is not a usable public base URL (None when it is)."""
+    if not isinstance(raw, str):
+        return f"must be a URL such as https://cr.example.org, not {raw!r}"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"must be an absolute http(s) URL such as https://cr.example.org, not {raw!r}"
+    if parts.query or parts.fragment or any(c.isspace() for c in raw):
+        return f"must be a plain URL (no query, fragment or spaces), not {raw!r}"
+    return None
+
+
 def render_config(
     *,
     hostnames: list[str],
@@ -344,6 +387,9 @@ def render_config(
         "access_log = false",
         '# "text", or "json": one JSON object a line (a request id in each line of a request)',
         'log_format = "text"',
+        "# the public address clients use: the base of every URL the FHIR API writes (never",
+        "# taken from a request's Host header). Default: https://<first hostname>:<port>",
+        f'# base_url = "https://{hostnames[0] if hostnames else "localhost"}:{port}"',
         "",
         "[database]",
         "# empty: the embedded SQLite database in the data directory",

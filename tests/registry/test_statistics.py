@@ -45,3 +45,23 @@ def test_days_are_bounded(desk: Registry) -> None:
     with pytest.raises(Refused):
         statistics(desk.context, RITA, 0)
     assert statistics(desk.context, RITA, 366).days == 366
+
+
+def test_old_figures_are_answered_while_new_ones_are_computed(
+    desk: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from clientregistry.registry import statistics as module
+
+    first = statistics(desk.context, RITA, 30)
+    assert first.records == 0
+    desk.submit("openmrs", patient("openmrs", "1", *AISHA))
+    assert statistics(desk.context, RITA, 30) is first  # within CACHE_SECONDS
+    monkeypatch.setattr(module, "CACHE_SECONDS", 0.0)
+    assert statistics(desk.context, RITA, 30) is first  # stale: answered, and refreshed
+    deadline = time.monotonic() + 10
+    while (fresh := statistics(desk.context, RITA, 30)).records == 0:
+        assert time.monotonic() < deadline, "the figures were not computed again"
+        time.sleep(0.05)
+    assert fresh.records == 1 and fresh.generated_at > first.generated_at

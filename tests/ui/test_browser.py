@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_kit import PASSWORD, check_accessibility, screenshot, sign_in
 from playwright.sync_api import expect
-
-from conftest import PASSWORD, check_accessibility, screenshot, sign_in
 
 SYSTEMS = {
     "openmrs": "http://clientregistry.org/openmrs",

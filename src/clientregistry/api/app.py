@@ -21,6 +21,7 @@ from clientregistry.api import (
     admin_errors,
     bundle,
     match,
+    merge,
     metadata,
     oidc,
     openapi,
@@ -31,6 +32,7 @@ from clientregistry.api import (
     trusted_proxy,
 )
 from clientregistry.api.audit import audit_failure
+from clientregistry.api.formats import FhirFormats
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
@@ -78,6 +80,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         redoc_url=None,
         lifespan=lifespan,
     )
+    # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
+    app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     trusted_proxy.install(app, context.settings)  # believe X-Forwarded-For from proxies only
     app.state.context = context
@@ -88,6 +92,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     # would otherwise take $ihe-pix and _search for ids
     app.include_router(pixm.router)
     app.include_router(match.router)
+    app.include_router(merge.router)
     app.include_router(search.router)
     app.include_router(patient.router)
     app.include_router(bundle.router)

@@ -8,8 +8,9 @@ response does not already carry, so a route or a later module (the web UI) can s
 * ``Strict-Transport-Security`` — browsers use HTTPS only for this host, for two years (the
   registry serves nothing over plain HTTP);
 * ``Content-Security-Policy`` — nothing may load, run or frame: the answers are JSON, and a
-  JSON answer opened in a browser must not become a page. Pages (``/docs``, the web UI) set
-  their own;
+  JSON answer opened in a browser must not become a page. The interactive API documentation
+  (``/docs``, Swagger UI served by the registry itself: ``api/docs.py``) gets
+  :data:`DOCS_CSP` instead;
 * ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy:
   no-referrer``, ``Cross-Origin-Opener-Policy`` and ``Cross-Origin-Resource-Policy:
   same-origin``, ``Permissions-Policy`` (no camera, microphone or location);
@@ -25,6 +26,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 HSTS_MAX_AGE = 63_072_000
 """Two years, in seconds (Mozilla's recommendation)."""
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+"""Swagger UI's page: its scripts, styles and images from this server only (no CDN, no inline
+script)."""
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"strict-transport-security", f"max-age={HSTS_MAX_AGE}; includeSubDomains".encode()),
@@ -55,7 +63,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = API_CSP.encode()
+        csp = (DOCS_CSP if scope.get("path") in DOCS_PATHS else API_CSP).encode()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -6,12 +6,14 @@ All aggregates are computed in the database (days in UTC). Submissions and outco
 the audit trail (each submission's event names its system and how it was matched: ``auto``,
 ``potential``, ``conflict`` or ``none`` — a new person); scores from the automatic links
 (:class:`~clientregistry.store.models.Link`) and the review items; decisions from the audit
-events of people's link actions. The answer is kept for :data:`CACHE_SECONDS` in each
-process, so that a dashboard reloaded by several people costs one computation.
+events of people's link actions. The answer is kept in each process and computed again in
+the background once it is :data:`CACHE_SECONDS` old, so that the dashboard answers at once
+and a dashboard reloaded by several people costs one computation.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -32,6 +34,8 @@ from clientregistry.store.db import transaction
 from clientregistry.store.dialect import dialect_name
 from clientregistry.store.enums import AgentKind, IssueKind, IssueStatus, LinkKind
 from clientregistry.store.models import AuditEvent, GoldenRecord, Link, MatchIssue, SourceRecord
+
+log = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 15.0
 MAX_DAYS: Final = 366
@@ -295,16 +299,49 @@ def compute(context: RegistryContext, days: int, *, now: datetime | None = None)
 
 
 def statistics(context: RegistryContext, actor: Actor, days: int = 30) -> Statistics:
-    """The dashboard's figures over the last ``days`` days (at most :data:`MAX_DAYS`),
-    computed at most every :data:`CACHE_SECONDS` per process."""
+    """The dashboard's figures over the last ``days`` days (at most :data:`MAX_DAYS`).
+
+    Computed at most every :data:`CACHE_SECONDS` per process: figures older than that are
+    answered at once while a thread computes new ones for the next request (their
+    ``generated_at`` says how old they are); only the first request for a period waits."""
     if not 1 <= days <= MAX_DAYS:
         raise Refused(400, f"days: from 1 to {MAX_DAYS}", code="bad-days")
     now = time.monotonic()
     with _CACHE_LOCK:
         cached = _CACHE.get(context.engine, {}).get(days)
-    if cached is None or now - cached[0] > CACHE_SECONDS:
-        cached = (now, compute(context, days))
-        with _CACHE_LOCK:
-            _CACHE.setdefault(context.engine, {})[days] = cached
+    if cached is None:
+        cached = _refresh(context, days)
+    elif now - cached[0] > CACHE_SECONDS:
+        _refresh_in_background(context, days)
     audit_read(context, actor, Reading("statistics-read", detail={"days": days}))
     return cached[1]
+
+
+def _refresh(context: RegistryContext, days: int) -> tuple[float, Statistics]:
+    fresh = (time.monotonic(), compute(context, days))
+    with _CACHE_LOCK:
+        _CACHE.setdefault(context.engine, {})[days] = fresh
+    return fresh
+
+
+_REFRESHING: set[tuple[int, int]] = set()
+
+
+def _refresh_in_background(context: RegistryContext, days: int) -> None:
+    """Compute the figures again in a thread, unless one is at it already."""
+    key = (id(context.engine), days)
+    with _CACHE_LOCK:
+        if key in _REFRESHING:
+            return
+        _REFRESHING.add(key)
+
+    def run() -> None:
+        try:
+            _refresh(context, days)
+        except Exception:  # the next request tries again; this one keeps the old figures
+            log.exception("could not compute the dashboard's figures")
+        finally:
+            with _CACHE_LOCK:
+                _REFRESHING.discard(key)
+
+    threading.Thread(target=run, name="statistics", daemon=True).start()

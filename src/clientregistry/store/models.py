@@ -37,6 +37,8 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -119,7 +121,20 @@ class SourceRecord(Base):
     """A Patient as submitted by a client system."""
 
     __tablename__ = "source_record"
-    __table_args__ = (UniqueConstraint("internal_system", "internal_value"),)
+    __table_args__ = (
+        UniqueConstraint("internal_system", "internal_value"),
+        Index(
+            "ix_source_record_auto_links",
+            "last_updated",
+            "match_status",
+            "human_adjudicated",
+            sqlite_where=text("match_status = 'auto' AND human_adjudicated IS 0"),
+            postgresql_where=text("match_status = 'auto' AND human_adjudicated IS false"),
+        ),
+    )
+    """``ix_source_record_auto_links``: the records the engine linked by itself that no person
+    has confirmed (the review queue of automatic links), newest first — a partial index, so
+    it holds those records only; with the columns of its condition, it alone answers a count."""
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
     client_system: Mapped[str] = mapped_column(String(128), index=True)
@@ -140,6 +155,10 @@ class SourceRecord(Base):
         string_enum(MatchStatus), default=MatchStatus.NONE
     )
     human_adjudicated: Mapped[bool] = mapped_column(Boolean, default=False)
+    replaced_by: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    """The source record that subsumed this one (Resolve Duplicate, ``$merge``): this one is
+    served inactive, with a ``replaced-by`` link to it. Not a foreign key (see migration
+    0003)."""
 
 
 class SourceRecordVersion(Base):
@@ -298,10 +317,16 @@ class AuditEvent(Base):
     """CRUID, rule set, score ..."""
     resource: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
     """The FHIR AuditEvent resource."""
-    request_id: Mapped[str | None] = mapped_column(
-        String(64), index=True, default=current_request_id
-    )
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
     """The HTTP request's id (its ``X-Request-Id`` header), when a request caused it."""
+
+
+@event.listens_for(AuditEvent, "before_insert")
+def _request_id(_mapper: Any, _connection: Any, audit_event: AuditEvent) -> None:
+    """An event added through the ORM records the request being served (the driver's inserts
+    of ``registry.audit`` name it themselves)."""
+    if audit_event.request_id is None:
+        audit_event.request_id = current_request_id()
 
 
 class User(Base):

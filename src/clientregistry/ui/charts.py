@@ -68,16 +68,14 @@ def _frame(title: str, description: str, body: list[str], legend: Sequence[str])
 
 
 def _scale(top: float) -> float:
-    """A round upper bound for an axis whose largest value is ``top`` (at least 4: counts
-    get whole-number ticks)."""
-    if top <= 4:
-        return 4.0
-    magnitude = 10 ** (len(str(int(top))) - 1)
-    for step in (1, 2, 5, 10):
-        bound = step * magnitude
-        if bound >= top:
-            return float(bound)
-    return float(10 * magnitude)
+    """A round upper bound for an axis whose largest value is ``top``, a multiple of 4 (the
+    axis has four steps: counts get whole-number ticks)."""
+    magnitude = 1
+    while True:
+        for step in (4, 8, 12, 20, 40, 60, 80):
+            if step * magnitude >= top:
+                return float(step * magnitude)
+        magnitude *= 10
 
 
 def _y_axis(top: float, number: Number) -> list[str]:
@@ -195,31 +193,50 @@ def bars(
     labels: Sequence[str],
     series: Sequence[Series],
     number: Number,
+    *,
+    stacked: bool = False,
 ) -> Markup:
-    """Horizontal bars: a group per label, a bar per series."""
+    """Horizontal bars: per label a bar per series, or one bar of the series ``stacked``."""
     plot_w = WIDTH - 160 - RIGHT - 60
-    top = _scale(max((v for s in series for v in s.values), default=0))
+    if stacked:
+        totals = [sum(s.values[i] for s in series) for i in range(len(labels))]
+        top = _scale(max(totals, default=0))
+    else:
+        top = _scale(max((v for s in series for v in s.values), default=0))
     group = (HEIGHT - TOP - BOTTOM) / max(len(labels), 1)
-    bar = max(4.0, min(22.0, group * 0.8 / max(len(series), 1)))
+    rows = 1 if stacked else max(len(series), 1)
+    bar = max(4.0, min(22.0, group * 0.8 / rows))
     body = []
     for i, label in enumerate(labels):
-        y0 = TOP + group * i
+        y0 = TOP + (group - bar * rows) / 2 + group * i
         body.append(
-            f'<text x="152" y="{y0 + bar * len(series) / 2 + 4:.1f}" font-size="14" '
+            f'<text x="152" y="{y0 + bar * rows / 2 + 5:.1f}" font-size="14" '
             f'text-anchor="end" fill="{TEXT}">{escape(label)}</text>'
         )
+        x = 160.0
         for k, item in enumerate(series):
             value = item.values[i]
-            w = plot_w * value / top
-            y = y0 + bar * k
             if value <= 0:
                 continue
+            w = plot_w * value / top
+            y = y0 if stacked else y0 + bar * k
             body.append(
-                f'<rect x="160" y="{y:.1f}" width="{w:.1f}" height="{bar - 2:.1f}" '
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{bar - 2:.1f}" '
                 f'fill="{PALETTE[k % len(PALETTE)]}"><title>{escape(item.name)}: '
                 f"{escape(number(value))}</title></rect>"
-                f'<text x="{164 + w:.1f}" y="{y + bar - 5:.1f}" font-size="13" fill="{TEXT}">'
-                f"{escape(number(value))}</text>"
+            )
+            if stacked:
+                x += w
+            else:
+                body.append(
+                    f'<text x="{164 + w:.1f}" y="{y + bar - 6:.1f}" font-size="13" '
+                    f'fill="{TEXT}">{escape(number(value))}</text>'
+                )
+        if stacked:
+            total = sum(item.values[i] for item in series)
+            body.append(
+                f'<text x="{x + 4:.1f}" y="{y0 + bar - 6:.1f}" font-size="13" fill="{TEXT}">'
+                f"{escape(number(total))}</text>"
             )
     return _frame(title, description, body, [s.name for s in series])
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -34,6 +34,11 @@ from clientregistry.ui.refusals import refusal_message
 from clientregistry.ui.templating import render
 
 _T = TypeVar("_T")
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 1_048_576
+"""The largest form a page sends (the pair tester's two pasted Patients fit)."""
+MAX_FIELDS = 200
+MAX_LOGIN_FORM_BYTES = 16_384
 
 
 class LoginRequired(Exception):
@@ -110,10 +115,14 @@ class Page:
         query = urlencode({k: v for k, v in params.items() if v is not None})
         return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
 
-    async def form(self) -> dict[str, str]:
-        """The request's form fields (the last value of each)."""
-        data = await self.request.form(max_files=0, max_fields=200, max_part_size=1_048_576)
-        return {k: v for k, v in data.items() if isinstance(v, str)}
+    def number(self, raw: str | None) -> int:
+        """A number in the address (an item's, an event's, a version's): a 404 page unless
+        it is a whole number the database can hold."""
+        if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            raise PageError(
+                404, self._("Page not found"), self._("There is no page at this address.")
+            )
+        return int(raw)
 
     def check_csrf(self, submitted: str | None) -> None:
         """403 unless the form carries this session's CSRF token (and came from here)."""
@@ -205,6 +214,52 @@ SignedIn = Annotated[Page, Depends(signed_in)]
 Reviewer = Annotated[Page, Depends(with_role(Role.REVIEWER))]
 Auditor = Annotated[Page, Depends(with_role(Role.AUDITOR))]
 Admin = Annotated[Page, Depends(with_role(Role.ADMIN))]
+
+
+async def _read_form(request: Request, limit: int) -> dict[str, str]:
+    """A request's form fields (``application/x-www-form-urlencoded``, at most ``limit``
+    bytes and :data:`MAX_FIELDS` fields; the last value of each): a 413, 415 or 400 page
+    otherwise, before anything is parsed."""
+    texts = Texts(
+        choose(None, request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language"))
+    )
+    title = texts.gettext("That did not work")
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip()
+    if not media and request.headers.get("content-length", "0") == "0":
+        return {}  # an empty form (a button alone)
+    if media.lower() != FORM:
+        raise PageError(415, title, texts.gettext("Send the page's form."))
+    too_large = PageError(413, title, texts.gettext("The form is too large."))
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        return dict(
+            parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise PageError(400, title, texts.gettext("Send the page's form.")) from None
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """A dependency: the page's form (after the person's dependency, which comes first in a
+    handler's arguments: nobody makes the server read a body before being let in)."""
+    return await _read_form(request, MAX_FORM_BYTES)
+
+
+async def login_fields(request: Request) -> dict[str, str]:
+    """A dependency: the sign-in form (anyone may send it: at most
+    :data:`MAX_LOGIN_FORM_BYTES`)."""
+    return await _read_form(request, MAX_LOGIN_FORM_BYTES)
+
+
+FormFields = Annotated[dict[str, str], Depends(form_fields)]
+LoginFields = Annotated[dict[str, str], Depends(login_fields)]
 
 
 def login_redirect(error: LoginRequired) -> Response:

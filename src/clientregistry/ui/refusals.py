@@ -40,6 +40,9 @@ def _messages(texts: Texts) -> dict[str, Callable[[dict[str, Any]], str]]:
         "changed-since": lambda p: _(
             "This action cannot be reverted: what it changed has changed since."
         ),
+        "no-broken-match": lambda p: _("This record has no break to revert."),
+        "retired": lambda p: _("That person was merged into another: use the other one."),
+        "not-revertible": lambda p: _("This entry is not an action that can be reverted."),
         "unknown-user": lambda p: _("There is no such account."),
         "user-exists": lambda p: _("An account with that name already exists."),
         "bad-password": lambda p: _(
@@ -57,6 +60,9 @@ def _messages(texts: Texts) -> dict[str, Callable[[dict[str, Any]], str]]:
         "bad-gender": lambda p: _("Choose a gender from the list."),
         "gender": lambda p: _("A gender alone finds half the registry: add another criterion."),
         "bad-system": lambda p: _("Choose a source system from the list."),
+        "system-alone": lambda p: _(
+            "A source system alone lists every person it knows: add another criterion."
+        ),
         "bad-identifier": lambda p: _("An identifier system goes with an identifier value."),
         "too-long": lambda p: _("A search value is too long."),
         "bad-patient": lambda p: _("That is not a valid FHIR Patient: %(detail)s", detail=""),

@@ -9,17 +9,14 @@ theirs on ``/ui/account``, which also changes their password.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
 from clientregistry.registry import accounts
 from clientregistry.security.tokens import IssuedToken, login
 from clientregistry.ui import session as browser
 from clientregistry.ui.i18n import LANGUAGE_COOKIE, LANGUAGES
-from clientregistry.ui.pages import AnyPage, PageError, SignedIn
+from clientregistry.ui.pages import AnyPage, FormFields, LoginFields, PageError, SignedIn
 
 router = APIRouter(prefix="/ui")
 
@@ -32,9 +29,7 @@ def safe_next(url: str | None) -> str:
 
 
 @router.get("/login")
-def login_form(
-    page: AnyPage, next: Annotated[str | None, Query(max_length=2000)] = None
-) -> Response:
+def login_form(page: AnyPage, next: str | None = None) -> Response:
     if page.session is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return _login_page(page, safe_next(next), None, "")
@@ -56,8 +51,7 @@ def _login_page(page: AnyPage, target: str, error: str | None, username: str) ->
 
 
 @router.post("/login")
-async def login_submit(page: AnyPage) -> Response:
-    form = await page.form()
+def login_submit(page: AnyPage, form: LoginFields) -> Response:
     target = safe_next(form.get("next"))
     username = form.get("username", "")[:256]
     password = form.get("password", "")[:1024]
@@ -72,8 +66,7 @@ async def login_submit(page: AnyPage) -> Response:
         error = page._("Give your username and password.")
     else:
         context = page.context
-        outcome = await run_in_threadpool(
-            login,
+        outcome = login(
             context.sessions,
             username,
             password,
@@ -82,7 +75,7 @@ async def login_submit(page: AnyPage) -> Response:
         )
         if isinstance(outcome, IssuedToken):
             response = RedirectResponse(target, status_code=303)
-            await run_in_threadpool(browser.adopt_login, response, context, outcome)
+            browser.adopt_login(response, context, outcome)
             return response
         if outcome.locked:
             minutes = max(1, (outcome.retry_after + 59) // 60)
@@ -97,19 +90,18 @@ async def login_submit(page: AnyPage) -> Response:
 
 
 @router.post("/logout")
-async def logout(page: SignedIn) -> Response:
-    form = await page.form()
+def logout(page: SignedIn, form: FormFields) -> Response:
     page.check_csrf(form.get(browser.CSRF_FIELD))
     response = RedirectResponse("/ui/login", status_code=303)
-    await run_in_threadpool(browser.end_browser_session, page.request, response, page.context)
+    browser.end_browser_session(page.request, response, page.context)
     return response
 
 
 @router.get("/language")
 def choose_language(
     page: AnyPage,
-    lang: Annotated[str, Query(max_length=8)],
-    next: Annotated[str | None, Query(max_length=2000)] = None,
+    lang: str,
+    next: str | None = None,
 ) -> Response:
     """The sign-in page's language switch (a signed-in person uses their account page)."""
     response = RedirectResponse(
@@ -123,13 +115,12 @@ def choose_language(
 
 
 @router.get("/account")
-def account(page: SignedIn, done: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+def account(page: SignedIn, done: str | None = None) -> Response:
     return page.render("account.html", done=done, error=None)
 
 
 @router.post("/account/password")
-async def change_password(page: SignedIn) -> Response:
-    form = await page.form()
+def change_password(page: SignedIn, form: FormFields) -> Response:
     page.check_csrf(form.get(browser.CSRF_FIELD))
     current, new = form.get("current_password", ""), form.get("new_password", "")
     if new != form.get("confirm_password", ""):
@@ -137,9 +128,7 @@ async def change_password(page: SignedIn) -> Response:
             "account.html", status=400, done=None, error=page._("The new passwords differ.")
         )
     actor = page.actor
-    await run_in_threadpool(
-        page.call, lambda: accounts.change_own_password(page.context, actor, current, new)
-    )
+    page.call(lambda: accounts.change_own_password(page.context, actor, current, new))
     # Every session of the account ended: sign in again with the new password.
     response = RedirectResponse("/ui/login?next=/ui/account", status_code=303)
     response.delete_cookie(browser.COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -147,12 +136,11 @@ async def change_password(page: SignedIn) -> Response:
 
 
 @router.post("/account/language")
-async def change_language(page: SignedIn) -> Response:
-    form = await page.form()
+def change_language(page: SignedIn, form: FormFields) -> Response:
     page.check_csrf(form.get(browser.CSRF_FIELD))
     chosen = form.get("language") or None
     actor = page.actor
-    await run_in_threadpool(page.call, lambda: accounts.set_language(page.context, actor, chosen))
+    page.call(lambda: accounts.set_language(page.context, actor, chosen))
     response = page.redirect("/ui/account", done="language")
     if chosen in LANGUAGES:
         response.set_cookie(

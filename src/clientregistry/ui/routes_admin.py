@@ -6,29 +6,26 @@ the API)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
-from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from clientregistry.registry import accounts, audit_trail, reviewing
 from clientregistry.registry.accounts import UserChange
 from clientregistry.registry.audit_trail import AuditQuery
 from clientregistry.store.enums import Role
-from clientregistry.ui.pages import Admin, Auditor, Page, PageError, Reviewer
+from clientregistry.ui.pages import Admin, Auditor, FormFields, Page, PageError, Reviewer
 
 router = APIRouter(prefix="/ui")
 PAGE_SIZE = 50
-Text = Annotated[str | None, Query(max_length=255)]
 
 
 # ----------------------------------------------------------------------------- users
 
 
 @router.get("/users")
-def users_page(page: Admin, done: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+def users_page(page: Admin, done: str | None = None) -> Response:
     items = page.call(lambda: accounts.list_accounts(page.context, page.actor))
     return page.render("users.html", users=items, done=done, roles=list(Role))
 
@@ -41,21 +38,17 @@ def _role(page: Page, value: str | None) -> Role:
 
 
 @router.post("/users")
-async def add_user(page: Admin) -> Response:
-    form = await page.form()
+def add_user(page: Admin, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     role = _role(page, form.get("role"))
     username, password = form.get("username", "").strip(), form.get("password", "")
     actor = page.actor
-    await run_in_threadpool(
-        page.call, lambda: accounts.add_account(page.context, actor, username, password, role)
-    )
+    page.call(lambda: accounts.add_account(page.context, actor, username, password, role))
     return page.redirect("/ui/users", done="added")
 
 
 @router.post("/users/{username}")
-async def change_user(username: str, page: Admin) -> Response:
-    form = await page.form()
+def change_user(username: str, page: Admin, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     action = form.get("action")
     if action == "role":
@@ -70,9 +63,7 @@ async def change_user(username: str, page: Admin) -> Response:
     else:
         raise PageError(400, page._("That did not work"), page._("Choose an action."))
     actor = page.actor
-    await run_in_threadpool(
-        page.call, lambda: accounts.change_account(page.context, actor, username, change)
-    )
+    page.call(lambda: accounts.change_account(page.context, actor, username, change))
     return page.redirect("/ui/users", done=action)
 
 
@@ -93,14 +84,14 @@ def _day(value: str | None, end: bool) -> datetime | None:
 @router.get("/audit")
 def audit_page(
     page: Auditor,
-    agent: Text = None,
-    event_type: Text = None,
-    outcome: Text = None,
-    since: Text = None,
-    until: Text = None,
-    person: Text = None,
-    entity: Text = None,
-    offset: Text = None,
+    agent: str | None = None,
+    event_type: str | None = None,
+    outcome: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    person: str | None = None,
+    entity: str | None = None,
+    offset: str | None = None,
 ) -> Response:
     start = max(0, int(offset)) if offset and offset.isdigit() else 0
     query = AuditQuery(
@@ -129,10 +120,9 @@ def audit_page(
 
 
 @router.get("/audit/{event_id}")
-def audit_event(
-    event_id: int, page: Auditor, done: Annotated[str | None, Query(max_length=32)] = None
-) -> Response:
-    event = page.call(lambda: audit_trail.audit_event(page.context, page.actor, event_id))
+def audit_event(event_id: str, page: Auditor, done: str | None = None) -> Response:
+    number = page.number(event_id)
+    event = page.call(lambda: audit_trail.audit_event(page.context, page.actor, number))
     resource = orjson.dumps(event.resource, option=orjson.OPT_INDENT_2).decode()
     changes = (event.detail or {}).get("changes")
     return page.render(
@@ -141,13 +131,11 @@ def audit_event(
 
 
 @router.post("/audit/{event_id}/revert")
-async def revert(event_id: int, page: Reviewer) -> Response:
-    form = await page.form()
+def revert(event_id: str, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call, lambda: reviewing.revert(page.context, actor, event_id, reason=reason)
-    )
+    number = page.number(event_id)
+    done = page.call(lambda: reviewing.revert(page.context, actor, number, reason=reason))
     back = form.get("back", "")
     if back.startswith("/ui/people/"):
         return page.redirect(back, done="reverted", event=done.audit_event_id)

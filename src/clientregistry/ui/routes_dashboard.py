@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 from markupsafe import Markup
 
@@ -220,6 +219,7 @@ def dashboard_charts(figures: Statistics, texts: Texts) -> list[Chart]:
                 queues,
                 ages,
                 number,
+                stacked=True,
             ),
             [s.name for s in ages],
             [(q, [number(s.values[i]) for s in ages]) for i, q in enumerate(queues)],
@@ -229,7 +229,7 @@ def dashboard_charts(figures: Statistics, texts: Texts) -> list[Chart]:
 
 
 @router.get("/")
-def dashboard(page: SignedIn, days: Annotated[str | None, Query(max_length=4)] = None) -> Response:
+def dashboard(page: SignedIn, days: str | None = None) -> Response:
     period = int(days) if days and days.isdigit() and int(days) in PERIODS else 30
     figures = page.call(lambda: statistics.statistics(page.context, page.actor, period))
     return page.render(

@@ -4,20 +4,16 @@ serves it."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import orjson
-from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from clientregistry.registry import people_finder, person_view, reviewing
 from clientregistry.registry.people_finder import GENDERS, PeopleQuery
-from clientregistry.ui.pages import PageError, Reviewer
+from clientregistry.ui.pages import FormFields, PageError, Reviewer
 
 router = APIRouter(prefix="/ui")
 PAGE_SIZE = 20
-Text = Annotated[str | None, Query(max_length=200)]
 
 
 def _offset(raw: str | None) -> int:
@@ -30,14 +26,14 @@ def _offset(raw: str | None) -> int:
 @router.get("/people")
 def find(
     page: Reviewer,
-    name: Text = None,
-    birth_date: Text = None,
-    gender: Text = None,
-    identifier: Text = None,
-    identifier_system: Text = None,
-    cruid: Text = None,
-    system: Text = None,
-    offset: Text = None,
+    name: str | None = None,
+    birth_date: str | None = None,
+    gender: str | None = None,
+    identifier: str | None = None,
+    identifier_system: str | None = None,
+    cruid: str | None = None,
+    system: str | None = None,
+    offset: str | None = None,
 ) -> Response:
     query = PeopleQuery(
         name=name,
@@ -83,13 +79,14 @@ def _quote(value: str) -> str:
 def person(
     golden_id: str,
     page: Reviewer,
-    done: Annotated[str | None, Query(max_length=32)] = None,
-    event: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    done: str | None = None,
+    event: str | None = None,
 ) -> Response:
     view = page.call(lambda: person_view.person_view(page.context, page.actor, golden_id))
     if not view.active and view.replaced_by and not view.members:
         return page.redirect(f"/ui/people/{view.replaced_by}", done="moved")
-    return page.render("person.html", person=view, done=done, event=event)
+    known = event if event and event.isdigit() and len(event) <= 18 else None
+    return page.render("person.html", person=view, done=done, event=known)
 
 
 @router.get("/records/{record_id}")
@@ -114,9 +111,11 @@ def record_fhir(record_id: str, page: Reviewer) -> Response:
 
 
 @router.get("/records/{record_id}/versions/{version}")
-def record_version(record_id: str, version: int, page: Reviewer) -> Response:
+def record_version(record_id: str, version: str, page: Reviewer) -> Response:
     resource = page.call(
-        lambda: person_view.record_version(page.context, page.actor, record_id, version)
+        lambda: person_view.record_version(
+            page.context, page.actor, record_id, page.number(version)
+        )
     )
     text = orjson.dumps(resource, option=orjson.OPT_INDENT_2).decode()
     return page.render(
@@ -125,13 +124,11 @@ def record_version(record_id: str, version: int, page: Reviewer) -> Response:
 
 
 @router.post("/records/{record_id}/break")
-async def break_record(record_id: str, page: Reviewer) -> Response:
-    form = await page.form()
+def break_record(record_id: str, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     back = form.get("back", "")
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call,
+    done = page.call(
         lambda: reviewing.break_record(page.context, actor, record_id, reason=reason),
     )
     return page.redirect(
@@ -140,27 +137,22 @@ async def break_record(record_id: str, page: Reviewer) -> Response:
 
 
 @router.post("/records/{record_id}/unbreak")
-async def unbreak(record_id: str, page: Reviewer) -> Response:
-    form = await page.form()
+def unbreak(record_id: str, page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call, lambda: reviewing.unbreak(page.context, actor, record_id, reason=reason)
-    )
+    done = page.call(lambda: reviewing.unbreak(page.context, actor, record_id, reason=reason))
     return page.redirect(f"/ui/people/{done.golden_id}", done="unbroken", event=done.audit_event_id)
 
 
 @router.post("/people/{golden_id}/join")
-async def join(golden_id: str, page: Reviewer) -> Response:
+def join(golden_id: str, page: Reviewer, form: FormFields) -> Response:
     """Join another source record (given by its id) into this person."""
-    form = await page.form()
     page.check_csrf(form.get("csrf_token"))
     other = (form.get("record_id") or "").strip()
     if not other:
         raise PageError(400, page._("That did not work"), page._("Give the id of a record."))
     actor, reason = page.actor, form.get("reason")
-    done = await run_in_threadpool(
-        page.call,
+    done = page.call(
         lambda: reviewing.join(page.context, actor, other, golden_id=golden_id, reason=reason),
     )
     return page.redirect(f"/ui/people/{golden_id}", done="joined", event=done.audit_event_id)

@@ -9,15 +9,14 @@ another reviewer decided meanwhile is refused with a message saying who and when
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from clientregistry.registry import reviewing
 from clientregistry.registry.links import Resolution
-from clientregistry.ui.pages import PageError, Reviewer
+from clientregistry.ui.pages import FormFields, PageError, Reviewer
 
 router = APIRouter(prefix="/ui/review")
 PAGE_SIZE: Final = 25
@@ -46,11 +45,12 @@ def overview(page: Reviewer) -> Response:
 
 @router.get("/items/{issue_id}")
 def item(
-    issue_id: int,
+    issue_id: str,
     page: Reviewer,
-    done: Annotated[str | None, Query(max_length=32)] = None,
+    done: str | None = None,
 ) -> Response:
-    view = page.call(lambda: reviewing.issue_review(page.context, page.actor, issue_id))
+    number = page.number(issue_id)
+    view = page.call(lambda: reviewing.issue_review(page.context, page.actor, number))
     return page.render("review_item.html", review=view, done=done)
 
 
@@ -66,8 +66,8 @@ def next_item(kind: str, page: Reviewer, done: str | None = None) -> Response:
 
 
 @router.post("/items/{issue_id}/decide")
-async def decide(issue_id: int, page: Reviewer) -> Response:
-    form = await page.form()
+def decide(issue_id: str, page: Reviewer, form: FormFields) -> Response:
+    number = page.number(issue_id)
     page.check_csrf(form.get("csrf_token"))
     choice = form.get("decision", "")
     kind = form.get("kind") if form.get("kind") in ("potential", "conflict") else "potential"
@@ -80,17 +80,14 @@ async def decide(issue_id: int, page: Reviewer) -> Response:
     if resolution is None:
         raise PageError(400, page._("That did not work"), page._("Choose a decision."))
     actor, reason = page.actor, form.get("reason")
-    await run_in_threadpool(
-        page.call,
-        lambda: reviewing.resolve(page.context, actor, issue_id, resolution, reason=reason),
+    page.call(
+        lambda: reviewing.resolve(page.context, actor, number, resolution, reason=reason),
     )
     return page.redirect(f"/ui/review/{kind}/next", done=choice)
 
 
 @router.get("/auto/{record_id}")
-def auto_item(
-    record_id: str, page: Reviewer, done: Annotated[str | None, Query(max_length=32)] = None
-) -> Response:
+def auto_item(record_id: str, page: Reviewer, done: str | None = None) -> Response:
     view = page.call(lambda: reviewing.record(page.context, page.actor, record_id))
     return page.render(
         "review_auto.html", view=view, done=done, thresholds=reviewing.thresholds(page.context)
@@ -98,9 +95,8 @@ def auto_item(
 
 
 @router.post("/auto/{record_id}/{action}")
-async def act_on_auto(record_id: str, action: str, page: Reviewer) -> Response:
+def act_on_auto(record_id: str, action: str, page: Reviewer, form: FormFields) -> Response:
     """Confirm an automatic link, or break the record out."""
-    form = await page.form()
     page.check_csrf(form.get("csrf_token"))
     actor, reason = page.actor, form.get("reason")
     if action == "confirm":
@@ -109,9 +105,7 @@ async def act_on_auto(record_id: str, action: str, page: Reviewer) -> Response:
         use_case = reviewing.break_record
     else:
         raise PageError(404, page._("Page not found"), page._("There is no page at this address."))
-    await run_in_threadpool(
-        page.call, lambda: use_case(page.context, actor, record_id, reason=reason)
-    )
+    page.call(lambda: use_case(page.context, actor, record_id, reason=reason))
     return page.redirect("/ui/review/auto", done="confirmed" if action == "confirm" else "broken")
 
 
@@ -119,8 +113,8 @@ async def act_on_auto(record_id: str, action: str, page: Reviewer) -> Response:
 def queue(
     kind: str,
     page: Reviewer,
-    offset: Annotated[str | None, Query(max_length=12)] = None,
-    done: Annotated[str | None, Query(max_length=32)] = None,
+    offset: str | None = None,
+    done: str | None = None,
 ) -> Response:
     start = _offset(offset)
     if kind == "auto":

@@ -7,11 +7,10 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from clientregistry.registry import rules_view
-from clientregistry.ui.pages import Page, PageError, Reviewer
+from clientregistry.ui.pages import FormFields, Page, PageError, Reviewer
 
 router = APIRouter(prefix="/ui/rules")
 MAX_PASTED = 200_000
@@ -49,8 +48,7 @@ def _side(page: Page, form: dict[str, str], side: str) -> str | dict[str, Any]:
 
 
 @router.post("/test")
-async def pair_test(page: Reviewer) -> Response:
-    form = await page.form()
+def pair_test(page: Reviewer, form: FormFields) -> Response:
     page.check_csrf(form.get("csrf_token"))
     try:
         left, right = _side(page, form, "left"), _side(page, form, "right")
@@ -58,9 +56,7 @@ async def pair_test(page: Reviewer) -> Response:
         return page.render("pair_test.html", status=400, result=None, error=str(error), form=form)
     actor = page.actor
     try:
-        result = await run_in_threadpool(
-            page.call, lambda: rules_view.compare_pair(page.context, actor, left, right)
-        )
+        result = page.call(lambda: rules_view.compare_pair(page.context, actor, left, right))
     except PageError as refused:
         return page.render(
             "pair_test.html", status=refused.status, result=None, error=refused.message, form=form

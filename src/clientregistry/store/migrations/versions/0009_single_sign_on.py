@@ -1,7 +1,7 @@
 """Single sign-on: the identity-provider subject of an account made by an OpenID Connect login.
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0003
 Create Date: 2026-12-06
 
 Written by hand from the models. ``user_account.sso_subject`` is ``<issuer> <sub>`` for an
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
