@@ -7,7 +7,9 @@ whatever needs it, and tests pass their own environment mapping.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clientregistry.errors import ConfigError, Problem
+from clientregistry.security.oidc_settings import OidcSettings, parse_oidc
 
 CONFIG_FILE = "config.toml"
 DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
@@ -24,6 +27,10 @@ CRUIDs and identifiers, never read demographics (OpenCR's rule, which OpenCR bro
 KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics", "merge"})
 """``merge``: may call ``Patient/$merge`` (merge any two source records; never by default)."""
 LOG_FORMATS = ("text", "json")
+DEFAULT_PROXY_CLIENT_HEADER = "x-openhim-clientid"
+"""The header OpenHIM (and the example nginx front) names the verified client system in."""
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,12 @@ class Settings:
     systems: Mapping[str, ClientSystemConfig] = field(default_factory=dict)
     """``config.toml``'s ``[systems]``; in an open registry, the live systems of the database
     (:class:`clientregistry.registry.systems.SystemDirectory`), which these seed."""
+    trusted_proxies: tuple[ProxyNetwork, ...] = ()
+    """Addresses of TLS-terminating proxies (nginx, OpenHIM) whose :attr:`proxy_client_header`
+    and ``X-Forwarded-For`` are believed (:mod:`clientregistry.api.trusted_proxy`)."""
+    proxy_client_header: str = DEFAULT_PROXY_CLIENT_HEADER
+    oidc: OidcSettings | None = None
+    """Single sign-on for people (``[oidc]``); None: local accounts only."""
     base_url: str = ""
     """The registry's public address (``https://cr.example.org``, or with a path prefix behind
     a proxy): the base of every URL the FHIR API writes (``fullUrl``, paging links,
@@ -143,6 +156,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_METRICS_HOST": "metrics_host",
         "CR_METRICS_TOKEN": "metrics_token",
         "CR_HEALTH_CERTIFICATE_DAYS": "ready_certificate_days",
+        "CR_PROXY_TRUSTED_ADDRESSES": "trusted_proxies",
+        "CR_PROXY_CLIENT_HEADER": "proxy_client_header",
     }
     return {key: environ[name] for name, key in mapping.items() if name in environ}
 
@@ -167,6 +182,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     auth = document.get("auth", {})
     metrics = document.get("metrics", {})
     health = document.get("health", {})
+    proxy = document.get("proxy", {})
     ui = document.get("ui", {})
     flat.update(
         host=server.get("host"),
@@ -186,6 +202,8 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         metrics_host=metrics.get("host"),
         metrics_token=metrics.get("token"),
         ready_certificate_days=health.get("certificate_days"),
+        trusted_proxies=proxy.get("trusted_addresses"),
+        proxy_client_header=proxy.get("client_header"),
         session_minutes=ui.get("session_minutes"),
         idle_minutes=ui.get("idle_minutes"),
     )
@@ -258,6 +276,8 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         hostnames = [h.strip() for h in hostnames.split(",") if h.strip()]
     if hostnames:
         values["hostnames"] = tuple(str(h) for h in hostnames)
+    _proxy_settings(flat, values, problems)
+    values["oidc"] = parse_oidc(document.get("oidc"), env, data_dir, problems)
     systems = _systems(document.get("systems") or {}, problems)
     if problems:
         raise ConfigError(str(path), problems)
@@ -300,6 +320,35 @@ def _systems(tables: Any, problems: list[Problem]) -> dict[str, ClientSystemConf
             name, str(raw.get("display_name", name)), uri, tuple(permissions)
         )
     return systems
+
+
+def _proxy_settings(flat: dict[str, Any], values: dict[str, Any], problems: list[Problem]) -> None:
+    """``[proxy]``: ``trusted_addresses`` (addresses or networks, a list or a comma-separated
+    string) and ``client_header`` (a header name)."""
+    addresses = flat.get("trusted_proxies")
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    if addresses is not None:
+        if not isinstance(addresses, list):
+            problems.append(Problem("proxy.trusted_addresses", "must be a list of addresses"))
+        else:
+            networks = []
+            for address in addresses:
+                try:
+                    networks.append(ipaddress.ip_network(str(address), strict=False))
+                except ValueError:
+                    problems.append(
+                        Problem(
+                            "proxy.trusted_addresses", f"not an address or network: {address!r}"
+                        )
+                    )
+            values["trusted_proxies"] = tuple(networks)
+    header = flat.get("proxy_client_header")
+    if header is not None:
+        if isinstance(header, str) and _HEADER_NAME.fullmatch(header):
+            values["proxy_client_header"] = header.lower()
+        else:
+            problems.append(Problem("proxy.client_header", f"not a header name: {header!r}"))
 
 
 def _base_url_problem(raw: object) -> str | None:
@@ -356,6 +405,12 @@ def render_config(
         "",
         "[auth]",
         "token_minutes = 60",
+        "",
+        "[proxy]",
+        "# addresses (or networks) of TLS-terminating proxies (nginx, OpenHIM) that verify client",
+        "# certificates and name the client system in client_header; empty: none is trusted",
+        "trusted_addresses = []",
+        f'client_header = "{DEFAULT_PROXY_CLIENT_HEADER}"',
         "",
         "[ui]",
         "# the web UI (https://<host>:<port>/ui/): a session lasts at most session_minutes,",

@@ -18,14 +18,18 @@ from starlette.routing import Match
 
 from clientregistry.api import (
     admin,
+    admin_errors,
     bundle,
     match,
     merge,
     metadata,
+    oidc,
+    openapi,
     operations,
     patient,
     pixm,
     search,
+    trusted_proxy,
 )
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.formats import FhirFormats
@@ -79,6 +83,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
     app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
+    trusted_proxy.install(app, context.settings)  # believe X-Forwarded-For from proxies only
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     operations.install(app, context.settings)  # request ids, metrics, /healthz, /readyz
@@ -92,6 +97,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    oidc.mount(app, context.settings)  # /auth/oidc: single sign-on, when configured
     ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
@@ -133,6 +139,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return fhir_response(from_error(internal_error()), 500)
 
+    admin_errors.install(app)  # errors under /auth and /admin as {"detail": ...}
+    openapi.install(app)  # every status, error format and FHIR body in /openapi.json
     return app
 
 

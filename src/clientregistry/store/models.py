@@ -342,6 +342,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     language: Mapped[str | None] = mapped_column(String(16))
     """The web UI's language this person chose (``en``, ``fr``); None: the browser's."""
+    sso_subject: Mapped[str | None] = mapped_column(String(512), unique=True, index=True)
+    """``<issuer> <sub>`` of an account made by single sign-on (no usable password); None:
+    a local account."""
 
 
 class Token(Base):
