@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck install system-deps bench clean
+.PHONY: run demo test lint typecheck install system-deps bench clean translations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,17 @@ test: $(STAMP) system-deps lint typecheck
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
+
+# The web UI's message catalogues: extract the strings of its templates and modules, merge them
+# into each language's .po (translate the new, empty entries there), compile the .mo files.
+UI_LOCALE := src/clientregistry/ui/locale
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F src/clientregistry/ui/babel.cfg -k _ -k N_ -k gettext \
+		-k ngettext:1,2 --no-location --sort-output --project=clientregistry \
+		-o $(UI_LOCALE)/messages.pot .
+	$(BIN)/pybabel update -i $(UI_LOCALE)/messages.pot -d $(UI_LOCALE) -D messages \
+		--no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d $(UI_LOCALE) -D messages --statistics
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

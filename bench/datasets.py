@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / "bench" / "out"
 OPENCR_DIR = REPO_ROOT.parent / "shared" / "reference" / "opencr" / "benchmark"
@@ -686,14 +688,110 @@ def write_dataset(ds: Dataset, out_dir: Path = OUT_DIR) -> tuple[Path, Path]:
     return ndjson, truth
 
 
+# --------------------------------------------------------------------------- census and register
+
+SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
+
+
+def _us_date(value: str | None, layout: str) -> str | None:
+    """``MM/DD/YYYY`` or ``YYYYMMDD`` as ISO, ``None`` when noise made it no date."""
+    if value is None:
+        return None
+    try:
+        return dt.datetime.strptime(value, layout).date().isoformat()
+    except ValueError:
+        return None
+
+
+def load_census_register(seed: int = 1) -> Dataset:
+    """A census-style survey joined to an administrative register, from ``pseudopeople``
+    (a maintained generator of a simulated US population made for testing record linkage):
+    its Decennial Census (names with a middle *initial*, birth date, sex, address; no
+    identifier) and its Social Security register (SSN, names with the middle name spelled
+    out, birth date, sex; no address), both with pseudopeople's default noise (typos, OCR and
+    phonetic errors, nicknames, swapped or missing fields, wrong dates). The two share only
+    names, birth date and sex. Entity = pseudopeople's simulant id."""
+    import pseudopeople as psp
+
+    census = psp.generate_decennial_census(seed=seed, verbose=False)
+    register = psp.generate_social_security(seed=seed, verbose=False)
+    ds = Dataset("census_register" if seed == 1 else f"census_register_s{seed}", [], [])
+    sexes = {"female": "female", "male": "male"}
+    for i, row in enumerate(census.to_dict("records"), start=1):
+        get = {k: clean(v) for k, v in row.items()}
+        birth = _us_date(get["date_of_birth"], "%m/%d/%Y")
+        if get["date_of_birth"] and birth is None:
+            ds.stats["census birthDate dropped (invalid)"] += 1
+        street = " ".join(p for p in (get["street_number"], get["street_name"]) if p) or None
+        patient = make_patient(
+            f"cen-{i:06d}",
+            family=get["last_name"],
+            given=get["first_name"],
+            gender=sexes.get((get["sex"] or "").lower()),
+            birth_date=birth,
+            lines=[street, get["unit_number"]],
+            city=get["city"],
+            postal_code=get["zipcode"],
+            state=get["state"],
+        )
+        _add_given(patient, get["middle_initial"])
+        ds.patients.append(patient)
+        ds.truth.append((patient["id"], str(row["simulant_id"])))
+    for i, row in enumerate(register.to_dict("records"), start=1):
+        get = {k: clean(v) for k, v in row.items()}
+        birth = _us_date(get["date_of_birth"], "%Y%m%d")
+        if get["date_of_birth"] and birth is None:
+            ds.stats["register birthDate dropped (invalid)"] += 1
+        patient = make_patient(
+            f"ssa-{i:06d}",
+            identifiers=[(SSN_SYSTEM, get["ssn"])],
+            family=get["last_name"],
+            given=get["first_name"],
+            gender=sexes.get((get["sex"] or "").lower()),
+            birth_date=birth,
+        )
+        _add_given(patient, get["middle_name"])
+        ds.patients.append(patient)
+        ds.truth.append((patient["id"], str(row["simulant_id"])))
+    ds.stats["census records"] = len(census)
+    ds.stats["register records"] = len(register)
+    return ds
+
+
+def _add_given(patient: Patient, middle: str | None) -> None:
+    """Append a middle name (or initial) to the official name's given names."""
+    if not middle:
+        return
+    names = patient.setdefault("name", [{"use": "official"}])
+    names[0].setdefault("given", []).append(middle)
+
+
+def build_people(name: str, n: int, seed: int) -> Dataset:
+    """``healthcare_<size>`` and ``compound_<size>`` (see ``bench/people.py``)."""
+    from people import COMPOUND, HEALTHCARE, generate_people
+
+    config = HEALTHCARE if name.startswith("healthcare") else COMPOUND
+    made = generate_people(n, seed=seed, config=config, name=name)
+    return Dataset(made.name, made.patients, made.truth, made.stats)
+
+
 def build(
     name: str, *, seed: int = 42, dup_rate: float = 0.3, config: SyntheticConfig | None = None
 ) -> Dataset | None:
-    """Build a data set by name (``febrl1``.., ``opencr``, ``synthetic_<size>``)."""
+    """Build a data set by name (``febrl1``.., ``opencr``, ``synthetic_<size>``,
+    ``census_register``, ``healthcare_<size>``, ``compound_<size>``)."""
     if name in FEBRL_NAMES:
         return load_febrl(name)
     if name == "opencr":
         return load_opencr()
+    census = re.fullmatch(r"census_register(?:_s(\d+))?", name)
+    if census:
+        return load_census_register(int(census.group(1) or 1))
+    people = re.fullmatch(r"(healthcare|compound)_(\d+)([km]?)(?:_s(\d+))?", name)
+    if people:
+        scale = {"": 1, "k": 1000, "m": 1_000_000}[people.group(3)]
+        n = int(people.group(2)) * scale
+        return build_people(name, n, int(people.group(4) or 7))
     match = re.fullmatch(r"synthetic_(\d+)(k?)", name)
     if match:
         n = int(match.group(1)) * (1000 if match.group(2) else 1)

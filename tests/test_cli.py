@@ -665,6 +665,17 @@ def test_evaluate_bad_truth(tmp_path: Path) -> None:
     assert "cannotread" in flat(missing.stderr)
 
 
+def test_evaluate_truth_of_another_file(tmp_path: Path) -> None:
+    clusters = tmp_path / "clusters.csv"
+    clusters.write_text("patient_id,golden_id\na,g1\nb,g1\n", encoding="utf-8")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("patient_id,entity_id\nx,1\ny,1\n", encoding="utf-8")
+    result = run("evaluate", clusters, "--truth", truth)
+    assert_clean_failure(result, 2)
+    assert "sharesnopatient_id" in flat(result.stderr)
+    assert result.stdout == ""
+
+
 # --------------------------------------------------------------------------- rules check, demo
 
 
@@ -702,9 +713,17 @@ def test_demo(tmp_path: Path) -> None:
     assert rows[0] == ["patient_id", "golden_id"]
     golden = dict(rows[1:])
     assert len(golden) == 11
-    assert golden["openmrs-1001"] == golden["dhis2-77a"]
+    # the README's one woman: OpenMRS, DHIS2 and the lab
+    assert golden["openmrs-1001"] == golden["dhis2-77a"] == golden["lims-55120"]
     assert (tmp_path / "demo" / "clusters.potential.csv").is_file()
     assert "records/s" in result.stderr
+
+
+def test_the_example_patients_are_the_demo_patients() -> None:
+    """The README dedupes ``examples/patients.ndjson`` and calls them the demo patients."""
+    root = Path(__file__).resolve().parents[1]
+    demo = root / "src" / "clientregistry" / "demo" / "patients.ndjson"
+    assert (root / "examples" / "patients.ndjson").read_bytes() == demo.read_bytes()
 
 
 # --------------------------------------------------------------------------- FEBRL1 end to end

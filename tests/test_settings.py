@@ -56,3 +56,29 @@ def test_postgresql_writes_run_on_the_loop_unless_configured(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as caught:
         load_settings(_write(tmp_path, text), environ={})
     assert [p.location for p in caught.value.problems] == ["writes_in_thread_pool"]
+
+
+def test_the_server_listens_on_this_machine_only_by_default(tmp_path: Path) -> None:
+    assert load_settings(_write(tmp_path), environ={}).host == "127.0.0.1"
+    opened = load_settings(_write(tmp_path), environ={"CR_SERVER_HOST": "0.0.0.0"})
+    assert opened.host == "0.0.0.0"
+
+
+def test_two_systems_with_one_internal_identifier_system_are_refused(tmp_path: Path) -> None:
+    twin = ClientSystemConfig("openmrs2", "OpenMRS 2", SYSTEM.internal_id_system)
+    text = render_config(hostnames=["localhost"], systems=[SYSTEM, twin])
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text), environ={})
+    [problem] = caught.value.problems
+    assert problem.location == "systems.openmrs2.internal_id_system"
+    assert "already the internal identifier system of systems.openmrs" in problem.message
+
+
+@pytest.mark.parametrize("permissions", ['"submit"', "[1, 2]"])
+def test_permissions_must_be_a_list_of_names(tmp_path: Path, permissions: str) -> None:
+    text = render_config(hostnames=["localhost"], systems=[SYSTEM]).replace(
+        'permissions = ["submit", "read-identifiers"]', f"permissions = {permissions}"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text), environ={})
+    assert [p.location for p in caught.value.problems] == ["systems.openmrs.permissions"]

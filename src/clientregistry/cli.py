@@ -19,7 +19,6 @@ from typing import Annotated, Any, Protocol
 
 import orjson
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -28,6 +27,11 @@ from clientregistry.batch.dedupe import DedupeStats, Deduplicator
 from clientregistry.batch.evaluate import evaluate_files
 from clientregistry.batch.pipeline import prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
+from clientregistry.cli_backup import backup_app
+from clientregistry.cli_certs import certs_app
+from clientregistry.cli_common import err, out
+from clientregistry.cli_serve import serve_app
+from clientregistry.cli_systems import systems_app
 from clientregistry.cli_users import users_app
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS
 from clientregistry.errors import ClientRegistryError, ConfigError, InvalidRecord
@@ -42,11 +46,11 @@ app = typer.Typer(
 )
 rules_app = typer.Typer(help="Check and inspect decision-rules files.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
-certs_app = typer.Typer(
-    help="Client certificates of point-of-service systems.", no_args_is_help=True
-)
 app.add_typer(certs_app, name="certs")
 app.add_typer(users_app, name="users")
+app.add_typer(systems_app, name="systems")
+app.add_typer(serve_app)  # init, serve, migrate
+app.add_typer(backup_app)  # backup, restore
 
 DataDirOption = Annotated[
     Path | None,
@@ -73,9 +77,6 @@ def _settings(data_dir: Path | None) -> Any:
             err.print(f"  - {problem}", highlight=False, markup=False)
         raise typer.Exit(2) from None
 
-
-err = Console(stderr=True)
-out = Console()
 
 RulesOption = Annotated[
     Path | None,
@@ -544,114 +545,6 @@ def demo(
         table.add_row(golden, record_id, names[record_id])
     out.print(table)
     _summary(dedup, output, potential_path, [])
-
-
-@app.command()
-def init(
-    data_dir: DataDirOption = None,
-    hostname: Annotated[
-        list[str] | None,
-        typer.Option("--hostname", help="Host name or IP for the server certificate (repeatable)."),
-    ] = None,
-    database_url: Annotated[
-        str, typer.Option("--database-url", help="postgresql://… (default: embedded SQLite).")
-    ] = "",
-    port: Annotated[int, typer.Option("--port")] = 3000,
-) -> None:
-    """Create a data directory: configuration, database, CA, certificates, admin user."""
-    from clientregistry.registry.setup import DataDirExists, init_data_dir
-
-    target = _data_dir(data_dir)
-    try:
-        done = init_data_dir(
-            target, hostnames=list(hostname or []), database_url=database_url, port=port
-        )
-    except DataDirExists as error:
-        raise _fail(str(error)) from None
-    except ClientRegistryError as error:
-        raise _fail(f"init failed: {error}") from None
-    out.print(f"[bold]created[/] {target}")
-    out.print(f"  configuration   {target / 'config.toml'}")
-    out.print(f"  CA certificate  {target / 'certs' / 'ca.pem'}")
-    for client in done.clients:
-        out.print(f"  client {client.system:<8} {client.cert_path}  {client.key_path}")
-    out.print(
-        f"\n[bold]admin password[/] (shown once, store it now): [bold]{done.admin_password}[/]"
-    )
-    out.print(f"[bold].p12 password[/] for the client certificates: {done.p12_password}")
-
-
-@app.command()
-def serve(
-    data_dir: DataDirOption = None,
-    host: Annotated[str | None, typer.Option("--host")] = None,
-    port: Annotated[int | None, typer.Option("--port")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
-) -> None:
-    """Serve the FHIR API over HTTPS with mutual TLS (port 3000 by default)."""
-    import dataclasses
-
-    from clientregistry.server import serve as run_server
-    from clientregistry.store.db import create_engine_for, migrate
-
-    settings = _settings(data_dir)
-    changes = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v}
-    settings = dataclasses.replace(settings, **changes)
-    engine = create_engine_for(settings.database)
-    migrate(engine)
-    engine.dispose()
-    err.print(
-        f"serving https://{settings.host}:{settings.port}/fhir with {settings.workers} "
-        f"worker(s), data in {settings.data_dir}"
-    )
-    run_server(settings)
-
-
-@certs_app.command("issue")
-def certs_issue(
-    name: Annotated[str, typer.Argument(help="Client system name (the certificate's CN).")],
-    data_dir: DataDirOption = None,
-    days: Annotated[int, typer.Option("--days", min=1)] = 365,
-    internal_id_system: Annotated[
-        str | None,
-        typer.Option("--internal-id-system", help="The system's own identifier system URI."),
-    ] = None,
-) -> None:
-    """Issue a client certificate for a (new) system and register it in the configuration."""
-    from clientregistry.registry.setup import add_system_to_config
-    from clientregistry.security.authority import CertificateAuthority
-    from clientregistry.security.passwords import generate_password
-    from clientregistry.settings import ClientSystemConfig
-
-    settings = _settings(data_dir)
-    try:
-        authority = CertificateAuthority.load(settings.certs_dir)
-        password = generate_password()
-        issued = authority.issue_client(name, days, p12_password=password.encode())
-    except ClientRegistryError as error:
-        raise _fail(str(error)) from None
-    if name not in settings.systems:
-        uri = internal_id_system or f"http://clientregistry.org/{name}"
-        add_system_to_config(settings.data_dir, ClientSystemConfig(name, name, uri))
-        out.print(f"registered system {name!r} with internal id system {uri}")
-    out.print(f"certificate {issued.cert_path}\nkey         {issued.key_path}")
-    out.print(f"p12         {issued.p12_path} (password: {password})")
-
-
-@certs_app.command("revoke")
-def certs_revoke(
-    name: Annotated[str, typer.Argument(help="Client system name.")],
-    data_dir: DataDirOption = None,
-) -> None:
-    """Revoke a system's client certificate; it is refused from then on."""
-    from clientregistry.security.authority import CertificateAuthority
-
-    settings = _settings(data_dir)
-    try:
-        serial = CertificateAuthority.load(settings.certs_dir).revoke(name)
-    except ClientRegistryError as error:
-        raise _fail(str(error)) from None
-    out.print(f"revoked the certificate of {name!r} (serial {serial:x})")
 
 
 def main() -> None:

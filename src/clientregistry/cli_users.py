@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from clientregistry.cli_common import err, out
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -42,8 +43,8 @@ users_app = typer.Typer(
     help="Accounts for the admin API: admin, reviewer, auditor.", no_args_is_help=True
 )
 
-_out = Console()
-_err = Console(stderr=True)
+_out = out
+_err = err
 
 DataDirOption = Annotated[
     Path | None,

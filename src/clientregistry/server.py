@@ -6,38 +6,73 @@ uvicorn's ``load()`` — in every worker, since each worker loads the config ane
 protocol is :class:`~clientregistry.api.tls.HttpToolsTLSProtocol` (uvicorn's httptools
 protocol, which hands the client certificate to the application) on uvloop's event loop
 where uvloop exists (not on Windows); both cut the server's time per request.
+
+Logs follow ``server.log_format`` (:mod:`clientregistry.log_format`); the request log is the
+application's (:mod:`clientregistry.api.observer`, with request ids), not uvicorn's. With
+metrics configured and several workers, the workers count into files of a fresh directory
+(prometheus-client's multiprocess mode), removed when the server stops; a metrics port is
+served by this (the main) process (:func:`clientregistry.api.metrics.start_metrics_port`).
+
+SIGHUP reloads the TLS certificates (``certs server`` renews the server's) in every worker,
+without a restart: new connections get the new certificate, open ones keep theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import shutil
+import signal
+import tempfile
 from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from clientregistry.api.tls import HttpToolsTLSProtocol
-from clientregistry.security.tls import ssl_server_context
+from clientregistry.log_format import log_config
+from clientregistry.security.tls import request_reload, ssl_server_context
 from clientregistry.settings import Settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS, CheckpointerProcess
 from clientregistry.store.db import sqlite_file
 
+WORKER_HEALTHCHECK_SECONDS = 60
+"""How long a worker process may leave its supervisor's ping unanswered before it is replaced."""
+
 
 class RegistryConfig(uvicorn.Config):
-    """uvicorn's Config with the registry's TLS context."""
+    """uvicorn's Config with the registry's TLS context, which SIGHUP reloads."""
 
     certs_dir: Path
 
     def load(self) -> None:
         super().load()
         self.ssl = ssl_server_context(Path(os.environ["CR_CERTS_DIR"]))
+        # (in each serving process's main thread: a worker, or the server with one worker)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: request_reload())
+
+
+class RegistryWorkers(Multiprocess):
+    """uvicorn's worker supervisor, passing SIGHUP on to the workers (each reloads its TLS
+    certificates and goes on serving) instead of restarting them."""
+
+    def handle_hup(self) -> None:
+        for process in self.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
 
 def serve(settings: Settings) -> None:
     """Serve HTTPS until interrupted."""
     os.environ["CR_DATA_DIR"] = str(settings.data_dir.resolve())
     os.environ["CR_CERTS_DIR"] = str(settings.certs_dir.resolve())
+    metrics_dir = None
+    if settings.metrics_enabled and settings.workers > 1:
+        # Before any worker starts (they import prometheus-client afresh).
+        metrics_dir = tempfile.mkdtemp(prefix="clientregistry-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     certs = settings.certs_dir
     config = RegistryConfig(
         "clientregistry.api.app:app_from_environment",
@@ -52,8 +87,14 @@ def serve(settings: Settings) -> None:
         proxy_headers=False,
         server_header=False,
         log_level="info",
-        access_log=settings.access_log,
+        log_config=log_config(settings.log_format),
+        access_log=False,  # the application logs requests (with their ids)
         timeout_keep_alive=30,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this many
+        # seconds (5 by default). A worker opening a large registry (term counts, the heap
+        # frozen at startup) or on a busy machine can hold the interpreter that long, and was
+        # killed and restarted in a loop; a hung worker is still replaced, only later.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     checkpointer = None
     if sqlite_file(settings.database) is not None:
@@ -61,13 +102,22 @@ def serve(settings: Settings) -> None:
         os.environ[EXTERNAL_CHECKPOINTS] = "1"
         checkpointer = CheckpointerProcess(settings.database)
         checkpointer.start()
+    from clientregistry.api.metrics import start_metrics_port
+
+    exposition = None
     try:
+        exposition = start_metrics_port(settings)
         server = uvicorn.Server(config)
         if settings.workers > 1:
             sock = config.bind_socket()
-            Multiprocess(config, sockets=[sock]).run()
+            RegistryWorkers(config, sockets=[sock]).run()
         else:
             server.run()
     finally:
+        if exposition is not None:
+            exposition[0].shutdown()
+            exposition[2].dispose()
         if checkpointer is not None:
             checkpointer.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -21,6 +21,7 @@ DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
 """What a point-of-service system may do unless configured otherwise: submit Patients and learn
 CRUIDs and identifiers, never read demographics (OpenCR's rule, which OpenCR broke)."""
 KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics"})
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,8 @@ class Settings:
     """Everything the service needs to run."""
 
     data_dir: Path
-    host: str = "0.0.0.0"  # a registry serves its network
+    host: str = "127.0.0.1"
+    """This machine only, until the operator opens it up (``CR_SERVER_HOST=0.0.0.0``)."""
     port: int = 3000
     workers: int = 1
     hostnames: tuple[str, ...] = ("localhost",)
@@ -50,11 +52,27 @@ class Settings:
     """uvicorn's line per request on the console (every request is in the audit trail anyway;
     the log line costs ~7% of a submission's server time)."""
     token_minutes: int = 60
+    session_minutes: int = 480
+    """The longest a web UI (browser) session lasts, however busy."""
+    idle_minutes: int = 30
+    """A web UI session ends after this long without a request."""
     writes_in_thread_pool: bool = False
     """PostgreSQL: run a submission's transaction in the thread pool instead of on the worker's
     event loop (see :mod:`clientregistry.api.writes`); for a database far away, where a worker
     should not wait out each round trip. SQLite always writes on the loop."""
+    log_format: str = "text"
+    """``text`` (readable lines) or ``json`` (one JSON object a line, with the request id)."""
+    metrics_port: int = 0
+    """Prometheus metrics on a port of their own (plain HTTP on ``metrics_host``); 0: none."""
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str = ""
+    """Prometheus metrics at ``/metrics`` on the registry's port for this bearer token; empty:
+    none there."""
+    ready_certificate_days: int = 14
+    """``/readyz`` fails when the server or CA certificate expires sooner than this."""
     systems: Mapping[str, ClientSystemConfig] = field(default_factory=dict)
+    """``config.toml``'s ``[systems]``; in an open registry, the live systems of the database
+    (:class:`clientregistry.registry.systems.SystemDirectory`), which these seed."""
 
     @property
     def certs_dir(self) -> Path:
@@ -63,6 +81,10 @@ class Settings:
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'registry.db'}"
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return bool(self.metrics_port or self.metrics_token)
 
     @property
     def record_id_systems(self) -> tuple[str, ...]:
@@ -90,7 +112,14 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_SERVER_MAX_BODY_BYTES": "max_body_bytes",
         "CR_SERVER_ACCESS_LOG": "access_log",
         "CR_AUTH_TOKEN_MINUTES": "token_minutes",
+        "CR_UI_SESSION_MINUTES": "session_minutes",
+        "CR_UI_IDLE_MINUTES": "idle_minutes",
         "CR_DATABASE_WRITES_IN_THREAD_POOL": "writes_in_thread_pool",
+        "CR_SERVER_LOG_FORMAT": "log_format",
+        "CR_METRICS_PORT": "metrics_port",
+        "CR_METRICS_HOST": "metrics_host",
+        "CR_METRICS_TOKEN": "metrics_token",
+        "CR_HEALTH_CERTIFICATE_DAYS": "ready_certificate_days",
     }
     return {key: environ[name] for name, key in mapping.items() if name in environ}
 
@@ -113,6 +142,9 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     database = document.get("database", {})
     matching = document.get("matching", {})
     auth = document.get("auth", {})
+    metrics = document.get("metrics", {})
+    health = document.get("health", {})
+    ui = document.get("ui", {})
     flat.update(
         host=server.get("host"),
         port=server.get("port"),
@@ -125,10 +157,26 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         rules_path=matching.get("rules"),
         candidate_limit=matching.get("candidate_limit"),
         token_minutes=auth.get("token_minutes"),
+        log_format=server.get("log_format"),
+        metrics_port=metrics.get("port"),
+        metrics_host=metrics.get("host"),
+        metrics_token=metrics.get("token"),
+        ready_certificate_days=health.get("certificate_days"),
+        session_minutes=ui.get("session_minutes"),
+        idle_minutes=ui.get("idle_minutes"),
     )
     flat.update(_env_overrides(env))
     values: dict[str, Any] = {}
-    for key in ("port", "workers", "candidate_limit", "max_body_bytes", "token_minutes"):
+    whole_numbers = (
+        "port",
+        "workers",
+        "candidate_limit",
+        "max_body_bytes",
+        "token_minutes",
+        "session_minutes",
+        "idle_minutes",
+    )
+    for key in whole_numbers:
         raw = flat.get(key)
         if raw is None:
             continue
@@ -139,6 +187,26 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
             values[key] = number
         except (TypeError, ValueError):
             problems.append(Problem(key, f"must be a positive whole number, not {raw!r}"))
+    for key in ("metrics_port", "ready_certificate_days"):
+        raw = flat.get(key)
+        if raw is None:
+            continue
+        try:
+            number = int(raw)
+            if number < 0 or (key == "metrics_port" and number > 65535):
+                raise ValueError
+            values[key] = number
+        except (TypeError, ValueError):
+            problems.append(Problem(key, f"must be a whole number from 0, not {raw!r}"))
+    log_format = flat.get("log_format")
+    if log_format is not None:
+        if str(log_format).strip().lower() in LOG_FORMATS:
+            values["log_format"] = str(log_format).strip().lower()
+        else:
+            problems.append(Problem("log_format", f"must be text or json, not {log_format!r}"))
+    for key in ("metrics_host", "metrics_token"):
+        if flat.get(key):
+            values[key] = str(flat[key])
     for key in ("access_log", "writes_in_thread_pool"):
         raw = flat.get(key)
         if isinstance(raw, bool):
@@ -159,22 +227,48 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         hostnames = [h.strip() for h in hostnames.split(",") if h.strip()]
     if hostnames:
         values["hostnames"] = tuple(str(h) for h in hostnames)
+    systems = _systems(document.get("systems") or {}, problems)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Settings(data_dir=data_dir, systems=systems, **values)
+
+
+def _systems(tables: Any, problems: list[Problem]) -> dict[str, ClientSystemConfig]:
+    """The ``[systems.NAME]`` tables; each internal identifier system belongs to one system."""
     systems: dict[str, ClientSystemConfig] = {}
-    for name, raw in (document.get("systems") or {}).items():
+    holders: dict[str, str] = {}
+    if not isinstance(tables, dict):
+        problems.append(Problem("systems", "must be a table of [systems.NAME] tables"))
+        return systems
+    for name, raw in tables.items():
         where = f"systems.{name}"
         if not isinstance(raw, dict) or not isinstance(raw.get("internal_id_system"), str):
             problems.append(Problem(where, "needs internal_id_system (an identifier system URI)"))
             continue
-        permissions = tuple(raw.get("permissions", DEFAULT_PERMISSIONS))
+        uri = raw["internal_id_system"]
+        if uri in holders:
+            problems.append(
+                Problem(
+                    f"{where}.internal_id_system",
+                    f"{uri} is already the internal identifier system of systems.{holders[uri]};"
+                    " each system needs its own",
+                )
+            )
+            continue
+        holders[uri] = name
+        permissions = raw.get("permissions", DEFAULT_PERMISSIONS)
+        if not isinstance(permissions, list | tuple) or not all(
+            isinstance(p, str) for p in permissions
+        ):
+            problems.append(Problem(f"{where}.permissions", "must be a list of permission names"))
+            continue
         unknown = set(permissions) - KNOWN_PERMISSIONS
         if unknown:
             problems.append(Problem(f"{where}.permissions", f"unknown {sorted(unknown)}"))
         systems[name] = ClientSystemConfig(
-            name, str(raw.get("display_name", name)), raw["internal_id_system"], permissions
+            name, str(raw.get("display_name", name)), uri, tuple(permissions)
         )
-    if problems:
-        raise ConfigError(str(path), problems)
-    return Settings(data_dir=data_dir, systems=systems, **values)
+    return systems
 
 
 def render_config(
@@ -190,13 +284,17 @@ def render_config(
         "# variable CR_<SECTION>_<KEY>, e.g. CR_SERVER_PORT=3443 or CR_DATABASE_URL=postgresql://…",
         "",
         "[server]",
-        'host = "0.0.0.0"',
+        '# this machine only; "0.0.0.0" (or CR_SERVER_HOST=0.0.0.0) serves every interface',
+        'host = "127.0.0.1"',
         f"port = {port}",
         "workers = 1",
         f"hostnames = [{', '.join(repr(h).replace(chr(39), chr(34)) for h in hostnames)}]",
         "max_body_bytes = 1048576",
-        "# a line per request on the console (the audit trail records every request anyway)",
+        "# a line per request on the console, with its request id (the audit trail records",
+        "# every request anyway)",
         "access_log = false",
+        '# "text", or "json": one JSON object a line (a request id in each line of a request)',
+        'log_format = "text"',
         "",
         "[database]",
         "# empty: the embedded SQLite database in the data directory",
@@ -212,6 +310,27 @@ def render_config(
         "",
         "[auth]",
         "token_minutes = 60",
+        "",
+        "[ui]",
+        "# the web UI (https://<host>:<port>/ui/): a session lasts at most session_minutes,",
+        "# and ends after idle_minutes without a request",
+        "session_minutes = 480",
+        "idle_minutes = 30",
+        "",
+        "[metrics]",
+        "# Prometheus metrics: on a port of their own (plain HTTP on host), and/or at /metrics",
+        "# on the registry's port for `Authorization: Bearer <token>`. 0 and empty: off.",
+        "port = 0",
+        'host = "127.0.0.1"',
+        'token = ""',
+        "",
+        "[health]",
+        "# /readyz fails when the server or CA certificate expires in fewer days than this",
+        "certificate_days = 14",
+        "",
+        "# Client systems live in the database: `clientregistry systems list`, `certs issue",
+        "# NAME`, `systems grant NAME PERMISSION`. A [systems.NAME] table here (display_name,",
+        "# internal_id_system, permissions) is imported when the database lacks that system.",
         "",
     ]
     for system in systems:

@@ -56,6 +56,14 @@ class Route(NamedTuple):
 
 ROUTES: list[Route] = [
     Route("GET", "/auth/me", None, ANYONE, 200),
+    Route("PATCH", "/auth/me", {"language": None}, ANYONE, 200),
+    Route(
+        "POST",
+        "/auth/me/password",
+        {"current_password": "not it", "new_password": "a new password 1"},
+        ANYONE,
+        400,
+    ),
     Route("POST", "/auth/logout", None, ANYONE, 204),
     Route("GET", "/admin/queues", None, REVIEW, 200),
     Route("GET", "/admin/queues/auto", None, REVIEW, 200),
@@ -67,6 +75,22 @@ ROUTES: list[Route] = [
     Route("POST", "/admin/records/no-such-record/break", None, REVIEW, 404),
     Route("POST", "/admin/records/no-such-record/unbreak", None, REVIEW, 404),
     Route("POST", "/admin/records/no-such-record/join", {"golden_id": "x"}, REVIEW, 404),
+    Route("POST", "/admin/records/no-such-record/confirm", None, REVIEW, 404),
+    Route("GET", "/admin/people", None, REVIEW, 200),
+    Route("GET", "/admin/people/no-such-person", None, REVIEW, 404),
+    Route("GET", "/admin/records/no-such-record/versions/1", None, REVIEW, 404),
+    Route("GET", "/admin/statistics", None, ANYONE, 200),
+    Route("GET", "/admin/rules", None, REVIEW, 200),
+    Route(
+        "POST",
+        "/admin/rules/test",
+        {
+            "left": patient("lims", "1", "Aisha", "Nakato"),
+            "right": patient("dhis2", "2", "Aysha", "Nakato"),
+        },
+        REVIEW,
+        200,
+    ),
     Route("POST", "/admin/match/dry-run", patient("lims", "1", "Aisha", "Nakato"), REVIEW, 200),
     Route("POST", "/admin/audit/999999/revert", None, REVIEW, 404),
     Route("GET", "/admin/audit", None, AUDIT, 200),

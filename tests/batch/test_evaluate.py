@@ -188,3 +188,22 @@ def test_missing_file(tmp_path: Path) -> None:
         evaluate_files(tmp_path / "nope.csv", truth)
     assert "cannot read" in info.value.message
     assert "nope.csv" in info.value.message
+
+
+def test_truth_sharing_no_ids_is_an_error(tmp_path: Path) -> None:
+    """The wrong truth file (or ids written differently) would score P = R = 1 over nothing."""
+    clusters = write(tmp_path / "clusters.csv", "patient_id,golden_id\na,g1\nb,g1\n")
+    truth = write(tmp_path / "truth.csv", "patient_id,entity_id\nrec-a,1\nrec-b,1\n")
+    with pytest.raises(InvalidRecord) as info:
+        evaluate_files(clusters, truth)
+    assert "shares no patient_id" in info.value.message
+    assert str(truth) in info.value.message and str(clusters) in info.value.message
+    assert "rec-a" in info.value.message and "a, b" in info.value.message
+
+
+def test_empty_clusters_file_is_an_error(tmp_path: Path) -> None:
+    clusters = write(tmp_path / "clusters.csv", "patient_id,golden_id\n")
+    truth = write(tmp_path / "truth.csv", "patient_id,entity_id\na,1\n")
+    with pytest.raises(InvalidRecord) as info:
+        evaluate_files(clusters, truth)
+    assert "no records" in info.value.message

@@ -1049,7 +1049,7 @@ _identifier_items = st.frozensets(
 @settings(max_examples=300, deadline=None)
 @given(a=_identifier_items, b=_identifier_items)
 def test_identifier_agreement_matches_its_definition(a: frozenset[str], b: frozenset[str]) -> None:
-    from clientregistry.matching.scoring import _identifier_agreement
+    from clientregistry.matching.comparison import identifier_agreement as _identifier_agreement
 
     assert _identifier_agreement(a, b) == _identifier_agreement_reference(a, b)
 

@@ -656,7 +656,11 @@ def test_vectorised_levels_equal_comparison_level() -> None:
             if not va or not vb:
                 expected.append(-1)
                 continue
-            cross = (records[a][other], records[b][other]) if other is not None else None
+            cross = (
+                {partner: (records[a][other], records[b][other])}
+                if other is not None and partner is not None
+                else None
+            )
             level = comparison_level(f, va, vb, cross)
             expected.append(-1 if level is None else level)
         assert got == expected, f.name

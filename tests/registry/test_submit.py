@@ -401,8 +401,8 @@ def test_concurrent_update_and_submission_do_not_merge_two_people(
     two = RegistryContext.open(postgres_settings, run_migrations=False)
     try:
         first = Registry(one).submit("openmrs", "om-r", GRACE)
-        openmrs = postgres_settings.systems["openmrs"]
-        dhis2 = postgres_settings.systems["dhis2"]
+        openmrs = one.settings.systems["openmrs"]  # (the systems live in the database)
+        dhis2 = one.settings.systems["dhis2"]
         update = {
             "resourceType": "Patient",
             "identifier": [{"system": openmrs.internal_id_system, "value": "om-r"}],
@@ -481,7 +481,7 @@ def test_a_submission_takes_few_round_trips_on_postgresql(
     context = RegistryContext.open(postgres_settings)
     try:
         Registry(context).submit("openmrs", "om-1", GRACE)
-        openmrs = postgres_settings.systems["openmrs"]
+        openmrs = context.settings.systems["openmrs"]  # (the systems live in the database)
         submitter = Submitter(context)
         outcomes = []
         for value, person in (("om-2", GRACE), ("om-3", PETER)):  # a match, then a new person

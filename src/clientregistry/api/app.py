@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from clientregistry.api import admin, bundle, match, metadata, patient, pixm, search
+from clientregistry.api import admin, bundle, match, metadata, operations, patient, pixm, search
 from clientregistry.api.audit import audit_failure
 from clientregistry.api.responses import fhir_response
+from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
 from clientregistry.fhir.operation_outcome import from_error
 from clientregistry.registry.context import RegistryContext
@@ -26,6 +27,7 @@ from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS
 from clientregistry.store.errors import Busy, Conflict, StoreError
+from clientregistry.ui import app as ui
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,14 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app = FastAPI(
         title="clientregistry",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # operations.install serves /docs without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
+    operations.install(app, context.settings)  # request ids, metrics, /healthz, /readyz
     app.include_router(metadata.router)
     # the operations and search before patient.router: its GET /fhir/Patient/{patient_id}
     # would otherwise take $ihe-pix and _search for ids
@@ -74,6 +78,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     app.include_router(patient.router)
     app.include_router(bundle.router)
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
+    ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, error: FhirError) -> Response:

@@ -91,6 +91,19 @@ def pairwise_scores(clusters: dict[str, str], truth: dict[str, str]) -> Pairwise
 
 
 def evaluate_files(clusters_csv: Path, truth_csv: Path) -> PairwiseScores:
+    """Scores of a clusters file against a truth file; :class:`InvalidRecord` when the two
+    share no record id (the wrong truth file, or ids written differently), since every
+    figure would then be meaningless."""
     clusters = read_two_columns(clusters_csv, "patient_id", "golden_id")
     truth = read_two_columns(truth_csv, "patient_id", "entity_id")
+    if clusters and truth and clusters.keys().isdisjoint(truth):
+        sample_c = ", ".join(sorted(clusters)[:3])
+        sample_t = ", ".join(sorted(truth)[:3])
+        raise InvalidRecord(
+            f"{truth_csv} shares no patient_id with {clusters_csv} ({len(clusters):,} records "
+            f"such as {sample_c}; the truth has {len(truth):,} such as {sample_t}): "
+            "is it the truth of this file?"
+        )
+    if not clusters:
+        raise InvalidRecord(f"{clusters_csv}: no records")
     return pairwise_scores(clusters, truth)

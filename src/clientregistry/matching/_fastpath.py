@@ -11,19 +11,22 @@ Both paths must agree on every pair that reaches the threshold (tests hold them 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
+from clientregistry.matching.comparison import (
+    TermFrequency,
+    agreement_for,
+    crossed,
+    distance_for,
+    identifier_agreement,
+    null_contribution,
+)
 from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import BASE_SCORE, TF_MAX_SHIFT, Field, Level, RuleSet
 from clientregistry.matching.rules import max_contribution as _max_contribution
-from clientregistry.matching.scoring import (
-    TermFrequency,
-    _identifier_agreement,
-    _null_contribution,
-    identifier_distance,
-)
 
 RuleSetScore = Callable[[Features, Features, TermFrequency], float | None]
 
@@ -61,8 +64,7 @@ class _Writer:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {
             "PRUNED": PRUNED,
-            "_ident": _identifier_agreement,
-            "_idist": identifier_distance,
+            "_ident": identifier_agreement,
             "EMPTY": frozenset(),
         }
 
@@ -75,10 +77,14 @@ class _Writer:
         self.lines.append("    " * indent + text)
 
 
-def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, indent: int) -> None:
-    """Lines that set ``w`` to what a probabilistic field adds for (va, vb)."""
+def _probabilistic_field(
+    w: _Writer, f: Field, slot: int, others: dict[str, int], indent: int
+) -> None:
+    """Lines that set ``w`` to what a probabilistic field adds for (va, vb); ``others``: the
+    slots of the fields its ``swappedWith`` / ``crossWith`` levels name."""
     if f.comparator is None:  # shared-identifier
-        w.line(indent, "r = _ident(va, vb)")
+        ident = w.bind("I", agreement_for(f.unique_systems))
+        w.line(indent, f"r = {ident}(va, vb)")
         agree = f.levels[0].weight
         if len(f.levels) == 1 or f.levels[-1].threshold <= 0:
             w.line(indent, f"w = 0.0 if r is None else ({agree!r} if r else {f.else_weight!r})")
@@ -89,7 +95,7 @@ def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, ind
         w.line(indent, "elif r:")
         w.line(indent + 1, f"w = {agree!r}")
         w.line(indent, "else:")
-        w.line(indent + 1, "d = _idist(va, vb)")
+        w.line(indent + 1, f"d = {w.bind('D', distance_for(f.unique_systems))}(va, vb)")
         for index, level in enumerate(f.levels):
             keyword = "if" if index == 0 else "elif"
             w.line(indent + 1, f"{keyword} d <= {level.threshold!r}:")
@@ -101,9 +107,15 @@ def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, ind
     for index, level in enumerate(f.levels):
         comparator = level.comparator
         assert comparator is not None
-        if level.swapped_with is not None:
+        if level.swapped_with is not None and level.one_way:
+            # what crossed decides: either value agrees with a word of the other's other field
+            other = others[level.swapped_with]
+            test = w.bind("C", functools.partial(crossed, level))
+            condition = f"{test}(va, vb, (a[{other}], b[{other}]))"
+        elif level.swapped_with is not None:
             # what _swapped decides: both others present, and each value agrees with the
             # other record's other field
+            other = others[level.swapped_with]
             measure = w.bind("M", comparator.measure)
             op = "<=" if comparator.kind == "distance" else ">="
             t = repr(level.threshold)
@@ -135,7 +147,8 @@ def _probabilistic_field(w: _Writer, f: Field, slot: int, other: int | None, ind
 def _deterministic_field(w: _Writer, f: Field, indent: int) -> None:
     """Lines that set ``w`` to what a deterministic field adds for (va, vb)."""
     if f.comparator is None:
-        w.line(indent, f"w = {f.weight!r} if _ident(va, vb) is True else 0.0")
+        ident = w.bind("I", agreement_for(f.unique_systems))
+        w.line(indent, f"w = {f.weight!r} if {ident}(va, vb) is True else 0.0")
         return
     agrees = w.bind("A", f.comparator.agrees)
     w.line(indent, f"w = {f.weight!r} if {agrees}(va, vb, {f.threshold!r}) else 0.0")
@@ -175,8 +188,8 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
     by_name = {f.name: f for f in rs.fields}
     nulls = [
         (
-            None if f.null_one is None else _null_contribution(f, f.null_one, probabilistic),
-            None if f.null_both is None else _null_contribution(f, f.null_both, probabilistic),
+            None if f.null_one is None else null_contribution(f, f.null_one, probabilistic),
+            None if f.null_both is None else null_contribution(f, f.null_both, probabilistic),
         )
         for f in fields
     ]
@@ -206,13 +219,16 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
         w.line(1, f"{variable} = 0.0")
     for i, f in enumerate(fields):
         slot = extractor.slot(f)
-        swap = next((lv.swapped_with for lv in f.levels if lv.swapped_with), None)
-        other = None if swap is None else extractor.slot(by_name[swap])
+        others = {
+            lv.swapped_with: extractor.slot(by_name[lv.swapped_with])
+            for lv in f.levels
+            if lv.swapped_with is not None
+        }
         null_one, null_both = nulls[i]
 
-        def compare(indent: int, f: Field = f, other: int | None = other) -> None:
+        def compare(indent: int, f: Field = f, others: dict[str, int] = others) -> None:
             if probabilistic:
-                _probabilistic_field(w, f, extractor.slot(f), other, indent)
+                _probabilistic_field(w, f, extractor.slot(f), others, indent)
             else:
                 _deterministic_field(w, f, indent)
 

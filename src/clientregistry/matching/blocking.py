@@ -202,7 +202,7 @@ def _strict(comparator: Any, threshold: float) -> bool:
     """Whether an algorithm at this threshold only accepts equal strings."""
     if comparator is None or comparator.name == "exact":
         return True
-    if comparator.kind == "phonetic":
+    if comparator.kind in ("phonetic", "relation"):
         return False
     if comparator.kind == "distance":
         return bool(threshold <= 0.0)

@@ -6,12 +6,20 @@ Each name that OpenCR's ``decisionRules.json`` accepts as an ``algorithm`` maps 
 library: 3-shingles for cosine / jaccard / dice / qgram, Kondrak's n-gram distance with n = 2,
 ``longest-common-subsequence`` = len(a) + len(b) - 2·lcs, ``metric-lcs`` = 1 - lcs / max(len).
 
-A comparator is one of three kinds:
+A comparator is one of four kinds:
 
 * ``distance``   -- 0 means identical; two strings agree when the distance <= threshold;
 * ``similarity`` -- 1 means identical (0..1); two strings agree when similarity >= threshold;
 * ``phonetic``   -- 1.0 when every word has the same phonetic code, else 0.0; compared like a
   similarity.
+* ``relation``   -- 1.0 when a relation holds between the two values (or they are equal),
+  else 0.0 (compared like a similarity, no threshold): the engine's own name and date
+  levels: ``initial`` (one name is the initial of the other, word by word), ``nickname``
+  (name variants by the ``nicknames`` package: Bill / William), ``shared-part`` (two names
+  share a word: compound and hyphenated family names), ``date-swapped`` (day and month
+  swapped), ``date-year-near`` (year one apart, day and month equal), ``date-one-part``
+  (year, month or day differs, the other two equal) and ``date-year`` (the same year;
+  partial dates too).
 
 Inputs are expected to be normalised already (lower case, no accents, single spaces); only the
 phonetic codes and ``dateDamerau`` (which keeps the digits) derive anything from them.
@@ -52,13 +60,17 @@ from rapidfuzz.distance import (
 
 __all__ = [
     "ALGORITHMS",
+    "BOOLEAN_KINDS",
     "Comparator",
     "Kind",
     "UnknownAlgorithm",
     "get_comparator",
 ]
 
-Kind = Literal["distance", "similarity", "phonetic"]
+Kind = Literal["distance", "similarity", "phonetic", "relation"]
+
+BOOLEAN_KINDS = ("phonetic", "relation")
+"""Kinds whose measure is 1.0 or 0.0 and whose threshold is always 1."""
 
 SHINGLE_K = 3
 """Shingle length of cosine, jaccard, dice and qgram (tdebatty's default k)."""
@@ -308,6 +320,121 @@ def _jaro_winkler_distance(a: str, b: str) -> float:
     return 1.0 - JaroWinkler.similarity(a, b)
 
 
+# --- name relations --------------------------------------------------------------------------
+
+
+def _initial(a: str, b: str) -> float:
+    """1.0 when, word by word over the shorter value, each pair is equal or one word is a
+    single letter starting the other, and at least one is such an initial ("j" / "josephine",
+    "j r" / "john robert")."""
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    initial = False
+    for x, y in zip(a.split(), b.split(), strict=False):
+        if x == y:
+            continue
+        if (len(x) == 1 and y.startswith(x)) or (len(y) == 1 and x.startswith(y)):
+            initial = True
+            continue
+        return 0.0
+    return 1.0 if initial else 0.0
+
+
+@lru_cache(maxsize=1)
+def _name_variants() -> tuple[Mapping[str, frozenset[str]], Mapping[str, frozenset[str]]]:
+    """(name -> its nicknames, nickname -> its full names), from the ``nicknames`` package."""
+    from nicknames import NickNamer
+
+    namer = NickNamer()
+    nicknames = {k: frozenset(v) for k, v in namer.nickname_lookup.items()}
+    canonicals = {k: frozenset(v) for k, v in namer.canonical_lookup.items()}
+    return MappingProxyType(nicknames), MappingProxyType(canonicals)
+
+
+@lru_cache(maxsize=1 << 16)
+def _variants_of(word: str) -> frozenset[str]:
+    """Every name ``word`` may stand for or be written as: its nicknames, its full names and
+    their other nicknames (Bill: William, Will, Billy, ...)."""
+    nicknames, canonicals = _name_variants()
+    full = canonicals.get(word, frozenset())
+    out = set(nicknames.get(word, frozenset())) | full
+    for name in full:
+        out |= nicknames.get(name, frozenset())
+    out.discard(word)
+    return frozenset(out)
+
+
+def _nickname(a: str, b: str) -> float:
+    """1.0 when the first words of the two names are variants of one name (Bill / William,
+    Peggy / Margaret, Bill / Will), by the ``nicknames`` package's hand-curated list."""
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    wa, wb = a.split(maxsplit=1), b.split(maxsplit=1)
+    if not wa or not wb:
+        return 0.0
+    x, y = wa[0], wb[0]
+    return 1.0 if x == y or y in _variants_of(x) or x in _variants_of(y) else 0.0
+
+
+def _shared_part(a: str, b: str) -> float:
+    """1.0 when two names share a word of two letters or more ("garcia lopez" / "lopez",
+    "smith jones" (hyphenated, normalised) / "jones")."""
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    words = {w for w in a.split() if len(w) > 1}
+    return 1.0 if any(w in words for w in b.split() if len(w) > 1) else 0.0
+
+
+# --- date relations (normalised ISO dates, possibly partial) ---------------------------------
+
+
+def _date_parts(value: str) -> tuple[str, str, str]:
+    return value[:4], value[5:7], value[8:10]
+
+
+def _date_swapped(a: str, b: str) -> float:
+    """1.0 when day and month are swapped (1960-02-11 / 1960-11-02)."""
+    if a == b:
+        return 1.0
+    if len(a) != 10 or len(b) != 10:
+        return 0.0
+    ya, ma, da = _date_parts(a)
+    yb, mb, db = _date_parts(b)
+    return 1.0 if ya == yb and ma == db and da == mb and ma != da else 0.0
+
+
+def _date_year_near(a: str, b: str) -> float:
+    """1.0 when the years are one apart and month and day equal."""
+    if a == b:
+        return 1.0
+    if len(a) != 10 or len(b) != 10 or a[4:] != b[4:]:
+        return 0.0
+    return 1.0 if a[:4].isdigit() and b[:4].isdigit() and abs(int(a[:4]) - int(b[:4])) == 1 else 0.0
+
+
+def _date_one_part(a: str, b: str) -> float:
+    """1.0 when exactly one of year, month and day differs (full dates)."""
+    if a == b:
+        return 1.0
+    if len(a) != 10 or len(b) != 10:
+        return 0.0
+    same = sum(x == y for x, y in zip(_date_parts(a), _date_parts(b), strict=True))
+    return 1.0 if same == 2 else 0.0
+
+
+def _date_year(a: str, b: str) -> float:
+    """1.0 when the years are the same (one or both dates may be partial: "1960")."""
+    if a == b:
+        return 1.0
+    return 1.0 if len(a) >= 4 and a[:4] == b[:4] else 0.0
+
+
 # --- the table -----------------------------------------------------------------------------
 
 _ALL: tuple[Comparator, ...] = (
@@ -342,6 +469,13 @@ _ALL: tuple[Comparator, ...] = (
     Comparator("phonetic", "phonetic", _metaphone, True),
     Comparator("double-metaphone", "phonetic", _double_metaphone, True),
     Comparator("nysiis", "phonetic", _nysiis, True),
+    Comparator("initial", "relation", _initial, True),
+    Comparator("nickname", "relation", _nickname, True),
+    Comparator("shared-part", "relation", _shared_part, True),
+    Comparator("date-swapped", "relation", _date_swapped, True),
+    Comparator("date-year-near", "relation", _date_year_near, True),
+    Comparator("date-one-part", "relation", _date_one_part, True),
+    Comparator("date-year", "relation", _date_year, True),
 )
 
 ALGORITHMS: Mapping[str, Comparator] = MappingProxyType({c.name: c for c in _ALL})

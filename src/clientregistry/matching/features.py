@@ -26,8 +26,33 @@ from clientregistry.matching.rules import SHARED_IDENTIFIER, DecisionRules, Fiel
 Features = tuple[Any, ...]
 """One normalised value per slot: ``str`` or ``frozenset[str]``."""
 
-SlotKey = tuple[str, ValueType, bool]
-"""(FHIRPath, value type, is an identifier set)."""
+SlotKey = tuple[str, ValueType, bool, str | None]
+"""(FHIRPath, value type, is an identifier set, which words: see :attr:`Field.words`)."""
+
+
+def first_word(value: str) -> str:
+    """The first word (the first given name of "mary ann")."""
+    return value.split(" ", 1)[0]
+
+
+def other_words(value: str) -> str:
+    """The words after the first (the middle names of "mary ann louise")."""
+    parts = value.split(" ", 1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+def distinct_words(value: str) -> str:
+    """Each word once, in order ("smith smith jones" -> "smith jones")."""
+    if " " not in value:
+        return value
+    return " ".join(dict.fromkeys(value.split()))
+
+
+WORD_SELECTORS: dict[str, Callable[[str], str]] = {
+    "first": first_word,
+    "rest": other_words,
+    "distinct": distinct_words,
+}
 
 
 def _primitive_text(value: Any) -> str | None:
@@ -47,7 +72,7 @@ class FeatureExtractor:
         self.rules = rules
         self.record_id_systems = frozenset(record_id_systems)
         self._slots: dict[SlotKey, int] = {}
-        self._evaluators: list[tuple[Evaluator, ValueType, bool]] = []
+        self._evaluators: list[tuple[Evaluator, ValueType, bool, str | None]] = []
         for rule_set in rules.rule_sets:
             items: tuple[Field | Filter, ...] = (
                 *rule_set.fields,
@@ -57,16 +82,21 @@ class FeatureExtractor:
             for item in items:
                 self._add_slot(item)
         self._extract = _compile_extract(
-            [(path, value_type, is_set) for path, value_type, is_set in self._slots],
-            [evaluate for evaluate, _, _ in self._evaluators],
+            list(self._slots), [evaluate for evaluate, _, _, _ in self._evaluators]
         )
 
-    def _add_slot(self, item: Field | Filter) -> int:
+    @staticmethod
+    def _key(item: Field | Filter) -> SlotKey:
         is_set = isinstance(item, Field) and item.algorithm == SHARED_IDENTIFIER
-        key: SlotKey = (item.fhirpath, item.value_type, is_set)
+        words = item.words if isinstance(item, Field) else None
+        return (item.fhirpath, item.value_type, is_set, words)
+
+    def _add_slot(self, item: Field | Filter) -> int:
+        key = self._key(item)
         if key not in self._slots:
             self._slots[key] = len(self._evaluators)
-            self._evaluators.append((compile_path(item.fhirpath), item.value_type, is_set))
+            path, value_type, is_set, words = key
+            self._evaluators.append((compile_path(path), value_type, is_set, words))
         return self._slots[key]
 
     @property
@@ -75,11 +105,10 @@ class FeatureExtractor:
 
     def slot(self, item: Field | Filter) -> int:
         """The slot holding ``item``'s values."""
-        is_set = isinstance(item, Field) and item.algorithm == SHARED_IDENTIFIER
-        return self._slots[(item.fhirpath, item.value_type, is_set)]
+        return self._slots[self._key(item)]
 
     def slot_names(self) -> list[str]:
-        return [path for path, _, _ in self._slots]
+        return [path for path, _, _, _ in self._slots]
 
     def without_record_ids(self, resource: Mapping[str, Any]) -> Mapping[str, Any]:
         """``resource`` with the identifiers of record-id systems left out (a shallow copy)."""
@@ -105,7 +134,7 @@ class FeatureExtractor:
         """:meth:`extract` by the plain loop over the slots' evaluators (the reference)."""
         source = self.without_record_ids(resource)
         out: list[Any] = []
-        for evaluate, value_type, is_set in self._evaluators:
+        for evaluate, value_type, is_set, words in self._evaluators:
             values = evaluate(source)
             if is_set:
                 out.append(_identifier_set(values))
@@ -117,7 +146,8 @@ class FeatureExtractor:
                     normal = normalize(text, value_type)
                     if normal:
                         parts.append(normal)
-            out.append(" ".join(parts))
+            joined = " ".join(parts)
+            out.append(joined if words is None else WORD_SELECTORS[words](joined))
         return tuple(out)
 
 
@@ -178,11 +208,18 @@ def _step_lines(step: Step, parent: str, target: str, root: bool) -> list[str]:
     return [f"{target} = {parent_items}[-1:]"]
 
 
-def _leaf_lines(values: str, target: str, value_type: str, is_set: bool) -> list[str]:
+def _leaf_lines(
+    values: str, target: str, value_type: str, is_set: bool, words: str | None = None
+) -> list[str]:
     """Lines that set ``target`` to the feature of a slot whose values are ``values``."""
     if is_set:
         return [f"{target} = _identifier_set({values})"]
     vt = repr(value_type)
+    selected = [] if words is None else [f"{target} = _words_{words}({target})"]
+    return [*_text_lines(values, target, vt), *selected]
+
+
+def _text_lines(values: str, target: str, vt: str) -> list[str]:
     return [
         f"if not {values}:",
         f"    {target} = ''",
@@ -205,7 +242,7 @@ def _leaf_lines(values: str, target: str, value_type: str, is_set: bool) -> list
 
 
 def _compile_extract(
-    slots: list[tuple[str, ValueType, bool]], evaluators: list[Evaluator]
+    slots: list[SlotKey], evaluators: list[Evaluator]
 ) -> Callable[[Mapping[str, Any]], Features]:
     """One function from a resource (record ids removed) to its features."""
     lines = ["def extract(r):"]
@@ -213,6 +250,7 @@ def _compile_extract(
         "normalize": normalize,
         "_primitive_text": _primitive_text,
         "_identifier_set": _identifier_set,
+        **{f"_words_{name}": select for name, select in WORD_SELECTORS.items()},
     }
     nodes: dict[tuple[Step, ...], str] = {}
 
@@ -229,7 +267,9 @@ def _compile_extract(
         return found
 
     outputs = []
-    for i, ((path, value_type, is_set), evaluate) in enumerate(zip(slots, evaluators, strict=True)):
+    for i, ((path, value_type, is_set, words), evaluate) in enumerate(
+        zip(slots, evaluators, strict=True)
+    ):
         steps = simple_steps(path)
         if steps is None:
             names[f"E{i}"] = evaluate
@@ -240,7 +280,8 @@ def _compile_extract(
             if values == "r":  # an empty path cannot happen; keep the generator total
                 values = "(r,)"
         target = f"o{i}"
-        lines.extend("    " + line for line in _leaf_lines(values, target, value_type, is_set))
+        leaf = _leaf_lines(values, target, value_type, is_set, words)
+        lines.extend("    " + line for line in leaf)
         outputs.append(target)
     lines.append(f"    return ({''.join(o + ', ' for o in outputs)})")
     source = "\n".join(lines) + "\n"

@@ -12,9 +12,10 @@ from typing import Any
 
 from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, Blocker, CandidateSet
 from clientregistry.matching.classify import Candidate
+from clientregistry.matching.comparison import TermFrequency, no_tf
 from clientregistry.matching.features import FeatureExtractor, Features
 from clientregistry.matching.rules import DecisionRules
-from clientregistry.matching.scoring import PairScore, Scorer, TermFrequency, _no_tf
+from clientregistry.matching.scoring import PairScore, Scorer
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class Matcher:
         features: Features,
         positions: Iterable[int],
         stored: Sequence[Features],
-        tf: TermFrequency = _no_tf,
+        tf: TermFrequency = no_tf,
     ) -> list[tuple[int, PairScore]]:
         """The records among ``positions`` (indexes into ``stored``) that are at least
         potential matches of ``features``, with their scores, best first: what
@@ -95,7 +96,7 @@ class Matcher:
         self,
         features: Features,
         stored: Iterable[tuple[Hashable, Hashable, Features]],
-        tf: TermFrequency = _no_tf,
+        tf: TermFrequency = no_tf,
         *,
         keep_none: bool = False,
         exact: bool = False,

@@ -31,11 +31,30 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from clientregistry.errors import Problem, RuleSetError
-from clientregistry.matching.comparators import ALGORITHMS, Comparator, get_comparator
+from clientregistry.matching.comparators import (
+    ALGORITHMS,
+    BOOLEAN_KINDS,
+    Comparator,
+    get_comparator,
+)
 from clientregistry.matching.fhirpath import FhirPathError, check_syntax
 from clientregistry.matching.normalize import VALUE_TYPES, ValueType
 
 MatchingType = Literal["deterministic", "probabilistic"]
+Words = Literal["first", "rest", "distinct"]
+WORDS: tuple[Words, ...] = ("first", "rest", "distinct")
+
+DEFAULT_UNIQUE_SYSTEMS: tuple[str, ...] = (
+    "*ssn*",
+    "*national*id*",
+    "*/nin",
+    "*passport*",
+    "*/nhs-number",
+    "*/uk-nhs-number",
+    "*/ca-on-health-number",
+)
+"""Identifier systems one person holds one value of, as case-insensitive glob patterns: what
+``uniqueSystems`` means when a ``shared-identifier`` field sets it to ``"default"``."""
 NullHandling = Literal["conservative", "moderate", "greedy"]
 NULL_HANDLINGS: tuple[NullHandling, ...] = ("conservative", "moderate", "greedy")
 
@@ -69,6 +88,8 @@ _FIELD_KEYS = {
     "termFrequency",
     "valueType",
     "group",
+    "words",
+    "uniqueSystems",
 }
 _RULE_KEYS = {
     "matchingType",
@@ -99,6 +120,10 @@ class Level:
     swapped_with: str | None = None
     """Extension: agree when this field of one record matches field ``swapped_with`` of the
     other and the other way round (given and family names written in each other's place)."""
+    one_way: bool = False
+    """With ``swapped_with`` (written ``crossWith``): agree when this field of *either* record
+    matches a word of the other record's field ``swapped_with`` (a middle name used as the
+    first name: "Mary Ann" / "Ann")."""
 
     @property
     def weight(self) -> float:
@@ -131,6 +156,15 @@ class Field:
     """Extension: fields of one group are correlated (address line, city, postcode, phone of a
     household); their agreement counts once, as the strongest of them, while disagreements
     still add up."""
+    words: Words | None = None
+    """Extension: which words of the (normalised, joined) value are compared: the ``first``
+    (the first given name), the ``rest`` (the middle names) or the ``distinct`` ones (family
+    names of all of a record's names, each once)."""
+    unique_systems: tuple[str, ...] | None = None
+    """Extension, ``shared-identifier`` only: identifier systems (glob patterns) that hold one
+    value per person. When set, only a different value of such a system counts against (a
+    cannot-link in clustering); other systems (record numbers of source systems) count only
+    when shared. ``None``: every shared system counts both ways (OpenCR)."""
 
     @property
     def else_weight(self) -> float:
@@ -339,8 +373,9 @@ class _Parser:
                 if level.swapped_with is not None and (
                     level.swapped_with not in names or level.swapped_with == f.name
                 ):
+                    key = "crossWith" if level.one_way else "swappedWith"
                     self.problem(
-                        f"{where}.fields.{f.name}.levels[{i}].swappedWith",
+                        f"{where}.fields.{f.name}.levels[{i}].{key}",
                         f"{level.swapped_with!r} is not another field of this rule set",
                     )
         blocking = self.blocking(where, raw.get("blocking"), names)
@@ -475,7 +510,7 @@ class _Parser:
         if comparator is None or comparator.name == "exact":
             value = self.number(where, raw, "threshold")
             return 1.0 if value is None else value
-        if comparator.kind == "phonetic":
+        if comparator.kind in BOOLEAN_KINDS:
             return 1.0
         if comparator.kind == "similarity" or comparator.normalized:
             value = self.number(where, raw, "threshold", required=True, low=0.0, high=1.0)
@@ -579,7 +614,37 @@ class _Parser:
             null_one=one,
             null_both=both,
             group=self.group(where, raw),
+            words=self.words(where, raw),
+            unique_systems=self.unique_systems(where, raw, algorithm),
         )
+
+    def words(self, where: str, raw: dict[str, Any]) -> Words | None:
+        value = raw.get("words")
+        if value is None:
+            return None
+        if value not in WORDS:
+            self.problem(f"{where}.words", f"must be one of {', '.join(WORDS)}, not {value!r}")
+            return None
+        return cast(Words, value)
+
+    def unique_systems(
+        self, where: str, raw: dict[str, Any], algorithm: str
+    ) -> tuple[str, ...] | None:
+        value = raw.get("uniqueSystems")
+        if value is None:
+            return None
+        if algorithm != SHARED_IDENTIFIER:
+            self.problem(f"{where}.uniqueSystems", "is for shared-identifier fields only")
+            return None
+        if value == "default":
+            return DEFAULT_UNIQUE_SYSTEMS
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(
+                f"{where}.uniqueSystems",
+                'must be "default" or a list of identifier systems (glob patterns allowed)',
+            )
+            return None
+        return tuple(value)
 
     def group(self, where: str, raw: dict[str, Any]) -> str | None:
         value = raw.get("group")
@@ -609,10 +674,27 @@ class _Parser:
                 threshold = self.threshold(lwhere, raw_level, found[1])
             term_frequency = bool(raw_level.get("termFrequency", False))
             swapped = raw_level.get("swappedWith")
-            if swapped is not None and not isinstance(swapped, str):
-                self.problem(f"{lwhere}.swappedWith", "must be the name of another field")
+            crossed = raw_level.get("crossWith")
+            if swapped is not None and crossed is not None:
+                self.problem(lwhere, "give swappedWith or crossWith, not both")
                 continue
-            out.append(Level(found[0], found[1], threshold, mu[0], mu[1], term_frequency, swapped))
+            key = "swappedWith" if crossed is None else "crossWith"
+            other = swapped if crossed is None else crossed
+            if other is not None and not isinstance(other, str):
+                self.problem(f"{lwhere}.{key}", "must be the name of another field")
+                continue
+            out.append(
+                Level(
+                    found[0],
+                    found[1],
+                    threshold,
+                    mu[0],
+                    mu[1],
+                    term_frequency,
+                    other,
+                    one_way=crossed is not None,
+                )
+            )
         if len({level.algorithm == SHARED_IDENTIFIER for level in out}) > 1:
             self.problem(
                 f"{where}.levels",
@@ -650,7 +732,7 @@ def _field_json(f: Field, probabilistic: bool) -> dict[str, Any]:
         out["else"] = {"mValue": f.else_m, "uValue": f.else_u}
     else:
         out["algorithm"] = f.algorithm
-        if f.comparator is not None and f.comparator.kind != "phonetic":
+        if f.comparator is not None and f.comparator.kind not in BOOLEAN_KINDS:
             out["threshold"] = f.threshold
         if probabilistic:
             out["mValue"] = f.levels[0].m
@@ -661,6 +743,10 @@ def _field_json(f: Field, probabilistic: bool) -> dict[str, Any]:
         out["valueType"] = f.value_type
     if f.group is not None:
         out["group"] = f.group
+    if f.words is not None:
+        out["words"] = f.words
+    if f.unique_systems is not None:
+        out["uniqueSystems"] = list(f.unique_systems)
     if f.null_one is not None:
         out["null_handling"] = f.null_one
     if f.null_both is not None:
@@ -679,7 +765,7 @@ def _level_json(level: Level) -> dict[str, Any]:
     if level.term_frequency:
         out["termFrequency"] = True
     if level.swapped_with is not None:
-        out["swappedWith"] = level.swapped_with
+        out["crossWith" if level.one_way else "swappedWith"] = level.swapped_with
     return out
 
 

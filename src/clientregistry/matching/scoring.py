@@ -17,32 +17,41 @@ field, what was compared and what it added — the same code, asked to keep note
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rapidfuzz.distance import OSA
-
-from clientregistry.matching.features import FeatureExtractor, Features
-from clientregistry.matching.rules import (
-    BASE_SCORE,
-    TF_MAX_SHIFT,
-    DecisionRules,
-    Field,
-    Level,
-    RuleSet,
+from clientregistry.matching._fastpath import compile_rule_set
+from clientregistry.matching.comparators import BOOLEAN_KINDS
+from clientregistry.matching.comparison import (
+    Cross,
+    TermFrequency,
+    agreement_for,
+    comparison_level,
+    no_tf,
+    null_contribution,
+    probabilistic_contribution,
+    tf_weight,
 )
+from clientregistry.matching.features import FeatureExtractor, Features
+from clientregistry.matching.rules import BASE_SCORE, TF_MAX_SHIFT, DecisionRules, Field, RuleSet
+
+__all__ = [
+    "DECISION_RANK",
+    "TF_MAX_SHIFT",
+    "Decision",
+    "FieldResult",
+    "PairScore",
+    "RuleSetResult",
+    "Scorer",
+    "TermFrequency",
+    "comparison_level",
+    "no_tf",
+    "tf_weight",
+]
 
 Decision = Literal["auto", "potential", "none"]
 DECISION_RANK: dict[Decision, int] = {"none": 0, "potential": 1, "auto": 2}
-
-TermFrequency = Callable[[int, str], float | None]
-"""(slot, value) -> relative frequency of the value among stored records, if known."""
-
-
-def _no_tf(slot: int, value: str) -> float | None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +138,13 @@ class Scorer:
         self.extractor = extractor
         self.rules: DecisionRules = extractor.rules
         by_name = {(rs.index, f.name): f for rs in self.rules.rule_sets for f in rs.fields}
-        self._cross = {
-            (rs.index, f.name): extractor.slot(by_name[(rs.index, lv.swapped_with)])
-            for rs in self.rules.rule_sets
-            for f in rs.fields
-            for lv in f.levels
-            if lv.swapped_with is not None
-        }
+        self._cross: dict[tuple[int, str], dict[str, int]] = {}
+        for rs in self.rules.rule_sets:
+            for f in rs.fields:
+                for lv in f.levels:
+                    if lv.swapped_with is not None:
+                        slot = extractor.slot(by_name[(rs.index, lv.swapped_with)])
+                        self._cross.setdefault((rs.index, f.name), {})[lv.swapped_with] = slot
         self._plans = [
             (
                 rs,
@@ -149,7 +158,7 @@ class Scorer:
 
     # -------------------------------------------------------------- public
 
-    def score(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
+    def score(self, a: Features, b: Features, tf: TermFrequency = no_tf) -> PairScore | None:
         """The best result over the rule sets, or ``None`` if every rule set blocks the pair.
 
         Pairs that cannot reach a potential match come back with decision ``none`` and a
@@ -166,7 +175,7 @@ class Scorer:
                 best = PairScore(result, decision, rs.index)
         return best
 
-    def likely(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
+    def likely(self, a: Features, b: Features, tf: TermFrequency = no_tf) -> PairScore | None:
         """:meth:`score` for candidate search: ``None`` unless the pair is at least a potential
         match (no result object is made for the many pairs that are not)."""
         compiled = self._compiled or self._compile()
@@ -187,12 +196,10 @@ class Scorer:
         return self._compiled or self._compile()
 
     def _compile(self) -> list[tuple[RuleSet, Callable[..., float | None]]]:
-        from clientregistry.matching._fastpath import compile_rule_set
-
         self._compiled = [(rs, compile_rule_set(rs, self.extractor)) for rs in self.rules.rule_sets]
         return self._compiled
 
-    def exact_score(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> PairScore | None:
+    def exact_score(self, a: Features, b: Features, tf: TermFrequency = no_tf) -> PairScore | None:
         """Like :meth:`score`, but always the full score (no early exit)."""
         best: PairScore | None = None
         for plan in self._plans:
@@ -205,7 +212,7 @@ class Scorer:
                 best = PairScore(result, decision, rs.index)
         return best
 
-    def explain(self, a: Features, b: Features, tf: TermFrequency = _no_tf) -> list[RuleSetResult]:
+    def explain(self, a: Features, b: Features, tf: TermFrequency = no_tf) -> list[RuleSetResult]:
         """One :class:`RuleSetResult` per rule set, with the per-field notes."""
         out = []
         for plan in self._plans:
@@ -276,7 +283,7 @@ class Scorer:
             if not va or not vb:
                 handling = f.null_both if (not va and not vb) else f.null_one
                 if handling is not None:
-                    add = _null_contribution(f, handling, probabilistic)
+                    add = null_contribution(f, handling, probabilistic)
                     total += _grouped(f, add, group_best)
                     if notes is not None:
                         notes.append(
@@ -297,9 +304,11 @@ class Scorer:
                     vb = vb or frozenset()
             algorithm, similarity = f.algorithm, None
             if probabilistic:
-                other = self._cross.get((rs.index, f.name))
-                cross = None if other is None else (a[other], b[other])
-                add, level_name, agrees = _probabilistic(f, slot, va, vb, tf, cross)
+                others = self._cross.get((rs.index, f.name))
+                cross = (
+                    None if others is None else {name: (a[s], b[s]) for name, s in others.items()}
+                )
+                add, level_name, agrees = probabilistic_contribution(f, slot, va, vb, tf, cross)
                 if notes is not None:
                     algorithm, similarity = _level_explained(f, va, vb, cross)
             else:
@@ -364,74 +373,20 @@ def _better(
     return score - rs.auto_threshold > best.score - best_rs.auto_threshold
 
 
-def _identifier_agreement(a: frozenset[str], b: frozenset[str]) -> bool | None:
-    """Agree when an identifier is shared; disagree when a shared system differs; else None."""
-    if not a.isdisjoint(b):
-        return True
-    if len(a) == 1 and len(b) == 1:  # the usual case, without building a set
-        (x,) = a
-        (y,) = b
-        return False if x.rsplit("|", 1)[0] == y.rsplit("|", 1)[0] else None
-    systems_a = {item.rsplit("|", 1)[0] for item in a}
-    for item in b:
-        if item.rsplit("|", 1)[0] in systems_a:
-            return False
-    return None
-
-
-def identifier_distance(a: frozenset[str], b: frozenset[str]) -> int | None:
-    """The fewest edits (optimal string alignment: a character inserted, deleted or changed,
-    or two neighbours swapped) between a value of one set and a value of the same system in
-    the other; 0 when they share an identifier, ``None`` when they have no system in common."""
-    if not a.isdisjoint(b):
-        return 0
-    by_system: dict[str, list[str]] = {}
-    for item in a:
-        system, value = item.rsplit("|", 1)
-        by_system.setdefault(system, []).append(value)
-    best: int | None = None
-    for item in b:
-        system, value = item.rsplit("|", 1)
-        for other in by_system.get(system, ()):
-            distance = OSA.distance(value, other)
-            if best is None or distance < best:
-                best = distance
-    return best
-
-
-def _identifier_level(f: Field, a: frozenset[str], b: frozenset[str]) -> int | None:
-    """Index of the first shared-identifier level within whose edits the sets agree."""
-    agreement = _identifier_agreement(a, b)
-    if agreement is None:
-        return None
-    levels = f.levels
-    if agreement:
-        return 0
-    if len(levels) == 1 or levels[-1].threshold <= 0:
-        return len(levels)
-    distance = identifier_distance(a, b)
-    for index, level in enumerate(levels):
-        if distance is not None and distance <= level.threshold:
-            return index
-    return len(levels)
-
-
 def _agrees(f: Field, a: Any, b: Any) -> bool:
     if f.comparator is None:  # shared-identifier
-        return _identifier_agreement(a, b) is True
+        return agreement_for(f.unique_systems)(a, b) is True
     return f.comparator.agrees(a, b, f.threshold)
 
 
 def _similarity(f: Field, a: Any, b: Any) -> float | None:
     if f.comparator is None:
-        agreement = _identifier_agreement(a, b)
+        agreement = agreement_for(f.unique_systems)(a, b)
         return None if agreement is None else float(agreement)
     return f.comparator.similarity(a, b)
 
 
-def _level_explained(
-    f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None
-) -> tuple[str, float | None]:
+def _level_explained(f: Field, a: Any, b: Any, cross: Cross | None) -> tuple[str, float | None]:
     """(algorithm, similarity) of the level that decided a field, for explanations.
 
     For "else" (no level agreed) it is the most lenient level's algorithm and similarity, so
@@ -440,7 +395,13 @@ def _level_explained(
     if f.comparator is None:
         return f.algorithm, _similarity(f, a, b)
     index = comparison_level(f, a, b, cross)
-    plain = [lv for lv in f.levels if lv.swapped_with is None]
+    plain = [
+        lv
+        for lv in f.levels
+        if lv.swapped_with is None
+        and lv.comparator is not None
+        and lv.comparator.kind not in BOOLEAN_KINDS
+    ] or [lv for lv in f.levels if lv.swapped_with is None]
     if index is not None and index < len(f.levels):
         level = f.levels[index]
     elif plain:
@@ -449,99 +410,11 @@ def _level_explained(
         level = f.levels[-1]
     comparator = level.comparator
     assert comparator is not None
-    if level.swapped_with is not None and cross is not None:
-        left = comparator.similarity(a, cross[1])
-        right = comparator.similarity(cross[0], b)
+    pair = None if cross is None or level.swapped_with is None else cross.get(level.swapped_with)
+    if pair is not None:
+        if level.one_way:
+            return f"{level.algorithm} (crossed with {level.swapped_with})", 1.0
+        left = comparator.similarity(a, pair[1])
+        right = comparator.similarity(pair[0], b)
         return f"{level.algorithm} (swapped with {level.swapped_with})", min(left, right)
     return level.algorithm, comparator.similarity(a, b)
-
-
-def _null_contribution(f: Field, handling: str, probabilistic: bool) -> float:
-    if handling == "moderate":
-        return 0.0
-    if handling == "greedy":
-        if probabilistic:
-            return max(level.weight for level in f.levels)
-        return f.weight
-    return f.else_weight if probabilistic else 0.0
-
-
-def tf_weight(level: Level, frequency: float) -> float:
-    """The weight of agreeing at ``level`` on a value with this relative frequency."""
-    base = level.weight
-    adjusted = math.log10(level.m / max(frequency, 1e-12))
-    return min(max(adjusted, base - TF_MAX_SHIFT), base + TF_MAX_SHIFT)
-
-
-def _level_weight(level: Level, slot: int, a: Any, b: Any, tf: TermFrequency) -> float:
-    if level.term_frequency and isinstance(a, str):
-        freq_a = tf(slot, a)
-        freq_b = freq_a if a == b else tf(slot, b)
-        if freq_a is not None or freq_b is not None:
-            return tf_weight(level, max(x for x in (freq_a, freq_b) if x is not None))
-    return level.weight
-
-
-def comparison_level(f: Field, a: Any, b: Any, cross: tuple[Any, Any] | None = None) -> int | None:
-    """Index of the first level of ``f`` at which ``a`` and ``b`` agree; ``len(f.levels)``
-    when none does ("else"); ``None`` for identifier sets with no system in common.
-
-    ``cross`` holds the two records' values of the field a ``swappedWith`` level names.
-    Values must be present (null handling is the caller's business).
-    """
-    if f.comparator is None:  # shared-identifier
-        return _identifier_level(f, a, b)
-    measured: dict[str, float] = {}
-    for index, level in enumerate(f.levels):
-        comparator = level.comparator
-        assert comparator is not None
-        if level.swapped_with is not None:
-            agrees = cross is not None and _swapped(level, a, b, cross)
-        elif comparator.name == "exact":
-            agrees = a == b
-        else:
-            value = measured.get(comparator.name)
-            if value is None:
-                value = measured[comparator.name] = comparator.measure(a, b)
-            if comparator.kind == "distance":
-                agrees = value <= level.threshold
-            else:
-                agrees = value >= level.threshold
-        if agrees:
-            return index
-    return len(f.levels)
-
-
-def _swapped(level: Level, a: Any, b: Any, cross: tuple[Any, Any]) -> bool:
-    """Whether a's value matches b's other field and b's value a's other field."""
-    comparator = level.comparator
-    assert comparator is not None
-    other_a, other_b = cross
-    if not other_a or not other_b:
-        return False
-    return comparator.agrees(a, other_b, level.threshold) and comparator.agrees(
-        other_a, b, level.threshold
-    )
-
-
-def _probabilistic(
-    f: Field,
-    slot: int,
-    a: Any,
-    b: Any,
-    tf: TermFrequency,
-    cross: tuple[Any, Any] | None = None,
-) -> tuple[float, str, bool]:
-    """(weight added, name of the level, agreed at some level)."""
-    index = comparison_level(f, a, b, cross)
-    if index is None:
-        return 0.0, "no shared system", False
-    if index == len(f.levels):
-        return f.else_weight, "disagree" if len(f.levels) == 1 else "else", False
-    level = f.levels[index]
-    name = "agree" if len(f.levels) == 1 else f"level {index + 1} ({level.algorithm})"
-    if level.comparator is None and level.threshold > 0:
-        name = f"level {index + 1} ({level.algorithm} within {level.threshold:g} edits)"
-    if level.swapped_with is not None:
-        name = f"level {index + 1} (swapped with {level.swapped_with})"
-    return _level_weight(level, slot, a, b, tf), name, True

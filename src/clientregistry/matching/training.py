@@ -65,11 +65,11 @@ import numpy.typing as npt
 from rapidfuzz import process
 
 from clientregistry.matching.blocking import plan_key_groups
-from clientregistry.matching.comparators import Comparator
+from clientregistry.matching.comparators import BOOLEAN_KINDS, Comparator
+from clientregistry.matching.comparison import comparison_level, crossed
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.rules import BASE_SCORE, DecisionRules, Field, Level, RuleSet
-from clientregistry.matching.scoring import comparison_level
 
 __all__ = ["LevelEstimate", "Session", "TrainingResult", "level_label", "train"]
 
@@ -549,6 +549,28 @@ def _pair_levels(
         other_codes, other_values = cross[level.swapped_with]
         other_a = other_codes[left[todo]]
         other_b = other_codes[right[todo]]
+        if level.one_way:  # either value among the words of the other's other field
+            hits = np.fromiter(
+                (
+                    crossed(
+                        level,
+                        values[va],
+                        values[vb],
+                        (other_values[oa] if oa >= 0 else "", other_values[ob] if ob >= 0 else ""),
+                    )
+                    for va, vb, oa, ob in zip(
+                        code_a[todo].tolist(),
+                        code_b[todo].tolist(),
+                        other_a.tolist(),
+                        other_b.tolist(),
+                        strict=True,
+                    )
+                ),
+                dtype=bool,
+                count=len(todo),
+            )
+            found[later[hits]] = index
+            continue
         usable = np.flatnonzero((other_a >= 0) & (other_b >= 0))
         agrees = _agree(
             level, values, code_a[todo[usable]], other_values, other_b[usable]
@@ -728,7 +750,7 @@ def level_label(level: Level) -> str:
     """How a level reads in the table: ``exact``, ``jaro-winkler-similarity >= 0.92``,
     ``jaro-winkler-similarity >= 0.88 swapped with family``..."""
     comparator = level.comparator
-    if comparator is None or comparator.name == "exact" or comparator.kind == "phonetic":
+    if comparator is None or comparator.name == "exact" or comparator.kind in BOOLEAN_KINDS:
         label = level.algorithm
     else:
         operator = "<=" if comparator.kind == "distance" else ">="

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from clientregistry.request_id import current_request_id, with_request_id
 from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import AgentKind, AuditAction
 from clientregistry.store.models import AuditEvent
@@ -78,7 +79,7 @@ def audit_resource(
                 ],
             }
         ]
-    return resource
+    return with_request_id(resource)
 
 
 def record(
@@ -110,6 +111,7 @@ def record(
             "source_address": source_address,
             "entity": entity,
             "detail": detail,
+            "request_id": current_request_id(),
             "resource": audit_resource(
                 action=action.value,
                 outcome=outcome,

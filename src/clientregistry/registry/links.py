@@ -1,4 +1,5 @@
-"""Changing links by hand: break, revert a break, join, resolve a review item, undo.
+"""Changing links by hand: break, revert a break, join, resolve a review item, confirm an
+automatic link, undo.
 
 Every action runs through a :class:`LinkEditor`, which makes the changes in the caller's
 session (one transaction) and writes down what it changed — each record's golden record,
@@ -36,16 +37,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clientregistry.errors import ClientRegistryError
-from clientregistry.registry.audit import audit_resource
+from clientregistry.registry.actor import Refused
+from clientregistry.registry.actor import record_action as record_action  # where auth finds it
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.submit import broken_with, find_matches
 from clientregistry.store.enums import (
-    AgentKind,
     AuditAction,
     IssueKind,
     IssueStatus,
@@ -63,20 +62,15 @@ from clientregistry.store.models import (
 )
 
 _T = TypeVar("_T")
-ActionName = Literal["break", "unbreak", "join", "resolve", "revert"]
+ActionName = Literal["break", "unbreak", "join", "resolve", "confirm", "revert"]
 
-REVERTIBLE = frozenset({"break", "unbreak", "join", "resolve", "revert"})
+REVERTIBLE = frozenset({"break", "unbreak", "join", "resolve", "confirm", "revert"})
 """Audit ``event_type`` values whose ``detail["changes"]`` :func:`revert_event` can undo."""
 
 
-class LinkError(ClientRegistryError):
+class LinkError(Refused):
     """An action that cannot be done: ``status`` 404 (no such thing), 409 (state forbids it)
     or 400 (a bad request)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
 
 
 class Resolution(StrEnum):
@@ -454,14 +448,25 @@ def _note(item: _T, done: list[_T], opposite: list[_T]) -> None:
 # ----------------------------------------------------------------------------- actions
 
 
+def _companions(editor: LinkEditor, record: SourceRecord) -> list[str]:
+    """The other records of the record's golden record; 409 when it has none."""
+    others = editor.members(record.golden_id, besides=record.id)
+    if not others:
+        raise LinkError(
+            409,
+            f"Patient/{record.id} is the only record of its golden record",
+            code="only-record",
+            params={"record": record.id},
+        )
+    return others
+
+
 def break_record(editor: LinkEditor, record_id: str) -> ActionOutcome:
     """Detach a record from its golden record into a new one, remembering it as not the same
     person as every other member of the old one."""
     record = editor.record(record_id)
     old = record.golden_id
-    others = editor.members(old, besides=record.id)
-    if not others:
-        raise LinkError(409, f"Patient/{record_id} is the only record of its golden record")
+    others = _companions(editor, record)
     editor.lock([record, *(editor.record(o) for o in others)])
     for other in others:
         editor.add_broken(record.id, other)
@@ -525,6 +530,8 @@ def _refuse_broken(editor: LinkEditor, record_id: str, golden_id: str) -> None:
             409,
             f"Patient/{record_id} is marked as not the same person as "
             f"{', '.join('Patient/' + b for b in sorted(broken))}; revert that break first",
+            code="broken-match",
+            params={"record": record_id, "others": sorted(broken)},
         )
 
 
@@ -535,7 +542,12 @@ def join(
     record = editor.record(record_id)
     target = _target_golden(editor, golden_id, with_record)
     if target == record.golden_id:
-        raise LinkError(409, f"Patient/{record_id} is already in Patient/{target}")
+        raise LinkError(
+            409,
+            f"Patient/{record_id} is already in Patient/{target}",
+            code="already-linked",
+            params={"record": record_id, "golden": target},
+        )
     _refuse_broken(editor, record.id, target)
     members = [editor.record(m) for m in editor.members(target)]
     editor.lock([record, *members])
@@ -559,8 +571,7 @@ def resolve_issue(
     record), new golden record, or not a match. ``record_id`` says which of the pair is
     placed (default the item's record). The item leaves the queue."""
     issue = editor.issue(issue_id)
-    if issue.status is not IssueStatus.OPEN:
-        raise LinkError(409, f"review item {issue_id} is already resolved")
+    _still_open(issue)
     pair = (issue.record_id, issue.other_record_id)
     subject_id = record_id or issue.record_id
     if subject_id not in pair:
@@ -570,6 +581,9 @@ def resolve_issue(
         raise LinkError(400, "golden_id goes with the 'move' resolution only")
     subject, other = editor.record(subject_id), editor.record(other_id)
     editor.lock([subject, other])
+    # Another reviewer may have settled it while this one waited for the locks.
+    editor.session.refresh(issue)
+    _still_open(issue)
     old = subject.golden_id
     if resolution is Resolution.KEEP:
         editor.set_adjudicated(subject, True)
@@ -601,6 +615,40 @@ def resolve_issue(
         "golden_after": subject.golden_id,
     }
     return ActionOutcome("resolve", subject.id, subject.golden_id, editor.finish(), detail)
+
+
+def _still_open(issue: MatchIssue) -> None:
+    """409, saying who settled it and when, unless the review item is open."""
+    if issue.status is IssueStatus.OPEN:
+        return
+    by = issue.resolved_by or "someone"
+    when = issue.resolved_at.isoformat() if issue.resolved_at else None
+    raise LinkError(
+        409,
+        f"review item {issue.id} is already resolved (by {by}" + (f" at {when})" if when else ")"),
+        code="already-resolved",
+        params={"issue": issue.id, "by": by, "at": when},
+    )
+
+
+def confirm_record(editor: LinkEditor, record_id: str) -> ActionOutcome:
+    """Confirm an automatic link: the record and the other records of its golden record are
+    marked as placed by a person (they stay together), and it leaves the queue of automatic
+    links to confirm."""
+    record = editor.record(record_id)
+    others = [editor.record(m) for m in _companions(editor, record)]
+    editor.lock([record, *others])
+    editor.session.refresh(record)
+    if record.human_adjudicated:
+        raise LinkError(
+            409,
+            f"Patient/{record_id} was already confirmed or placed by a person",
+            code="already-confirmed",
+            params={"record": record_id},
+        )
+    confirm(editor, [record, *others])
+    detail = {"golden": record.golden_id, "members": [o.id for o in others]}
+    return ActionOutcome("confirm", record.id, record.golden_id, editor.finish(), detail)
 
 
 def revert_event(editor: LinkEditor, event_id: int) -> ActionOutcome:
@@ -666,56 +714,15 @@ def _check_current(editor: LinkEditor, log: ChangeLog, event_id: int) -> None:
         if issue is None or issue.status is not status:
             problems.append(f"review item {issue_id} has changed since")
     if problems:
-        raise LinkError(409, f"audit event {event_id} cannot be reverted: {'; '.join(problems)}")
+        raise LinkError(
+            409,
+            f"audit event {event_id} cannot be reverted: {'; '.join(problems)}",
+            code="changed-since",
+            params={"event": event_id, "problems": problems},
+        )
 
 
 # ----------------------------------------------------------------------------- audit
-
-
-def _flat(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return orjson.dumps(value).decode()
-
-
-def record_action(
-    session: Session,
-    *,
-    agent: str,
-    source_address: str | None,
-    event_type: str,
-    action: AuditAction,
-    entity: str | None,
-    detail: dict[str, Any],
-    outcome: int = 0,
-) -> AuditEvent:
-    """Audit what a person did in the admin API (flushed, so the event has its id)."""
-    now = _now()
-    event = AuditEvent(
-        recorded=now,
-        action=action,
-        outcome=outcome,
-        event_type=event_type,
-        agent=agent,
-        agent_kind=AgentKind.USER,
-        source_address=source_address,
-        entity=entity,
-        detail=detail,
-        resource=audit_resource(
-            action=action.value,
-            outcome=outcome,
-            recorded=now,
-            agent=agent,
-            agent_kind=AgentKind.USER,
-            source_address=source_address,
-            entity=entity,
-            interaction=event_type,
-            detail={key: _flat(value) for key, value in detail.items()},
-        ),
-    )
-    session.add(event)
-    session.flush()
-    return event
 
 
 def audit_outcome(

@@ -16,7 +16,7 @@ Candidates and explanations
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -106,6 +106,15 @@ class QueueCounts(BaseModel):
     potential: int
     conflict: int
     auto: int
+    oldest_potential: datetime | None = Field(
+        default=None, description="When the oldest open potential match was queued"
+    )
+    oldest_conflict: datetime | None = Field(
+        default=None, description="When the oldest open conflict was queued"
+    )
+    oldest_auto: datetime | None = Field(
+        default=None, description="The oldest automatic link still to confirm"
+    )
 
 
 class FieldExplanation(BaseModel):
@@ -192,7 +201,8 @@ class DryRun(BaseModel):
 # ----------------------------------------------------------------------------- summaries
 
 
-def _name(resource: Mapping[str, Any]) -> str | None:
+def person_name(resource: Mapping[str, Any]) -> str | None:
+    """A Patient's first name as one line (its ``text``, or given names and family)."""
     names = resource.get("name")
     if not isinstance(names, list):
         return None
@@ -224,7 +234,7 @@ def summary(record: SourceRecord) -> RecordSummary:
         golden_id=record.golden_id,
         client_system=record.client_system,
         internal_id=f"{record.internal_system}|{record.internal_value}",
-        name=_name(resource),
+        name=person_name(resource),
         birth_date=_text(resource, "birthDate"),
         gender=_text(resource, "gender"),
         match_status=record.match_status,
@@ -270,18 +280,37 @@ def _auto_filter() -> Any:
 
 
 def queue_counts(session: Session) -> QueueCounts:
+    """How many items each queue holds, and how old its oldest is."""
     rows = session.execute(
-        select(MatchIssue.kind, func.count())
+        select(MatchIssue.kind, func.count(), func.min(MatchIssue.created_at))
         .where(MatchIssue.status == IssueStatus.OPEN)
         .group_by(MatchIssue.kind)
     ).all()
-    counts = {IssueKind(kind): int(n) for kind, n in rows}
-    auto = session.scalar(select(func.count()).select_from(SourceRecord).where(_auto_filter()))
+    counts = {IssueKind(kind): (int(n), oldest) for kind, n, oldest in rows}
+    auto, oldest_auto = session.execute(
+        select(func.count(), func.min(SourceRecord.last_updated)).where(_auto_filter())
+    ).one()
+    potential = counts.get(IssueKind.POTENTIAL, (0, None))
+    conflict = counts.get(IssueKind.CONFLICT, (0, None))
     return QueueCounts(
-        potential=counts.get(IssueKind.POTENTIAL, 0),
-        conflict=counts.get(IssueKind.CONFLICT, 0),
+        potential=potential[0],
+        conflict=conflict[0],
         auto=int(auto or 0),
+        oldest_potential=aware_utc(potential[1]),
+        oldest_conflict=aware_utc(conflict[1]),
+        oldest_auto=aware_utc(oldest_auto),
     )
+
+
+def aware_utc(moment: Any) -> datetime | None:
+    """An aggregate's timestamp as an aware UTC datetime (``min()`` skips the column type:
+    SQLite hands back text)."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    assert isinstance(moment, datetime)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def issue_queue(session: Session, kind: IssueQueueKind, offset: int, limit: int) -> IssuePage:

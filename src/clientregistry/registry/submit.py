@@ -39,6 +39,7 @@ from clientregistry.fhir.errors import conflict
 from clientregistry.fhir.patient import require_internal_identifier, source_record_resource
 from clientregistry.matching.classify import Classification, classify
 from clientregistry.matching.features import Features
+from clientregistry.metrics import count_submission
 from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
@@ -573,6 +574,7 @@ class Submitter:
             bump_many(session, counts)
             audit.record_submission(session, submitted, client.name, source_address)
         context.term_counts.add(features)
+        count_submission(status.value)
         return submitted
 
     def _lock_old_keys(

@@ -121,6 +121,32 @@ class CertificateAuthority:
             raise CertificateError(f"no certificate authority at {path}; run `clientregistry init`")
         return cls(Path(certs_dir), read_certificate(path))
 
+    def server_names(self) -> tuple[list[str], list[str]]:
+        """The host names and IP addresses the current server certificate is for."""
+        cert = read_certificate(self.certs_dir / SERVER_CERT)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = sans.get_values_for_type(x509.DNSName)
+        ips = [str(a) for a in sans.get_values_for_type(x509.IPAddress)]
+        return names, ips
+
+    def renew_server(
+        self, hostnames: Iterable[str] = (), ips: Iterable[str] = (), *, days: int = 825
+    ) -> x509.Certificate:
+        """A new server key and certificate (for localhost, 127.0.0.1, ::1 and ``hostnames``/
+        ``ips``; the current certificate's names when none are given), replacing the files:
+        the key first, then the certificate, each atomically. A running server takes them on
+        ``SIGHUP``."""
+        names, addresses = list(hostnames), list(ips)
+        if not names and not addresses:
+            names, addresses = self.server_names()
+        ca_key = self._key()
+        names = [*dict.fromkeys([*DEFAULT_HOSTNAMES, *names])]
+        addresses = [*dict.fromkeys([*DEFAULT_IPS, *addresses])]
+        key, cert = issue_server_cert(ca_key, self.cert, names, addresses, days)
+        write_key(self.certs_dir / SERVER_KEY, key)
+        write_pem(self.certs_dir / SERVER_CERT, cert)
+        return cert
+
     def _key(self) -> CertificateIssuerPrivateKeyTypes:
         key = serialization.load_pem_private_key((self.certs_dir / CA_KEY).read_bytes(), None)
         if not isinstance(key, ISSUER_KEY_TYPES):

@@ -56,6 +56,10 @@ class BadPassword(UserError):
     """A password that breaks the policy (too short, blank, too long)."""
 
 
+class LastAdmin(UserError):
+    """The change would leave no enabled admin account."""
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -180,4 +184,4 @@ def _keep_an_admin(session: Session, user: User) -> None:
         select(User.id).where(User.role == Role.ADMIN, User.disabled.is_(False), User.id != user.id)
     ).first()
     if others is None:
-        raise UserError(f"{user.username!r} is the last enabled admin; add another admin first")
+        raise LastAdmin(f"{user.username!r} is the last enabled admin; add another admin first")

@@ -30,6 +30,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
@@ -347,9 +348,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (``head``); a no-op when it is already there."""
-    with translate_errors(), engine.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
+    """Bring the schema up to ``revision`` (``head``); a no-op when it is already there. A
+    schema this release does not know (made by a newer one) is a :class:`StoreError`."""
+    try:
+        with translate_errors(), engine.begin() as connection:
+            command.upgrade(alembic_config(connection), revision)
+    except CommandError as error:
+        raise StoreError(f"cannot migrate the schema: {error}") from None
 
 
 def current_revision(engine: Engine) -> str | None:

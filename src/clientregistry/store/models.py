@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from clientregistry.matching.features import Features
+from clientregistry.request_id import current_request_id
 from clientregistry.store.columns import (
     BigIntPK,
     FeaturesJSON,
@@ -297,6 +298,10 @@ class AuditEvent(Base):
     """CRUID, rule set, score ..."""
     resource: Mapped[dict[str, Any] | None] = mapped_column(JsonText())
     """The FHIR AuditEvent resource."""
+    request_id: Mapped[str | None] = mapped_column(
+        String(64), index=True, default=current_request_id
+    )
+    """The HTTP request's id (its ``X-Request-Id`` header), when a request caused it."""
 
 
 class User(Base):
@@ -310,6 +315,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(string_enum(Role))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    language: Mapped[str | None] = mapped_column(String(16))
+    """The web UI's language this person chose (``en``, ``fr``); None: the browser's."""
 
 
 class Token(Base):
@@ -326,6 +333,8 @@ class Token(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """A browser session's last request (it ends after a while idle); None: an API token."""
 
 
 class ClientSystem(Base):
@@ -340,3 +349,6 @@ class ClientSystem(Base):
     permissions: Mapped[list[str]] = mapped_column(JsonText(), default=list)
     cert_serial: Mapped[str | None] = mapped_column(String(128))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its current certificate is revoked (``certs revoke``; a new one clears it)."""
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Raised by every change, so that servers notice changes cheaply (registry.systems)."""

@@ -1,0 +1,79 @@
+"""How the server logs: readable lines (``server.log_format = "text"``, uvicorn's own) or
+one JSON object a line (``"json"``), for a log collector.
+
+A JSON line holds ``time`` (UTC, ISO 8601), ``level``, ``logger`` and ``message``, the id of
+the request being served when there is one (``request_id``), the fields a record carries
+(``extra={"fields": {...}}``: the request log's method, route, status …) and, for an error,
+the ``exception``. :func:`log_config` is the ``logging.config`` dictionary uvicorn applies in
+the server and in each worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from uvicorn.config import LOGGING_CONFIG
+
+from clientregistry.request_id import current_request_id
+
+
+class JsonFormatter(logging.Formatter):
+    """A log record as one line of JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = current_request_id()
+        if request_id is not None:
+            document["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            document.update(fields)
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(document, default=str).decode()
+
+
+class RequestIdText(logging.Formatter):
+    """uvicorn's readable line, with ``[request id]`` after the level inside a request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = current_request_id()
+        text = super().format(record)
+        return text if request_id is None else f"{text} [{request_id}]"
+
+
+def log_config(log_format: str) -> dict[str, Any]:
+    """uvicorn's ``log_config`` for ``log_format`` (``text`` or ``json``); the registry's own
+    loggers (``clientregistry.*``) go the same way, at INFO."""
+    json_lines = log_format == "json"
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JsonFormatter"}
+        if json_lines
+        else {"()": f"{__name__}.RequestIdText", "fmt": "%(levelname)s:     %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"registry": formatter, **LOGGING_CONFIG["formatters"]},
+        "handlers": {
+            "registry": {
+                "formatter": "registry",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["registry"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["registry"], "level": "INFO", "propagate": False},
+            "clientregistry": {"handlers": ["registry"], "level": "INFO", "propagate": False},
+        },
+    }

@@ -1,0 +1,148 @@
+"""Reading the audit trail: a filtered page of events, newest first, and one event with its
+FHIR AuditEvent resource (auditors and admins).
+
+Filters: who (``agent``), what (``event_type``), the outcome (0 success, 4, 8, 12 failures),
+a time range, one entity (``Patient/<id>``) or a person (a golden record: its own events and
+those of the source records it holds now). A link action's event is ``revertible`` while it
+succeeded and carries its change log; its ``detail`` holds each record's state before and
+after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from clientregistry.registry.actor import Actor, Reading, Refused, audit_read, not_found
+from clientregistry.registry.context import RegistryContext
+from clientregistry.registry.links import REVERTIBLE
+from clientregistry.store.db import transaction
+from clientregistry.store.enums import AgentKind, AuditAction
+from clientregistry.store.models import AuditEvent, SourceRecord
+
+MAX_PERSON_RECORDS = 500
+"""A person filter looks at the events of at most this many of its source records."""
+
+
+class AuditItem(BaseModel):
+    id: int
+    recorded: datetime
+    action: AuditAction
+    outcome: int
+    event_type: str
+    agent: str
+    agent_kind: AgentKind
+    source_address: str | None
+    entity: str | None
+    detail: dict[str, Any] | None
+    revertible: bool
+
+
+class AuditDetail(AuditItem):
+    resource: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[AuditItem]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which events: every given filter must hold."""
+
+    agent: str | None = None
+    entity: str | None = None
+    event_type: str | None = None
+    outcome: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    person: str | None = None
+    """A golden record id: events about it or about its source records."""
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+
+def audit_item(event: AuditEvent) -> AuditItem:
+    detail = event.detail or {}
+    return AuditItem(
+        id=event.id,
+        recorded=event.recorded,
+        action=event.action,
+        outcome=event.outcome,
+        event_type=event.event_type,
+        agent=event.agent,
+        agent_kind=event.agent_kind,
+        source_address=event.source_address,
+        entity=event.entity,
+        detail=event.detail,
+        revertible=event.event_type in REVERTIBLE and "changes" in detail and event.outcome == 0,
+    )
+
+
+def _conditions(session: Session, query: AuditQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.agent is not None:
+        conditions.append(AuditEvent.agent == query.agent)
+    if query.entity is not None:
+        conditions.append(AuditEvent.entity == query.entity)
+    if query.event_type is not None:
+        conditions.append(AuditEvent.event_type == query.event_type)
+    if query.outcome is not None:
+        conditions.append(AuditEvent.outcome == query.outcome)
+    for bound, is_start in ((query.since, True), (query.until, False)):
+        if bound is None:
+            continue
+        if bound.tzinfo is None:
+            raise Refused(
+                400, "give since/until with a time zone (e.g. ...Z)", code="naive-datetime"
+            )
+        conditions.append(AuditEvent.recorded >= bound if is_start else AuditEvent.recorded < bound)
+    if query.person is not None:
+        members = session.scalars(
+            select(SourceRecord.id)
+            .where(SourceRecord.golden_id == query.person)
+            .order_by(SourceRecord.id)
+            .limit(MAX_PERSON_RECORDS)
+        ).all()
+        entities = [f"Patient/{query.person}", *(f"Patient/{m}" for m in members)]
+        conditions.append(AuditEvent.entity.in_(entities))
+    return conditions
+
+
+def audit_page(
+    context: RegistryContext, actor: Actor, query: AuditQuery, offset: int, limit: int
+) -> AuditPage:
+    """Audit events passing ``query``, newest first."""
+    with transaction(context.sessions, write=False) as session:
+        conditions = _conditions(session, query)
+        total = session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions))
+        events = session.scalars(
+            select(AuditEvent)
+            .where(*conditions)
+            .order_by(AuditEvent.id.desc())
+            .offset(offset)
+            .limit(limit)
+        ).all()
+        items = [audit_item(e) for e in events]
+    audit_read(context, actor, Reading("audit-read", detail={"offset": offset}))
+    return AuditPage(total=int(total or 0), offset=offset, limit=limit, items=items)
+
+
+def audit_event(context: RegistryContext, actor: Actor, event_id: int) -> AuditDetail:
+    """One audit event, with its FHIR AuditEvent resource."""
+    with transaction(context.sessions, write=False) as session:
+        event = session.get(AuditEvent, event_id)
+        if event is None:
+            raise not_found(f"no audit event {event_id}", event=event_id)
+        item = AuditDetail(**audit_item(event).model_dump(), resource=event.resource)
+    audit_read(context, actor, Reading("audit-read", detail={"event": event_id}))
+    return item
