@@ -69,7 +69,9 @@ def start_session(
     if local:
         settings["spark.driver.host"] = "127.0.0.1"
         settings["spark.driver.bindAddress"] = "127.0.0.1"
-        settings["spark.sql.shuffle.partitions"] = str(max(4, 2 * (os.cpu_count() or 1)))
+        # enough partitions that a million records' pairs spill little; adaptive execution
+        # coalesces them again for small inputs
+        settings["spark.sql.shuffle.partitions"] = "32"
     if local_dir is not None:
         settings["spark.local.dir"] = local_dir
         settings["spark.sql.warehouse.dir"] = os.path.join(local_dir, "warehouse")
