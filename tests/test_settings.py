@@ -58,6 +58,45 @@ def test_postgresql_writes_run_on_the_loop_unless_configured(tmp_path: Path) -> 
     assert [p.location for p in caught.value.problems] == ["writes_in_thread_pool"]
 
 
+def test_no_proxy_is_trusted_unless_configured(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path), environ={})
+    assert settings.trusted_proxies == ()
+    assert settings.proxy_client_header == "x-openhim-clientid"
+    text = render_config(hostnames=["localhost"], systems=[SYSTEM]).replace(
+        "trusted_addresses = []", 'trusted_addresses = ["127.0.0.2", "10.1.0.0/16", "::1"]'
+    )
+    configured = load_settings(_write(tmp_path, text), environ={})
+    assert [str(n) for n in configured.trusted_proxies] == [
+        "127.0.0.2/32",
+        "10.1.0.0/16",
+        "::1/128",
+    ]
+    from_env = load_settings(
+        _write(tmp_path),
+        environ={
+            "CR_PROXY_TRUSTED_ADDRESSES": "192.0.2.7, 192.0.2.8",
+            "CR_PROXY_CLIENT_HEADER": "X-Client",
+        },
+    )
+    assert [str(n) for n in from_env.trusted_proxies] == ["192.0.2.7/32", "192.0.2.8/32"]
+    assert from_env.proxy_client_header == "x-client"
+
+
+def test_a_wrong_proxy_setting_is_named(tmp_path: Path) -> None:
+    text = (
+        render_config(hostnames=["localhost"], systems=[SYSTEM])
+        .replace("trusted_addresses = []", 'trusted_addresses = ["nginx.local", "10.0.0.1"]')
+        .replace('client_header = "x-openhim-clientid"', 'client_header = "x client"')
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text), environ={})
+    assert [p.location for p in caught.value.problems] == [
+        "proxy.trusted_addresses",
+        "proxy.client_header",
+    ]
+    assert "'nginx.local'" in str(caught.value) and "'x client'" in str(caught.value)
+
+
 def test_the_server_listens_on_this_machine_only_by_default(tmp_path: Path) -> None:
     assert load_settings(_write(tmp_path), environ={}).host == "127.0.0.1"
     opened = load_settings(_write(tmp_path), environ={"CR_SERVER_HOST": "0.0.0.0"})

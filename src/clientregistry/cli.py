@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
 import typer
@@ -23,7 +23,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from clientregistry.batch.dedupe import Deduplicator
+from clientregistry.batch.dedupe import DedupeStats, Deduplicator
 from clientregistry.batch.evaluate import evaluate_files
 from clientregistry.batch.pipeline import prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
@@ -99,6 +99,21 @@ RecordIdOption = Annotated[
 class OnError(StrEnum):
     skip = "skip"
     stop = "stop"
+
+
+class Engine(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
+class _Summarised(Protocol):
+    """What the summary of a run reads (a Deduplicator, or a Spark run)."""
+
+    @property
+    def stats(self) -> DedupeStats: ...
+
+    @property
+    def matcher(self) -> Matcher: ...
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -234,6 +249,21 @@ def dedupe(
         int, typer.Option("--candidate-limit", min=1, help="Most candidates scored per record.")
     ] = 200,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local: this machine; spark: Apache Spark (needs clientregistry[spark]; "
+            "INPUT and OUTPUT may also be .parquet).",
+        ),
+    ] = Engine.local,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master",
+            help="With --engine spark: the master URL, e.g. spark://HOST:7077 (default local[*]).",
+        ),
+    ] = None,
 ) -> None:
     """Find the records of one person in a file of Patients; write clusters and potential matches.
 
@@ -241,7 +271,7 @@ def dedupe(
     registry receives them. Potential matches and conflicts go to CLUSTERS.potential.csv.
     """
     _setup_logging(verbose)
-    if not input_path.is_file():
+    if not (input_path.is_file() or (engine is Engine.spark and input_path.is_dir())):
         raise _fail(f"{input_path}: no such file")
     try:
         mapping = CsvMapping().with_overrides(column or [])
@@ -249,6 +279,24 @@ def dedupe(
         raise _fail(str(error)) from None
     rules = _load_rules(rules_path)
     systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
+    if engine is Engine.spark:
+        from clientregistry.cli_spark import dedupe_with_spark
+
+        run = dedupe_with_spark(
+            input_path,
+            output,
+            rules,
+            systems,
+            candidate_limit,
+            mapping,
+            spark_master,
+            train,
+            stop=on_error is OnError.stop,
+        )
+        if run.skipped:
+            _write_skipped(output, run.skipped)
+        _summary(run, output, run.potential_path, run.skipped)
+        return
     matcher = Matcher(rules, record_id_systems=systems, candidate_limit=candidate_limit)
     skipped: list[InvalidRecord] = []
     total = _count_lines(input_path)
@@ -362,7 +410,7 @@ def _write_skipped(output: Path, skipped: list[InvalidRecord]) -> None:
 
 
 def _summary(
-    dedup: Deduplicator, output: Path, potential_path: Path, skipped: list[InvalidRecord]
+    dedup: _Summarised, output: Path, potential_path: Path, skipped: list[InvalidRecord]
 ) -> None:
     stats = dedup.stats
     err.print(

@@ -9,9 +9,10 @@ the server and in each worker.
 
 Lines are formatted where they are logged and written by a thread of their own
 (:class:`BackgroundStreamHandler`): a write to a file or a pipe can wait (a disk busy
-flushing, a full pipe), and the event loop must not wait with it. Measured with a request
-line per submission on a machine busy writing: a median of 64-120 ms instead of 17-22 ms
-when the loop wrote the lines itself (``bench/RESULTS.md``).
+flushing, a full pipe), and the event loop must not wait with it. With the loop writing a
+request line per submission (and metrics on), a busy machine gave medians of 64-120 ms
+instead of 17-22 ms in two rounds of three, for little more CPU (``bench/RESULTS.md``); the
+run to confirm that the writes were the cause is still to be made.
 """
 
 from __future__ import annotations

@@ -69,6 +69,9 @@ def serve(settings: Settings) -> None:
     """Serve HTTPS until interrupted."""
     os.environ["CR_DATA_DIR"] = str(settings.data_dir.resolve())
     os.environ["CR_CERTS_DIR"] = str(settings.certs_dir.resolve())
+    # The workers read config.toml again: give them the base URL this process resolved
+    # (``serve --port`` changes the default one).
+    os.environ["CR_SERVER_BASE_URL"] = settings.public_base_url
     metrics_dir = None
     if settings.metrics_enabled and settings.workers > 1:
         # Before any worker starts (they import prometheus-client afresh).

@@ -7,21 +7,30 @@ whatever needs it, and tests pass their own environment mapping.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from clientregistry.errors import ConfigError, Problem
+from clientregistry.security.oidc_settings import OidcSettings, parse_oidc
 
 CONFIG_FILE = "config.toml"
 DEFAULT_PERMISSIONS = ("submit", "read-identifiers")
 """What a point-of-service system may do unless configured otherwise: submit Patients and learn
 CRUIDs and identifiers, never read demographics (OpenCR's rule, which OpenCR broke)."""
-KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics"})
+KNOWN_PERMISSIONS = frozenset({"submit", "read-identifiers", "read-demographics", "merge"})
+"""``merge``: may call ``Patient/$merge`` (merge any two source records; never by default)."""
 LOG_FORMATS = ("text", "json")
+DEFAULT_PROXY_CLIENT_HEADER = "x-openhim-clientid"
+"""The header OpenHIM (and the example nginx front) names the verified client system in."""
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,32 @@ class Settings:
     systems: Mapping[str, ClientSystemConfig] = field(default_factory=dict)
     """``config.toml``'s ``[systems]``; in an open registry, the live systems of the database
     (:class:`clientregistry.registry.systems.SystemDirectory`), which these seed."""
+    trusted_proxies: tuple[ProxyNetwork, ...] = ()
+    """Addresses of TLS-terminating proxies (nginx, OpenHIM) whose :attr:`proxy_client_header`
+    and ``X-Forwarded-For`` are believed (:mod:`clientregistry.api.trusted_proxy`)."""
+    proxy_client_header: str = DEFAULT_PROXY_CLIENT_HEADER
+    oidc: OidcSettings | None = None
+    """Single sign-on for people (``[oidc]``); None: local accounts only."""
+    base_url: str = ""
+    """The registry's public address (``https://cr.example.org``, or with a path prefix behind
+    a proxy): the base of every URL the FHIR API writes (``fullUrl``, paging links,
+    ``Content-Location``, the CapabilityStatement), never the request's ``Host`` header.
+    Empty: ``https://<first hostname>:<port>``."""
+
+    @property
+    def public_base_url(self) -> str:
+        """:attr:`base_url`, or ``https://<first hostname>:<port>`` when it is not set."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = self.hostnames[0] if self.hostnames else "localhost"
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return f"https://{host}:{self.port}"
+
+    @property
+    def fhir_base(self) -> str:
+        """The FHIR base URL: ``<public base URL>/fhir``."""
+        return f"{self.public_base_url}/fhir"
 
     @property
     def certs_dir(self) -> Path:
@@ -115,11 +150,14 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
         "CR_UI_SESSION_MINUTES": "session_minutes",
         "CR_UI_IDLE_MINUTES": "idle_minutes",
         "CR_DATABASE_WRITES_IN_THREAD_POOL": "writes_in_thread_pool",
+        "CR_SERVER_BASE_URL": "base_url",
         "CR_SERVER_LOG_FORMAT": "log_format",
         "CR_METRICS_PORT": "metrics_port",
         "CR_METRICS_HOST": "metrics_host",
         "CR_METRICS_TOKEN": "metrics_token",
         "CR_HEALTH_CERTIFICATE_DAYS": "ready_certificate_days",
+        "CR_PROXY_TRUSTED_ADDRESSES": "trusted_proxies",
+        "CR_PROXY_CLIENT_HEADER": "proxy_client_header",
     }
     return {key: environ[name] for name, key in mapping.items() if name in environ}
 
@@ -144,6 +182,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
     auth = document.get("auth", {})
     metrics = document.get("metrics", {})
     health = document.get("health", {})
+    proxy = document.get("proxy", {})
     ui = document.get("ui", {})
     flat.update(
         host=server.get("host"),
@@ -152,6 +191,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         hostnames=server.get("hostnames"),
         max_body_bytes=server.get("max_body_bytes"),
         access_log=server.get("access_log"),
+        base_url=server.get("base_url"),
         database_url=database.get("url"),
         writes_in_thread_pool=database.get("writes_in_thread_pool"),
         rules_path=matching.get("rules"),
@@ -162,6 +202,8 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         metrics_host=metrics.get("host"),
         metrics_token=metrics.get("token"),
         ready_certificate_days=health.get("certificate_days"),
+        trusted_proxies=proxy.get("trusted_addresses"),
+        proxy_client_header=proxy.get("client_header"),
         session_minutes=ui.get("session_minutes"),
         idle_minutes=ui.get("idle_minutes"),
     )
@@ -217,6 +259,13 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
             problems.append(Problem(key, f"must be true or false, not {raw!r}"))
     if flat.get("host"):
         values["host"] = str(flat["host"])
+    base_url = flat.get("base_url")
+    if base_url:
+        problem = _base_url_problem(base_url)
+        if problem:
+            problems.append(Problem("base_url", problem))
+        else:
+            values["base_url"] = str(base_url).rstrip("/")
     if flat.get("database_url"):
         values["database_url"] = str(flat["database_url"])
     if flat.get("rules_path"):
@@ -227,6 +276,8 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         hostnames = [h.strip() for h in hostnames.split(",") if h.strip()]
     if hostnames:
         values["hostnames"] = tuple(str(h) for h in hostnames)
+    _proxy_settings(flat, values, problems)
+    values["oidc"] = parse_oidc(document.get("oidc"), env, data_dir, problems)
     systems = _systems(document.get("systems") or {}, problems)
     if problems:
         raise ConfigError(str(path), problems)
@@ -271,6 +322,47 @@ def _systems(tables: Any, problems: list[Problem]) -> dict[str, ClientSystemConf
     return systems
 
 
+def _proxy_settings(flat: dict[str, Any], values: dict[str, Any], problems: list[Problem]) -> None:
+    """``[proxy]``: ``trusted_addresses`` (addresses or networks, a list or a comma-separated
+    string) and ``client_header`` (a header name)."""
+    addresses = flat.get("trusted_proxies")
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    if addresses is not None:
+        if not isinstance(addresses, list):
+            problems.append(Problem("proxy.trusted_addresses", "must be a list of addresses"))
+        else:
+            networks = []
+            for address in addresses:
+                try:
+                    networks.append(ipaddress.ip_network(str(address), strict=False))
+                except ValueError:
+                    problems.append(
+                        Problem(
+                            "proxy.trusted_addresses", f"not an address or network: {address!r}"
+                        )
+                    )
+            values["trusted_proxies"] = tuple(networks)
+    header = flat.get("proxy_client_header")
+    if header is not None:
+        if isinstance(header, str) and _HEADER_NAME.fullmatch(header):
+            values["proxy_client_header"] = header.lower()
+        else:
+            problems.append(Problem("proxy.client_header", f"not a header name: {header!r}"))
+
+
+def _base_url_problem(raw: object) -> str | None:
+    """Why ``raw`` is not a usable public base URL (None when it is)."""
+    if not isinstance(raw, str):
+        return f"must be a URL such as https://cr.example.org, not {raw!r}"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"must be an absolute http(s) URL such as https://cr.example.org, not {raw!r}"
+    if parts.query or parts.fragment or any(c.isspace() for c in raw):
+        return f"must be a plain URL (no query, fragment or spaces), not {raw!r}"
+    return None
+
+
 def render_config(
     *,
     hostnames: list[str],
@@ -295,6 +387,9 @@ def render_config(
         "access_log = false",
         '# "text", or "json": one JSON object a line (a request id in each line of a request)',
         'log_format = "text"',
+        "# the public address clients use: the base of every URL the FHIR API writes (never",
+        "# taken from a request's Host header). Default: https://<first hostname>:<port>",
+        f'# base_url = "https://{hostnames[0] if hostnames else "localhost"}:{port}"',
         "",
         "[database]",
         "# empty: the embedded SQLite database in the data directory",
@@ -310,6 +405,12 @@ def render_config(
         "",
         "[auth]",
         "token_minutes = 60",
+        "",
+        "[proxy]",
+        "# addresses (or networks) of TLS-terminating proxies (nginx, OpenHIM) that verify client",
+        "# certificates and name the client system in client_header; empty: none is trusted",
+        "trusted_addresses = []",
+        f'client_header = "{DEFAULT_PROXY_CLIENT_HEADER}"',
         "",
         "[ui]",
         "# the web UI (https://<host>:<port>/ui/): a session lasts at most session_minutes,",

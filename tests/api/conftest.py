@@ -4,7 +4,8 @@
 ``CR_TEST_POSTGRES_URL`` is set (``postgresql://postgres@127.0.0.1:5432/test``), on a fresh
 PostgreSQL database created for that server and dropped afterwards. Each server gets a data
 directory made by ``init`` (CA, server and client certificates for openmrs, dhis2, lims) plus
-one more system, ``hie``, that may read demographics but not submit. The server runs as a
+three more systems: ``hie``, that may read demographics but not submit, ``kiosk``, that may
+submit and nothing else, and ``steward``, that may merge. The server runs as a
 subprocess on a free port; its log is attached to the report of every failing test that used
 it.
 """
@@ -30,6 +31,8 @@ from registry_servers import (
     running_server,
 )
 
+from clientregistry.settings import ClientSystemConfig
+
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="postgresql")]
 
 
@@ -51,16 +54,23 @@ def registry_server(
 def launch_server(
     tmp_path_factory: pytest.TempPathFactory, fresh_database: FreshDatabase
 ) -> Iterator[Callable[..., RegistryServer]]:
-    """Start servers of a module's own (``launch("postgresql", workers=3, env={…})``); they
-    stop when the module ends. A PostgreSQL launch skips the test without CR_TEST_POSTGRES_URL."""
+    """Start servers of a module's own (``launch("postgresql", workers=3, env={…})``, and
+    ``systems=`` to register more); they stop when the module ends. A PostgreSQL launch skips
+    the test without CR_TEST_POSTGRES_URL."""
     with contextlib.ExitStack() as stack:
 
         def launch(
-            backend: str, *, workers: int = 1, env: Mapping[str, str] | None = None
+            backend: str,
+            *,
+            workers: int = 1,
+            env: Mapping[str, str] | None = None,
+            systems: tuple[ClientSystemConfig, ...] = (),
         ) -> RegistryServer:
             base = tmp_path_factory.mktemp(f"registry-{backend}-w{workers}")
             return stack.enter_context(
-                running_server(base, backend, fresh_database, workers=workers, env=env)
+                running_server(
+                    base, backend, fresh_database, workers=workers, env=env, systems=systems
+                )
             )
 
         yield launch

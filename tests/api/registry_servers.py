@@ -44,6 +44,15 @@ READER = ClientSystemConfig(
     ("read-identifiers", "read-demographics"),
 )
 """A system added to every server: reads demographics, may not submit."""
+SUBMITTER = ClientSystemConfig(
+    "kiosk", "Registration kiosk", "http://clientregistry.org/kiosk", ("submit",)
+)
+"""A system added to every server: submits, may read nothing but its own records."""
+STEWARD = ClientSystemConfig(
+    "steward", "Data steward", "http://clientregistry.org/steward", ("merge", "read-identifiers")
+)
+"""A system added to every server: may merge Patients (Patient/$merge) and read identifiers."""
+EXTRA_SYSTEMS = (READER, SUBMITTER, STEWARD)
 
 
 def _executable() -> Path:
@@ -229,15 +238,18 @@ def running_server(
     *,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
+    systems: tuple[ClientSystemConfig, ...] = (),
 ) -> Iterator[RegistryServer]:
     """``init`` a data directory under ``base`` on a fresh database of ``backend`` and serve
-    it until the block ends (``env``: ``CR_…`` settings for the server)."""
+    it until the block ends (``env``: ``CR_…`` settings for the server; ``systems``:
+    registered besides :data:`EXTRA_SYSTEMS`)."""
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(fresh_database(backend))
         data_dir = base / "data"
         init_data_dir(data_dir, hostnames=[], database_url=url)
-        CertificateAuthority.load(data_dir / "certs").issue_client(READER.name)
-        add_system_to_config(data_dir, READER)
+        for extra in (*EXTRA_SYSTEMS, *systems):
+            CertificateAuthority.load(data_dir / "certs").issue_client(extra.name)
+            add_system_to_config(data_dir, extra)
         log_path = base / "server.log"
         log_file = stack.enter_context(log_path.open("wb"))
         port = _free_port()

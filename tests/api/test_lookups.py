@@ -327,7 +327,9 @@ def test_match_for_a_point_of_service_system_gives_golden_records(api: Api) -> N
     assert bundle["total"] == 1
     [entry] = bundle["entry"]
     golden = api.ids["zawadi"][1]
-    assert entry["fullUrl"] == f"http://testserver/fhir/Patient/{golden}"
+    # the configured base URL, not the request's Host (http://testserver)
+    assert entry["fullUrl"] == f"{api.context.settings.fhir_base}/Patient/{golden}"
+    assert entry["fullUrl"].startswith("https://localhost:3000/fhir/")
     assert entry["resource"]["id"] == golden
     assert entry["resource"]["meta"]["tag"][0]["code"] == GOLDEN_CODE
     assert entry["resource"]["identifier"] == [{"system": sys_uri("lims"), "value": "lz1"}]
@@ -498,8 +500,19 @@ def test_search_needs_read_demographics(api: Api) -> None:
     outcome(response, 403, "forbidden")
 
 
-def test_search_unknown_parameter_is_400(api: Api) -> None:
-    outcome(api["hie"].get("/fhir/Patient", params={"nickname": "x"}), 400, "not-supported")
+def test_search_unknown_parameter_is_400_when_strict(api: Api) -> None:
+    strict = {"Prefer": "handling=strict"}
+    response = api["hie"].get("/fhir/Patient", params={"nickname": "x"}, headers=strict)
+    outcome(response, 400, "not-supported")
+
+
+def test_search_unknown_parameter_is_ignored_with_a_warning_by_default(api: Api) -> None:
+    bundle = ok(api["hie"].get("/fhir/Patient", params={"family": "okonk", "nickname": "x"}))
+    assert ids_of(bundle) == sorted([api.ids["amara-openmrs"][0], api.ids["amara-dhis2"][0]])
+    [warning] = [e for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+    assert warning["resource"]["issue"][0]["severity"] == "warning"
+    assert "nickname" in warning["resource"]["issue"][0]["diagnostics"]
+    assert "nickname" not in bundle["link"][0]["url"]
 
 
 def test_search_is_audited(api: Api) -> None:

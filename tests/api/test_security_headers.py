@@ -4,6 +4,7 @@ server, and the middleware keeping a header a route set itself."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any
 
 import httpx
@@ -86,7 +87,9 @@ def test_a_header_the_route_set_is_kept() -> None:
         return {"type": "http.request", "body": b""}
 
     scope = {"type": "http", "method": "GET", "path": "/own", "headers": []}
-    asyncio.run(SecurityHeaders(own)(scope, receive, send))
+    # in a thread of its own: a browser test before this one may leave a loop running here
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, SecurityHeaders(own)(scope, receive, send)).result()
     headers = [(k.decode(), v.decode()) for k, v in sent[0]["headers"]]
     assert [v for k, v in headers if k == "cache-control"] == ["max-age=60"]
     assert [v for k, v in headers if k == "content-security-policy"] == ["img-src *"]

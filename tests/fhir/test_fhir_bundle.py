@@ -143,10 +143,11 @@ def test_size_and_entry_limits_are_413() -> None:
         (entry("PUT", "Patient?name=x"), "not-supported", "Bundle.entry[1].request.url"),
         (entry("PUT", "Patient?identifier=a|1,b|2"), "invalid", "Bundle.entry[1].request.url"),
         (
-            entry(ifNoneExist="identifier=a|1"),
+            entry("PUT", "Patient/abc", resource=dict(PATIENT, id="abc"), ifNoneExist="_id=a"),
             "not-supported",
             "Bundle.entry[1].request.ifNoneExist",
         ),
+        (entry(ifNoneMatch='W/"1"'), "not-supported", "Bundle.entry[1].request.ifNoneMatch"),
         (
             {"request": {"method": "POST"}, "resource": PATIENT},
             "required",

@@ -292,3 +292,36 @@ def test_opencr_demo_patients_parse(reference_dir: Path) -> None:
     for path in demo_files(reference_dir):
         raw = path.read_bytes()
         assert parse_patient(raw, max_bytes=LIMIT) == json.loads(raw), path.name
+
+
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        (
+            {"modifierExtension": [{"url": "http://x", "valueBoolean": True}]},
+            "Patient.modifierExtension",
+        ),
+        ({"implicitRules": "http://example.org/rules"}, "Patient.implicitRules"),
+        (
+            {
+                "contact": [
+                    {
+                        "name": {"family": "Z"},
+                        "modifierExtension": [{"url": "http://y", "valueString": "z"}],
+                    }
+                ]
+            },
+            "Patient.contact[0].modifierExtension",
+        ),
+    ],
+)
+def test_modifier_extensions_and_implicit_rules_are_refused(extra: dict, where: str) -> None:
+    """FHIR: a system must not take a resource whose meaning a modifier it does not know
+    changes (and the PDQm Patient profile forbids both); plain extensions are fine."""
+    body = json.dumps({"resourceType": "Patient", **extra}).encode()
+    with pytest.raises(FhirError) as caught:
+        parse_patient(body)
+    assert caught.value.status == 400
+    assert [(i.code, i.expression) for i in caught.value.issues] == [("extension", (where,))]
+    fine = {"resourceType": "Patient", "extension": [{"url": "http://x", "valueString": "y"}]}
+    assert parse_patient(json.dumps(fine).encode()) == fine

@@ -161,6 +161,7 @@ def test_golden_record_has_opencr_shape() -> None:
             "lastUpdated": "2024-05-01T11:30:05.123Z",
             "tag": [{"code": "5c827da5-4858-4f3d-a50c-62ece001efea", "display": "Golden Record"}],
         },
+        "active": True,
         "link": [
             {"other": {"reference": "Patient/src-1"}, "type": "seealso"},
             {"other": {"reference": "Patient/src-2"}, "type": "seealso"},
@@ -173,6 +174,7 @@ def test_golden_record_has_opencr_shape() -> None:
 def test_emptied_golden_record_is_replaced_by() -> None:
     record = golden_record_resource("gold-1", 5, WHEN, [], replaced_by="gold-2")
     assert record["link"] == [{"other": {"reference": "Patient/gold-2"}, "type": "replaced-by"}]
+    assert record["active"] is False  # PDQm: the subsumed Patient is inactive
     valid(record)
     bare = golden_record_resource("gold-3", 1, WHEN, [])
     assert "link" not in bare

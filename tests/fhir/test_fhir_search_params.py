@@ -105,8 +105,12 @@ def test_summary() -> None:
 def test_format() -> None:
     assert parse_format("json") == "json"
     assert parse_format("application/fhir+json; charset=utf-8") == "json"
+    assert parse_format("xml") == "xml"
+    assert parse_format("application/fhir+xml") == "xml"
     with fails(406, "not-supported"):
-        parse_format("xml")
+        parse_format("ttl")
+    with fails(406, "not-supported"):
+        parse_format("text/html")
 
 
 def test_patient_search() -> None:
@@ -134,7 +138,7 @@ def test_patient_search() -> None:
         ("_count=x", 400, "invalid"),
         ("_summary=maybe", 400, "invalid"),
         ("_id=", 400, "invalid"),
-        ("_format=xml", 406, "not-supported"),
+        ("_format=ttl", 406, "not-supported"),
         ("a&b", 400, "invalid"),
     ],
 )

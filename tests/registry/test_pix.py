@@ -118,7 +118,7 @@ def test_parse_pix_query() -> None:
         ([("sourceIdentifier", "urn:a|1,urn:a|2")], 400),
         ([("sourceIdentifier", "urn:a|1"), ("target", "x")], 400),
         ([("sourceIdentifier", "urn:a|1"), ("targetSystem", "")], 400),
-        ([("sourceIdentifier", "urn:a|1"), ("_format", "xml")], 406),
+        ([("sourceIdentifier", "urn:a|1"), ("_format", "html")], 406),
     ],
 )
 def test_parse_pix_query_refuses(pairs: list[tuple[str, str]], status: int) -> None:

@@ -20,7 +20,16 @@ from clientregistry.registry.search_query import (
     ("query", "status", "code"),
     [
         ("foo=bar", 400, "not-supported"),
-        ("_sort=family", 400, "not-supported"),
+        ("_sort=address", 400, "not-supported"),
+        ("_sort=family,gender", 400, "not-supported"),
+        ("_total=maybe", 400, "invalid"),
+        ("_elements=name,_bad", 400, "invalid"),
+        ("_lastUpdated=gt2024-13", 400, "invalid"),
+        ("_lastUpdated=2024-01-01T25:00", 400, "invalid"),
+        ("_lastUpdated=ap2024", 400, "not-supported"),
+        ("deceased=maybe", 400, "invalid"),
+        ("death-date=1990-02-30", 400, "invalid"),
+        ("_offset=x", 400, "invalid"),
         ("family:phonetic=x", 400, "not-supported"),
         ("identifier:of-type=x", 400, "not-supported"),
         ("birthdate=ap1970", 400, "not-supported"),
@@ -33,7 +42,7 @@ from clientregistry.registry.search_query import (
         ("_count=1&_count=2", 400, "invalid"),
         ("_summary=true", 400, "not-supported"),
         ("_include=Patient:general-practitioner", 400, "not-supported"),
-        ("_format=xml", 406, "not-supported"),
+        ("_format=turtle", 406, "not-supported"),
     ],
 )
 def test_search_refuses(query: str, status: int, code: str) -> None:
@@ -62,3 +71,58 @@ def test_string_and_date_matching_rules() -> None:
     assert date_matches("eq", (year.start, year.end), (day.start, day.end))
     assert not date_matches("eq", (day.start, day.end), (year.start, year.end))
     assert date_matches("ge", (day.start, day.end), (year.start, year.end))
+
+
+def test_lenient_parsing_leaves_out_what_it_does_not_know() -> None:
+    query = parse_patient_query(
+        query_pairs(
+            "family=a&nickname=b&family:phonetic=c&_summary=true&_include=Patient:organization"
+            "&_totalMethod=count&_cursor=x"
+        ),
+        strict=False,
+    )
+    assert [f.param for f in query.filters] == ["family"]
+    assert [name for name, _, _ in query.ignored] == [
+        "nickname",
+        "family:phonetic",
+        "_summary",
+        "_include",
+        "_totalMethod",
+    ]
+    assert query.pairs == (("family", "a"),)  # the self link: what was used
+    with pytest.raises(FhirError) as caught:  # a malformed value is still an error
+        parse_patient_query(query_pairs("birthdate=1970-13&nickname=b"), strict=False)
+    assert caught.value.code == "invalid"
+
+
+def test_last_updated_ranges_and_their_precision() -> None:
+    from datetime import UTC, datetime
+
+    from clientregistry.registry.search_query import parse_instant_range
+
+    day = parse_instant_range("gt2024-03-05")
+    assert (day.prefix, day.start, day.end) == (
+        "gt",
+        datetime(2024, 3, 5, tzinfo=UTC),
+        datetime(2024, 3, 6, tzinfo=UTC),
+    )
+    month = parse_instant_range("2024-02")
+    assert month.end == datetime(2024, 3, 1, tzinfo=UTC)
+    zoned = parse_instant_range("le2024-03-05T10:30+02:00")
+    assert zoned.start == datetime(2024, 3, 5, 8, 30, tzinfo=UTC)
+    assert zoned.end == datetime(2024, 3, 5, 8, 31, tzinfo=UTC)
+    second = parse_instant_range("2024-03-05T10:30:15Z")
+    assert (second.end - second.start).total_seconds() == 1
+
+
+def test_sort_elements_total_and_ids() -> None:
+    query = parse_patient_query(
+        query_pairs(
+            "_sort=-birthdate,family&_elements=name,birthDate&_total=accurate&_id=Patient/a"
+        )
+    )
+    assert [(k.name, k.descending) for k in query.sort] == [("birthdate", True), ("family", False)]
+    assert query.elements == ("name", "birthDate") and not query.leave_out
+    assert query.total == "accurate"
+    assert query.id_set == frozenset({"a"})  # OpenMRS sends _id=Patient/<id>
+    assert parse_patient_query(query_pairs("_elements=-telecom,-address")).leave_out

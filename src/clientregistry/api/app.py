@@ -18,18 +18,24 @@ from starlette.routing import Match
 
 from clientregistry.api import (
     admin,
+    admin_errors,
     bulk_export,
     bundle,
     imports,
     match,
+    merge,
     metadata,
+    oidc,
+    openapi,
     operations,
     patient,
     pixm,
     rules,
     search,
+    trusted_proxy,
 )
 from clientregistry.api.audit import audit_failure
+from clientregistry.api.formats import FhirFormats
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
@@ -77,7 +83,10 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         redoc_url=None,
         lifespan=lifespan,
     )
+    # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
+    app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
+    trusted_proxy.install(app, context.settings)  # believe X-Forwarded-For from proxies only
     app.state.context = context
     app.state.authority = CertificateAuthority.load(context.settings.certs_dir)
     operations.install(app, context.settings)  # request ids, metrics, /healthz, /readyz
@@ -86,6 +95,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     # would otherwise take $ihe-pix and _search for ids
     app.include_router(pixm.router)
     app.include_router(match.router)
+    app.include_router(merge.router)
     app.include_router(search.router)
     app.include_router(bulk_export.router)  # GET /fhir/Patient/$export and its status, files
     app.include_router(patient.router)
@@ -93,6 +103,7 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     admin.mount(app)  # /auth and /admin: people with bearer tokens, never certificates
     app.include_router(imports.router)  # /admin/imports
     app.include_router(rules.router)  # /admin/rules, /admin/rematches
+    oidc.mount(app, context.settings)  # /auth/oidc: single sign-on, when configured
     ui.mount(app)  # /ui: the web UI for people (browser sessions), and / sends browsers there
 
     @app.exception_handler(FhirError)
@@ -134,6 +145,8 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return fhir_response(from_error(internal_error()), 500)
 
+    admin_errors.install(app)  # errors under /auth and /admin as {"detail": ...}
+    openapi.install(app)  # every status, error format and FHIR body in /openapi.json
     return app
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from clientregistry.api.trusted_proxy import proxied_system
 from clientregistry.fhir.errors import FhirError, forbidden, unauthenticated
 from clientregistry.registry.context import RegistryContext
 from clientregistry.security.authority import CertificateAuthority
@@ -45,7 +46,18 @@ async def current_system(request: Request) -> ClientSystemConfig:
 
 
 def request_system(request: Request) -> ClientSystemConfig:
-    """The configured client system that holds the request's certificate (401/403 otherwise)."""
+    """The configured client system that holds the request's certificate, or that a trusted
+    proxy names (:mod:`~clientregistry.api.trusted_proxy`); 401/403 otherwise."""
+    settings = request_context(request).settings
+    name = proxied_system(request, settings) or _certificate_holder(request)
+    system = settings.systems.get(name)
+    if system is None:
+        raise forbidden(f"{name!r} is not a client system of this registry")
+    request.state.agent = name
+    return system
+
+
+def _certificate_holder(request: Request) -> str:
     pem = _client_certificate(request)
     if pem is None:
         raise unauthenticated("A client certificate issued by this registry is required")
@@ -54,11 +66,7 @@ def request_system(request: Request) -> ClientSystemConfig:
         identity = verify_client_certificate(pem, authority.cert, authority.revoked_serials())
     except CertificateRefused as error:
         raise FhirError(401, "login", f"Client certificate refused: {error.reason}") from None
-    system = request_context(request).settings.systems.get(identity.system)
-    if system is None:
-        raise forbidden(f"{identity.system!r} is not a client system of this registry")
-    request.state.agent = identity.system
-    return system
+    return identity.system
 
 
 def require(permission: str) -> Any:

@@ -17,6 +17,7 @@ stalls the worker nor the probe.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 CACHE_SECONDS = 1.0
-DATABASE_TIMEOUT = 3.0
+DATABASE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -49,6 +50,12 @@ class _Readiness:
     checked_at: float = float("-inf")
     failing: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@functools.cache
+def _head() -> str | None:
+    """This release's schema revision (read from the migration files once)."""
+    return head_revision()
 
 
 def _check_database(context: RegistryContext) -> str | None:
@@ -64,8 +71,8 @@ def _check_database(context: RegistryContext) -> str | None:
     except Exception as error:  # any failure means not ready; the log says which
         log.warning("readiness: the database does not answer: %s", error)
         return "database"
-    if revision != head_revision():
-        log.warning("readiness: schema at %s, this release needs %s", revision, head_revision())
+    if revision != _head():
+        log.warning("readiness: schema at %s, this release needs %s", revision, _head())
         return "schema"
     return None
 

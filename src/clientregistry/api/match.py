@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from clientregistry.api.body import read_body
-from clientregistry.api.deps import Context, CurrentSystem
+from clientregistry.api.deps import Context, CurrentSystem, request_context
 from clientregistry.api.pixm import caller_of
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.json_body import load_object
@@ -41,8 +41,9 @@ ITI = "ITI-119"
 
 
 def fhir_base(request: Request) -> str:
-    """``https://host:port/fhir``: the base of ``fullUrl`` and paging links."""
-    return str(request.base_url).rstrip("/") + "/fhir"
+    """The FHIR base URL (``server.base_url`` + ``/fhir``): the base of ``fullUrl`` and paging
+    links, never taken from the request's ``Host`` header."""
+    return request_context(request).settings.fhir_base
 
 
 def _only_format(query: str) -> None:

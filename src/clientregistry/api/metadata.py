@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from clientregistry import __version__
+from clientregistry.api.match import fhir_base
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.capability import capability_statement
 from clientregistry.registry import search_query
@@ -12,14 +13,20 @@ from clientregistry.registry import search_query
 router = APIRouter(prefix="/fhir")
 
 SEARCH_PARAMS = sorted(
-    {"_id", *search_query.STRING_PARAMS, *search_query.TOKEN_PARAMS, *search_query.DATE_PARAMS}
+    {
+        "_id",
+        "_lastUpdated",
+        *search_query.STRING_PARAMS,
+        *search_query.TOKEN_PARAMS,
+        *search_query.DATE_PARAMS,
+    }
 )
 """What registry/search_query.py searches on, so the statement cannot drift from it."""
 
 
 @router.get("/metadata")
 def metadata(request: Request) -> Response:
-    base = str(request.base_url).rstrip("/") + "/fhir"
+    base = fhir_base(request)
     statement = capability_statement(
         base,
         __version__,
@@ -27,8 +34,9 @@ def metadata(request: Request) -> Response:
         system_interactions=["batch", "transaction"],
         search_params=SEARCH_PARAMS,
         search_includes=sorted(search_query.INCLUDES),
-        operations=["ihe-pix", "match"],
+        operations=["ihe-pix", "match", "merge"],
         conditional_update=True,
+        conditional_create=True,
         update_create=True,
         mutual_tls=True,
     )

@@ -95,10 +95,15 @@ class Deduplicator:
         *,
         entity_of: Mapping[str, str] | None = None,
         merge_conflicts: bool = True,
+        term_counts: TermCounts | None = None,
     ):
         self.matcher = matcher
         self.index = MemoryIndex()
-        self._term_counts = TermCounts(matcher.extractor)
+        self._term_counts = TermCounts(matcher.extractor) if term_counts is None else term_counts
+        self._fixed_counts = term_counts is not None
+        """Counts given by the caller (a whole file's, as the Spark engine computes them) are
+        used as they are; by default each record is counted once the records after it are
+        scored, so a record is scored with the counts of the records before it."""
         self._counted = 0
         """Records in ``_term_counts``: they are counted when a record is scored here (records
         scored by the reader of :mod:`clientregistry.batch.pipeline` need no counts)."""
@@ -124,7 +129,7 @@ class Deduplicator:
 
     def _count_terms(self) -> None:
         features = self.features
-        if self._counted < len(features):
+        if self._counted < len(features) and not self._fixed_counts:
             add = self._term_counts.add
             for j in range(self._counted, len(features)):
                 add(features[j])

@@ -81,17 +81,20 @@ def read_ndjson(path: Path) -> Iterator[ReadResult]:
     """FHIR bulk-data NDJSON: one resource a line; blank lines are skipped."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                resource = orjson.loads(raw)
-            except orjson.JSONDecodeError as error:
-                yield InvalidRecord(f"not JSON: {error}", line=number)
-                continue
-            try:
-                yield check_patient(resource, number)
-            except InvalidRecord as error:
-                yield error
+            if raw.strip():
+                yield ndjson_record(raw, number)
+
+
+def ndjson_record(raw: bytes | str, line: int | None) -> ReadResult:
+    """One (non-blank) NDJSON line as a checked Patient, or why it is not one."""
+    try:
+        resource = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        return InvalidRecord(f"not JSON: {error}", line=line)
+    try:
+        return check_patient(resource, line)
+    except InvalidRecord as error:
+        return error
 
 
 def read_json_document(path: Path) -> Iterator[ReadResult]:

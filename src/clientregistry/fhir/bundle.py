@@ -11,7 +11,9 @@ PUT      ``Patient/{id}``                 ``update``
 PUT      ``Patient?identifier=sys|value`` ``conditional-update`` (ITI-104)
 =======  ===============================  =========================================
 
-with a valid Patient in ``resource``. Problems with the Bundle itself raise :class:`FhirError`.
+with a valid Patient in ``resource``; ``request.ifMatch`` on any entry and
+``request.ifNoneExist`` on a POST (a conditional create) are kept for the API to check.
+Problems with the Bundle itself raise :class:`FhirError`.
 Problems with one entry are located at ``Bundle.entry[i]…`` (e.g. ``Bundle.entry[3].request.url``
 or ``Bundle.entry[3].resource.birthDate``): in a ``transaction`` they fail the whole Bundle (one
 FhirError listing every issue); in a ``batch`` the entry becomes a :class:`BadEntry` that the API
@@ -63,7 +65,7 @@ DEFAULT_MAX_BYTES = 16 << 20
 DEFAULT_MAX_ENTRIES = 1000
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_UNSUPPORTED_CONDITIONS = ("ifNoneExist", "ifNoneMatch", "ifModifiedSince")
+_UNSUPPORTED_CONDITIONS = ("ifNoneMatch", "ifModifiedSince")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class BundleEntry:
     """``PUT Patient?identifier=system|value``: ``(system, value)``."""
     full_url: str | None = None
     if_match: str | None = None
+    if_none_exist: str | None = None
+    """POST only: the condition of a conditional create (a search, ``identifier=…``)."""
 
     @property
     def expression(self) -> str:
@@ -129,6 +133,12 @@ def _request(index: int, entry: Mapping[str, Any]) -> BundleEntry:
     for name in _UNSUPPORTED_CONDITIONS:
         if name in request:
             raise _issue("not-supported", f"{base}.request.{name}", f"{name} is not supported")
+    if "ifNoneExist" in request and method != "POST":
+        raise _issue(
+            "not-supported",
+            f"{base}.request.ifNoneExist",
+            "ifNoneExist (a conditional create) goes with POST only",
+        )
     if not isinstance(url, str):
         raise _issue("required", f"{base}.request.url", "the request needs a url")
     url_at = f"{base}.request.url"
@@ -187,6 +197,7 @@ def _request(index: int, entry: Mapping[str, Any]) -> BundleEntry:
         condition,
         full_url if isinstance(full_url, str) else None,
         request.get("ifMatch"),
+        request.get("ifNoneExist"),
     )
 
 
@@ -322,7 +333,7 @@ def status_line(status: int) -> str:
         return str(status)
 
 
-def _entry_json(r: EntryResponse) -> dict[str, Any]:
+def _entry_json(r: EntryResponse, base: str | None) -> dict[str, Any]:
     response: dict[str, Any] = {}
     extensions = list(r.extra_extensions)
     if r.cruid is not None:
@@ -342,10 +353,10 @@ def _entry_json(r: EntryResponse) -> dict[str, Any]:
         response["outcome"] = r.outcome
     entry: dict[str, Any] = {}
     if r.resource is not None:
-        entry["fullUrl"] = r.location.split("/_history")[0] if r.location else None
+        if r.id is not None:
+            where = patient_reference(r.id)
+            entry["fullUrl"] = f"{base}/{where}" if base else where
         entry["resource"] = r.resource
-        if entry["fullUrl"] is None:
-            del entry["fullUrl"]
     entry["response"] = response
     return entry
 
@@ -356,9 +367,10 @@ def response_bundle(
     *,
     id: str | None = None,
     timestamp: datetime | None = None,
+    base: str | None = None,
 ) -> dict[str, Any]:
     """A ``batch-response`` or ``transaction-response`` Bundle, one entry per request, in the
-    order of the request Bundle."""
+    order of the request Bundle (``base``: the FHIR base URL of entries' ``fullUrl``)."""
     out: dict[str, Any] = {"resourceType": "Bundle"}
     if id is not None:
         out["id"] = id
@@ -366,7 +378,7 @@ def response_bundle(
     if timestamp is not None:
         out["timestamp"] = instant(timestamp)
     if entries:
-        out["entry"] = [_entry_json(e) for e in entries]
+        out["entry"] = [_entry_json(e, base) for e in entries]
     return out
 
 

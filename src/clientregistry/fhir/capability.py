@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from clientregistry.fhir.codes import FHIR_JSON, FHIR_VERSION, SECURITY_SERVICE_SYSTEM
+from clientregistry.fhir.codes import FHIR_JSON, FHIR_VERSION, FHIR_XML, SECURITY_SERVICE_SYSTEM
 from clientregistry.fhir.datatypes import instant
 
 TYPE_INTERACTIONS = (
@@ -47,6 +47,8 @@ PATIENT_SEARCH_PARAMS: Mapping[str, tuple[str, str]] = {
     "address-postalcode": ("string", _SP + "individual-address-postalcode"),
     "address-state": ("string", _SP + "individual-address-state"),
     "link": ("reference", _SP + "Patient-link"),
+    "deceased": ("token", _SP + "Patient-deceased"),
+    "death-date": ("date", _SP + "Patient-death-date"),
     "mothersMaidenName": ("string", _SP + "patient-extensions-Patient-mothersMaidenName"),
 }
 """Patient search parameters this module can describe: name → (type, definition)."""
@@ -79,6 +81,7 @@ def capability_statement(
     search_includes: Iterable[str] = (),
     operations: Iterable[str] = (),
     conditional_update: bool = False,
+    conditional_create: bool = False,
     update_create: bool = False,
     versioning: Versioning = "versioned",
     mutual_tls: bool = True,
@@ -111,7 +114,7 @@ def capability_statement(
     patient["versioning"] = versioning
     patient["readHistory"] = "vread" in type_codes
     patient["updateCreate"] = update_create
-    patient["conditionalCreate"] = False
+    patient["conditionalCreate"] = conditional_create
     patient["conditionalRead"] = "not-supported"
     patient["conditionalUpdate"] = conditional_update
     patient["conditionalDelete"] = "not-supported"
@@ -159,6 +162,6 @@ def capability_statement(
     out["software"] = {"name": software_name, "version": version}
     out["implementation"] = {"description": f"{software_name} FHIR API", "url": base_url}
     out["fhirVersion"] = FHIR_VERSION
-    out["format"] = [FHIR_JSON, "json"]
+    out["format"] = [FHIR_JSON, "json", FHIR_XML, "xml"]
     out["rest"] = [rest]
     return out

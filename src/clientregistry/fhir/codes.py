@@ -14,6 +14,7 @@ from typing import Any, Final
 
 FHIR_VERSION: Final = "4.0.1"
 FHIR_JSON: Final = "application/fhir+json"
+FHIR_XML: Final = "application/fhir+xml"
 
 CLIENT_ID_SYSTEM: Final = "http://openclientregistry.org/fhir/clientid"
 """System of the tag naming the client (point-of-service system) that sent a source record."""
@@ -48,6 +49,12 @@ AUTOMATCH_TAG: Final = _tag(AUTOMATCH_SYSTEM, "autoMatches")
 POTENTIAL_MATCH_TAG: Final = _tag(MATCH_ISSUES_SYSTEM, "potentialMatches")
 CONFLICT_MATCH_TAG: Final = _tag(MATCH_ISSUES_SYSTEM, "conflictMatches")
 HUMAN_ADJUDICATION_TAG: Final = _tag(HUMAN_ADJUDICATION_SYSTEM, "humanAdjudication")
+
+SUBSETTED_TAG: Final = _tag(
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED", "subsetted"
+)
+"""Marks a resource served with elements left out (``_elements``, or a caller who may not read
+demographics): FHIR's ``SUBSETTED`` tag."""
 
 MATCH_TAGS: Final = (AUTOMATCH_TAG, POTENTIAL_MATCH_TAG, CONFLICT_MATCH_TAG, HUMAN_ADJUDICATION_TAG)
 

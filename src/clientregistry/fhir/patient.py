@@ -7,12 +7,22 @@ it against FHIR R4. Building makes OpenCR's two shapes:
   tag, match tags, broken-match extensions and ``link`` ``refer`` to its golden record;
 * a *golden record* (CRUID): a Patient with no demographics, the golden-record tag and ``link``
   ``seealso`` to each source record (``replaced-by`` once another golden record took over).
+
+Both follow the PDQm Patient profile's link rules: a resource with a ``link`` carries
+``active``. A source record subsumed by another (Resolve Duplicate, ``$merge``) is served
+``active: false`` with a ``replaced-by`` link to the survivor, which links back with
+``replaces``; a golden record is active unless it was retired (``replaced-by``).
+
+:func:`identifiers_only` is the view of a caller that may not read demographics: ids,
+identifiers, links, ``active`` and tags, marked ``SUBSETTED``.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +32,7 @@ from clientregistry.fhir.codes import (
     BROKEN_MATCH_EXTENSION,
     GOLDEN_RECORD_TAG,
     REGISTRY_EXTENSIONS,
+    SUBSETTED_TAG,
     client_tag,
     coding,
     is_registry_tag,
@@ -64,9 +75,48 @@ def _contact_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
     return issues
 
 
+def _modifier_issues(value: Any, where: str) -> list[Issue]:
+    """``modifierExtension`` anywhere, and ``implicitRules``: they change what the Patient
+    means, in ways this registry does not know, so it must not take it (FHIR R4 §2.6.2;
+    the PDQm Patient profile forbids both)."""
+    issues = []
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                place = f"{path}.{key}"
+                if key == "modifierExtension":
+                    urls = [e.get("url") for e in child if isinstance(e, Mapping)]
+                    issues.append(
+                        Issue(
+                            "extension",
+                            f"{place}: modifier extensions are not understood here ({urls}); "
+                            "send the Patient without them",
+                            (place,),
+                        )
+                    )
+                elif key == "implicitRules" and path == where:
+                    issues.append(
+                        Issue(
+                            "extension",
+                            f"{place}: implicit rules are not understood here",
+                            (place,),
+                        )
+                    )
+                else:
+                    stack.append((child, place))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return issues
+
+
 def patient_issues(resource: Mapping[str, Any], root: str = "Patient") -> list[Issue]:
-    """Every FHIR R4 problem of a Patient (``resourceType`` already checked), under ``root``."""
-    return validate_resource(resource, Patient, root) + _contact_issues(resource, root)
+    """Every FHIR R4 problem of a Patient (``resourceType`` already checked), under ``root``
+    — and any modifier extension or implicit rules, which the registry cannot honour."""
+    issues = validate_resource(resource, Patient, root) + _contact_issues(resource, root)
+    placed = {e for issue in issues for e in issue.expression}
+    return issues + [i for i in _modifier_issues(resource, root) if i.expression[0] not in placed]
 
 
 def check_patient(resource: Mapping[str, Any], root: str = "Patient") -> None:
@@ -141,6 +191,59 @@ def require_internal_identifier(
     return found
 
 
+_PATIENT_REFERENCE = re.compile(r"(?:.*/)?Patient/([A-Za-z0-9\-.]{1,64})")
+
+
+@dataclass(frozen=True, slots=True)
+class SurvivorReference:
+    """The surviving Patient a ``replaced-by`` link names: by id (``Patient/<id>``, possibly
+    absolute) or by identifier (``system|value``)."""
+
+    id: str | None = None
+    system: str | None = None
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return f"Patient/{self.id}" if self.id is not None else f"{self.system}|{self.value}"
+
+
+def replaced_by_link(patient: Mapping[str, Any]) -> SurvivorReference | None:
+    """The surviving Patient of a Resolve Duplicate (ITI-104): the one ``link`` of type
+    ``replaced-by`` (None without one). 422 for several, or for one that names no Patient
+    (by ``reference`` or by an ``identifier`` with system and value)."""
+    links = [
+        link
+        for link in patient.get("link") or ()
+        if isinstance(link, Mapping) and link.get("type") == "replaced-by"
+    ]
+    if not links:
+        return None
+    where = "Patient.link"
+    if len(links) > 1:
+        raise business_rule("A Patient can be replaced by one Patient only", [where])
+    other = links[0].get("other")
+    other = other if isinstance(other, Mapping) else {}
+    reference = other.get("reference")
+    if isinstance(reference, str):
+        found = _PATIENT_REFERENCE.fullmatch(reference)
+        if found is None:
+            raise business_rule(
+                f"The replaced-by link must name a Patient (Patient/<id>), not {reference!r}",
+                [f"{where}.other.reference"],
+            )
+        return SurvivorReference(id=found.group(1))
+    identifier = other.get("identifier")
+    if isinstance(identifier, Mapping):
+        system, value = identifier.get("system"), identifier.get("value")
+        if isinstance(system, str) and isinstance(value, str) and system and value:
+            return SurvivorReference(system=system, value=value)
+    raise business_rule(
+        "The replaced-by link must name the surviving Patient by reference or by an "
+        "identifier with a system and a value",
+        [f"{where}.other"],
+    )
+
+
 def strip_registry_elements(patient: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``patient`` without what only the registry may set.
 
@@ -202,6 +305,8 @@ def source_record_resource(
     match_tags: Iterable[Mapping[str, str]] = (),
     *,
     broken_matches: Iterable[str] = (),
+    replaced_by: str | None = None,
+    replaces: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The stored/served form of a source record, OpenCR-shaped.
 
@@ -209,7 +314,10 @@ def source_record_resource(
     and ``client_display`` its name. ``match_tags`` are constants from
     :mod:`clientregistry.fhir.codes` (``AUTOMATCH_TAG`` ...). ``broken_matches`` are ids (or
     ``Patient/<id>`` references) of records known *not* to be this person. ``golden_id``
-    None leaves out ``link`` (not matched yet).
+    None leaves out ``link`` (not matched yet). ``replaced_by`` is the source record that
+    subsumed this one (served ``active: false``); ``replaces`` those it subsumed. A record
+    with links that did not say ``active`` is served ``active: true`` (PDQm: a linked
+    Patient carries ``active``).
     """
     body = strip_registry_elements(patient)
     body.pop("resourceType", None)
@@ -230,8 +338,35 @@ def source_record_resource(
     ]
     if broken:
         out["extension"] = [*out.get("extension", []), *broken]
+    links = []
     if golden_id is not None:
-        out["link"] = [{"other": {"reference": patient_reference(golden_id)}, "type": "refer"}]
+        links.append({"other": {"reference": patient_reference(golden_id)}, "type": "refer"})
+    if replaced_by is not None:
+        survivor = {"reference": patient_reference(replaced_by)}
+        links.append({"other": survivor, "type": "replaced-by"})
+        out["active"] = False
+    links += [{"other": {"reference": patient_reference(r)}, "type": "replaces"} for r in replaces]
+    if links:
+        out["link"] = links
+        out.setdefault("active", True)
+    return out
+
+
+_IDENTIFIER_VIEW = ("resourceType", "id", "identifier", "active", "link")
+
+
+def identifiers_only(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """``resource`` as a caller that may not read demographics sees it: its id, identifiers,
+    ``active``, links, version and tags (marked ``SUBSETTED``); no names, dates, addresses,
+    telecom, extensions or anything else."""
+    out: dict[str, Any] = {k: resource[k] for k in _IDENTIFIER_VIEW[:2] if k in resource}
+    meta = resource.get("meta")
+    if isinstance(meta, Mapping):
+        kept = {k: meta[k] for k in ("versionId", "lastUpdated") if k in meta}
+        tags = [t for t in meta.get("tag") or () if t != SUBSETTED_TAG]
+        kept["tag"] = [*tags, coding(SUBSETTED_TAG)]
+        out["meta"] = kept
+    out.update((k, resource[k]) for k in _IDENTIFIER_VIEW[2:] if k in resource)
     return out
 
 
@@ -241,9 +376,12 @@ def golden_record_resource(
     last_updated: datetime,
     source_ids: Iterable[str],
     replaced_by: str | None = None,
+    *,
+    active: bool = True,
 ) -> dict[str, Any]:
-    """A golden record (CRUID): no demographics, the golden-record tag, ``link`` ``seealso``
-    to each source record, and ``replaced-by`` to ``replaced_by`` once it has been emptied."""
+    """A golden record (CRUID): no demographics, the golden-record tag, ``active`` (false
+    once retired), ``link`` ``seealso`` to each source record, and ``replaced-by`` to
+    ``replaced_by`` once it has been emptied."""
     links = [{"other": {"reference": patient_reference(s)}, "type": "seealso"} for s in source_ids]
     if replaced_by is not None:
         links.append(
@@ -253,6 +391,7 @@ def golden_record_resource(
         "resourceType": "Patient",
         "id": id,
         "meta": _meta(version, last_updated, [coding(GOLDEN_RECORD_TAG)]),
+        "active": active and replaced_by is None,
     }
     if links:
         out["link"] = links
@@ -262,11 +401,14 @@ def golden_record_resource(
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "FhirError",
+    "SurvivorReference",
     "check_patient",
     "golden_record_resource",
+    "identifiers_only",
     "internal_identifier",
     "parse_patient",
     "patient_issues",
+    "replaced_by_link",
     "require_id",
     "require_internal_identifier",
     "source_record_resource",

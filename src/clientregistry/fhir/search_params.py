@@ -22,7 +22,12 @@ SUMMARY_VALUES: tuple[Summary, ...] = ("true", "false", "text", "data", "count")
 JSON_FORMATS = frozenset(
     {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 )
-"""``_format`` values meaning FHIR JSON (the only format this server writes)."""
+"""``_format`` values meaning FHIR JSON."""
+XML_FORMATS = frozenset(
+    {"xml", "application/xml", "application/fhir+xml", "application/xml+fhir", "text/xml"}
+)
+"""``_format`` values meaning FHIR XML."""
+FORMATS = JSON_FORMATS | XML_FORMATS
 
 _ESCAPABLE = frozenset("\\|,$")
 
@@ -150,12 +155,15 @@ def parse_summary(value: str, *, supported: Collection[str] = SUMMARY_VALUES) ->
     return value
 
 
-def parse_format(value: str) -> Literal["json"]:
-    """``_format``: only FHIR JSON is produced; anything else is 406 ``not-supported``."""
+def parse_format(value: str) -> Literal["json", "xml"]:
+    """``_format``: FHIR JSON or FHIR XML (``json``, ``xml`` or a media type); anything else
+    is 406 ``not-supported``."""
     mime = value.split(";", 1)[0].strip().lower()
-    if mime not in JSON_FORMATS:
-        raise not_acceptable(value, sorted(JSON_FORMATS))
-    return "json"
+    if mime in JSON_FORMATS:
+        return "json"
+    if mime in XML_FORMATS:
+        return "xml"
+    raise not_acceptable(value, sorted(FORMATS))
 
 
 def parse_include(value: str, *, supported: Collection[str]) -> str:

@@ -85,8 +85,10 @@ def record_action(
     entity: str | None,
     detail: dict[str, Any],
     outcome: int = 0,
+    agent_kind: AgentKind = AgentKind.USER,
 ) -> AuditEvent:
-    """Audit what a person did (flushed, so the event has its id)."""
+    """Audit what a person (or, merging Patients, a client system: ``agent_kind``) did
+    (flushed, so the event has its id)."""
     now = datetime.now(UTC)
     event = AuditEvent(
         recorded=now,
@@ -94,7 +96,7 @@ def record_action(
         outcome=outcome,
         event_type=event_type,
         agent=agent,
-        agent_kind=AgentKind.USER,
+        agent_kind=agent_kind,
         source_address=source_address,
         entity=entity,
         detail=detail,
@@ -103,7 +105,7 @@ def record_action(
             outcome=outcome,
             recorded=now,
             agent=agent,
-            agent_kind=AgentKind.USER,
+            agent_kind=agent_kind,
             source_address=source_address,
             entity=entity,
             interaction=event_type,

@@ -401,6 +401,7 @@ def _flat(row: InputRow) -> tuple[Any, ...]:
         s.keys,
         s.hashes,
         s.tokens,
+        s.survivor,
     )
 
 
@@ -410,8 +411,10 @@ def _row(item: tuple[Any, ...], clients: Mapping[str, ClientSystemConfig]) -> In
     after = Position(rows, after_line, offset)
     if len(item) == 9:
         return InputRow(number, line, entry, after, input_id, None, item[7], item[8])
-    patient, client, system, value, features, keys, hashes, tokens = item[7:]
-    submission = Submission(patient, clients[client], system, value, features, keys, hashes, tokens)
+    patient, client, system, value, features, keys, hashes, tokens, survivor = item[7:]
+    submission = Submission(
+        patient, clients[client], system, value, features, keys, hashes, tokens, survivor
+    )
     return InputRow(number, line, entry, after, input_id, submission)
 
 

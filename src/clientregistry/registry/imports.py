@@ -25,7 +25,7 @@ import hashlib
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from clientregistry.batch.readers import CsvMapping
+from clientregistry.fhir.errors import FhirError
 from clientregistry.registry import audit, jobs
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.import_rows import (
@@ -544,8 +545,8 @@ class ImportRunner:
                     raise JobCancelled(f"import {self.job_id} was cancelled")
                 if job.lease_owner != self.owner:
                     raise JobError(409, f"import {self.job_id} was taken over by another runner")
-                decisions = Submitter(context).submit_batch(
-                    session, submissions, source_address=address, audit_detail={"import": job.id}
+                batch, decisions = _submit_all(
+                    session, context, batch, submissions, address, {"import": job.id}
                 )
                 _INSERT_ROWS.execute(session.connection(), _report_rows(job.id, batch, decisions))
                 counts.add(batch, decisions)
@@ -638,6 +639,54 @@ def _reload_term_counts(context: RegistryContext) -> None:
     with context.sessions() as session:
         load_term_counts(session, counts)
     context.term_counts = counts
+
+
+def _submit_all(
+    session: Session,
+    context: RegistryContext,
+    batch: list[InputRow],
+    submissions: list[Submission],
+    address: str | None,
+    detail: dict[str, Any],
+) -> tuple[list[InputRow], list[Decision]]:
+    """Submit a batch's records in order: in bulk (:meth:`Submitter.submit_batch`), but a
+    Resolve Duplicate (a Patient ``replaced-by`` another) through the feed the API uses
+    (:func:`~clientregistry.registry.feed.feed`), which checks and merges it; one it refuses
+    becomes an error row. The batch's rows as they end, and the decisions."""
+    from clientregistry.registry.feed import feed
+
+    submitter = Submitter(context)
+    decisions: list[Decision] = []
+    plain: list[Submission] = []
+    refused: dict[int, str] = {}
+    prepared = iter(submissions)
+    for position, row in enumerate(batch):
+        if row.submission is None:
+            continue
+        submission = next(prepared)
+        if submission.survivor is None:
+            plain.append(submission)
+            continue
+        decisions += submitter.submit_batch(
+            session, plain, source_address=address, audit_detail=detail
+        )
+        plain = []
+        try:
+            fed = feed(session, context, submission, source_address=address)
+        except FhirError as error:  # refused before anything was written
+            refused[position] = error.diagnostics[:500]
+            continue
+        if fed.submitted is not None:
+            decisions.append(Decision.of(fed.submitted))
+    decisions += submitter.submit_batch(session, plain, source_address=address, audit_detail=detail)
+    if refused:
+        batch = [
+            replace(row, submission=None, outcome=RowOutcome.ERROR, message=refused[n])
+            if n in refused
+            else row
+            for n, row in enumerate(batch)
+        ]
+    return batch, decisions
 
 
 def _report_rows(

@@ -45,6 +45,7 @@ from clientregistry.registry.actor import record_action as record_action  # wher
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.submit import broken_with, find_matches
 from clientregistry.store.enums import (
+    AgentKind,
     AuditAction,
     IssueKind,
     IssueStatus,
@@ -62,9 +63,9 @@ from clientregistry.store.models import (
 )
 
 _T = TypeVar("_T")
-ActionName = Literal["break", "unbreak", "join", "resolve", "confirm", "revert"]
+ActionName = Literal["break", "unbreak", "join", "resolve", "confirm", "merge", "revert"]
 
-REVERTIBLE = frozenset({"break", "unbreak", "join", "resolve", "confirm", "revert"})
+REVERTIBLE = frozenset({"break", "unbreak", "join", "resolve", "confirm", "merge", "revert"})
 """Audit ``event_type`` values whose ``detail["changes"]`` :func:`revert_event` can undo."""
 
 
@@ -102,6 +103,9 @@ class RecordChange:
     golden_after: str | None = None
     adjudicated_after: bool = False
     status_after: str = MatchStatus.NONE.value
+    replaced_by_before: str | None = None
+    """The record that subsumed it (a merge), before and after."""
+    replaced_by_after: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +116,8 @@ class RecordChange:
             "adjudicated_after": self.adjudicated_after,
             "status_before": self.status_before,
             "status_after": self.status_after,
+            "replaced_by_before": self.replaced_by_before,
+            "replaced_by_after": self.replaced_by_after,
         }
 
     @classmethod
@@ -124,6 +130,8 @@ class RecordChange:
             golden_after=data.get("golden_after"),
             adjudicated_after=bool(data.get("adjudicated_after")),
             status_after=str(data.get("status_after", MatchStatus.NONE.value)),
+            replaced_by_before=data.get("replaced_by_before"),
+            replaced_by_after=data.get("replaced_by_after"),
         )
 
 
@@ -230,6 +238,7 @@ class LinkEditor:
                 record.golden_id,
                 bool(record.human_adjudicated),
                 MatchStatus(record.match_status).value,
+                replaced_by_before=record.replaced_by,
             )
             self._changes[record.id] = change
             self.log.records.append(change)
@@ -300,6 +309,11 @@ class LinkEditor:
     def set_adjudicated(self, record: SourceRecord, adjudicated: bool) -> None:
         self._track(record)
         record.human_adjudicated = adjudicated
+
+    def set_replaced_by(self, record: SourceRecord, survivor: str | None) -> None:
+        """Mark ``record`` as subsumed by the source record ``survivor`` (None: not)."""
+        self._track(record)
+        record.replaced_by = survivor
 
     # The log keeps net effects: undoing, in the same action, what the action did earlier
     # takes the entry out instead of adding its opposite.
@@ -434,6 +448,7 @@ class LinkEditor:
             change.golden_after = record.golden_id
             change.adjudicated_after = bool(record.human_adjudicated)
             change.status_after = MatchStatus(record.match_status).value
+            change.replaced_by_after = record.replaced_by
         return self.log
 
 
@@ -554,15 +569,43 @@ def join(
             code="already-linked",
             params={"record": record_id, "golden": target},
         )
-    _refuse_broken(editor, record.id, target)
-    members = [editor.record(m) for m in editor.members(target)]
-    editor.lock([record, *members])
-    old = record.golden_id
-    editor.move(record, target, adjudicated=True)
-    confirm(editor, members)
-    editor.refresh_status(record)
+    old = _place_by_hand(editor, record, target)
     detail = {"golden_before": old, "golden_after": target}
     return ActionOutcome("join", record.id, target, editor.finish(), detail)
+
+
+def _place_by_hand(editor: LinkEditor, record: SourceRecord, target: str) -> str | None:
+    """Put ``record`` in the golden record ``target`` as a person's decision that confirms
+    the whole golden record (a join, a merge); the record's golden record before."""
+    _refuse_broken(editor, record.id, target)
+    members = [editor.record(m) for m in editor.members(target, besides=record.id)]
+    editor.lock([record, *members])
+    old = record.golden_id
+    if target != old:
+        editor.move(record, target, adjudicated=True)
+    else:
+        editor.set_adjudicated(record, True)
+    confirm(editor, members)
+    editor.refresh_status(record)
+    return old
+
+
+def merge(editor: LinkEditor, record_id: str, survivor_id: str) -> ActionOutcome:
+    """Record that ``record_id`` is a duplicate subsumed by the source record ``survivor_id``
+    (ITI-104 Resolve Duplicate, ``Patient/$merge``): it joins the survivor's golden record
+    as a person's decision would (it sticks), and is marked as replaced by the survivor."""
+    if record_id == survivor_id:
+        raise LinkError(422, f"Patient/{record_id} cannot replace itself")
+    record, survivor = editor.record(record_id), editor.record(survivor_id)
+    if survivor.golden_id is None:
+        raise LinkError(409, f"Patient/{survivor_id} has no golden record")
+    if survivor.replaced_by == record.id:
+        raise LinkError(409, f"Patient/{survivor_id} is itself replaced by Patient/{record_id}")
+    target = survivor.golden_id
+    old = _place_by_hand(editor, record, target)
+    editor.set_replaced_by(record, survivor.id)
+    detail = {"golden_before": old, "golden_after": target, "replaced_by": survivor.id}
+    return ActionOutcome("merge", record.id, target, editor.finish(), detail)
 
 
 def resolve_issue(
@@ -679,6 +722,8 @@ def revert_event(editor: LinkEditor, event_id: int) -> ActionOutcome:
             editor.move(record, change.golden_before, adjudicated=change.adjudicated_before)
         else:
             editor.set_adjudicated(record, change.adjudicated_before)
+        if change.replaced_by_before != change.replaced_by_after:
+            editor.set_replaced_by(record, change.replaced_by_before)
     for a, b in log.broken_added:
         editor.remove_broken(a, b)
     for a, b in log.broken_removed:
@@ -710,6 +755,8 @@ def _check_current(editor: LinkEditor, log: ChangeLog, event_id: int) -> None:
             problems.append(f"Patient/{change.id} no longer exists")
         elif record.golden_id != change.golden_after:
             problems.append(f"Patient/{change.id} has moved since")
+        elif record.replaced_by != change.replaced_by_after:
+            problems.append(f"Patient/{change.id} has been merged or unmerged since")
     for a, b in log.broken_added:
         if session.get(BrokenMatch, (a, b)) is None:
             problems.append(f"the broken match {a} / {b} is gone")
@@ -736,13 +783,19 @@ def _check_current(editor: LinkEditor, log: ChangeLog, event_id: int) -> None:
 
 
 def audit_outcome(
-    session: Session, outcome: ActionOutcome, *, agent: str, source_address: str | None
+    session: Session,
+    outcome: ActionOutcome,
+    *,
+    agent: str,
+    source_address: str | None,
+    agent_kind: AgentKind = AgentKind.USER,
 ) -> AuditEvent:
     """The audit event of a link action, with its change log (what :func:`revert_event`
     reads)."""
     return record_action(
         session,
         agent=agent,
+        agent_kind=agent_kind,
         source_address=source_address,
         event_type=outcome.action,
         action=AuditAction.UPDATE,

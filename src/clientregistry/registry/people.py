@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir.patient import golden_record_resource
-from clientregistry.registry.submit import RecordSnapshot, source_resource
+from clientregistry.registry.submit import RecordSnapshot, replaced_records, source_resource
 from clientregistry.settings import Settings
 from clientregistry.store.enums import MatchStatus
 from clientregistry.store.models import BrokenMatch, GoldenRecord, SourceRecord
@@ -38,6 +38,8 @@ class Stored:
     resource: dict[str, Any]
     golden_id: str | None
     match_status: MatchStatus
+    replaced_by: str | None = None
+    """The record that subsumed this one (a merge)."""
 
 
 _STORED_COLUMNS = (
@@ -50,6 +52,7 @@ _STORED_COLUMNS = (
     SourceRecord.resource,
     SourceRecord.golden_id,
     SourceRecord.match_status,
+    SourceRecord.replaced_by,
 )
 
 
@@ -91,8 +94,16 @@ def scan_records(
     Python's order (the same order on every page of a query, as the path taken depends only
     on the query's parameters).
     """
-    if where:
-        ids = sorted(session.scalars(select(SourceRecord.id).where(*where)))
+    ids = sorted(session.scalars(select(SourceRecord.id).where(*where))) if where else None
+    return records_in_id_order(session, ids, after=after, batch=batch)
+
+
+def records_in_id_order(
+    session: Session, ids: Sequence[str] | None, *, after: str | None = None, batch: int = 500
+) -> Iterator[Stored]:
+    """The source records of ``ids`` (sorted; None: every record) in id order after
+    ``after``, read a batch at a time (see :func:`scan_records`)."""
+    if ids is not None:
         start = bisect.bisect_right(ids, after) if after is not None else 0
         for first in range(start, len(ids), batch):
             chunk = ids[first : first + batch]
@@ -147,6 +158,7 @@ def source_resources(
 ) -> list[dict[str, Any]]:
     """The FHIR form of source records (as ``GET Patient/<id>`` gives them)."""
     broken = broken_matches(session, [r.id for r in records])
+    replaces = replaced_records(session, [r.id for r in records])
     out = []
     for r in records:
         record = RecordSnapshot(
@@ -157,8 +169,10 @@ def source_resources(
             client_system=r.client_system,
             golden_id=r.golden_id,
             match_status=r.match_status,
+            replaced_by=r.replaced_by,
         )
-        out.append(source_resource(record, settings.systems.get(r.client_system), broken[r.id]))
+        client = settings.systems.get(r.client_system)
+        out.append(source_resource(record, client, broken[r.id], replaces[r.id]))
     return out
 
 
@@ -178,6 +192,7 @@ class Person:
             self.golden.last_updated,
             [m.id for m in self.members],
             self.golden.replaced_by,
+            active=self.golden.active,
         )
         if not with_identifiers:
             return out
@@ -216,6 +231,7 @@ __all__ = [
     "broken_matches",
     "patient_identifiers",
     "people",
+    "records_in_id_order",
     "scan_records",
     "source_records",
     "source_resources",

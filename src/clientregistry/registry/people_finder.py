@@ -8,16 +8,18 @@ Two ways, chosen by the criteria:
   ``YYYY-MM`` or ``YYYY-MM-DD``, a range of the ``search_token`` index), an identifier value
   without a system (the index), the source system (a column). Persons come in CRUID order,
   counted exactly, a page read with ``LIMIT``/``OFFSET``.
-* **In Python** otherwise (a name, a gender, an identifier with its system): the index
-  narrows the candidates — for a name, the records with a name word starting with the first
-  three letters of a word searched for — at most :data:`MAX_CANDIDATES` of them, which are
-  then checked exactly (the Patient search's own test, :mod:`.search_query`) and, for a name,
-  scored: each word searched for against the record's closest name word (Jaro-Winkler on
-  case- and accent-folded words), averaged; a record scoring at least :data:`NAME_THRESHOLD`
-  matches, and persons come best first. When the candidates were cut short the page says so
-  (``capped``): a narrower search finds the rest.
+* **With a name, a gender, or an identifier with its system**: a name is scored from the
+  search index alone (the case- and accent-folded name values of every record, no record
+  read): each word searched for against the record's closest name word among those starting
+  with the word's first three letters (Jaro-Winkler), averaged; a record scoring at least
+  :data:`NAME_THRESHOLD` is a candidate. The other criteria narrow the candidates in SQL, at
+  most :data:`MAX_CANDIDATES` of them; a gender or an identifier's system is then checked
+  exactly on the records (the Patient search's own test, :mod:`.search_query`). Persons
+  come best first. When the candidates were cut short the page says so (``capped``): a
+  narrower search finds the rest.
 
-A gender alone is refused (it would list half the registry); it narrows other criteria.
+A gender alone, or a source system (with or without a gender), is refused: it would list a
+large part of the registry. Each narrows other criteria.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, Field
 from rapidfuzz.distance import JaroWinkler
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from clientregistry.fhir.errors import FhirError
@@ -44,12 +46,13 @@ from clientregistry.registry.search_query import (
     patient_matches,
 )
 from clientregistry.registry.search_tokens import folded, string_values
-from clientregistry.registry.token_index import token_prefix
 from clientregistry.store.db import transaction
-from clientregistry.store.models import GoldenRecord, SourceRecord
+from clientregistry.store.models import GoldenRecord, SearchToken, SourceRecord
 
 MAX_CANDIDATES: Final = 3000
-"""Most source records checked in Python for one search."""
+"""Most source records checked for one search."""
+MAX_NAME_TOKENS: Final = 50_000
+"""Most name values read for one word searched for."""
 NAME_THRESHOLD: Final = 0.85
 """The least average similarity of the words searched for to a record's name words."""
 PREFIX: Final = 3
@@ -123,6 +126,11 @@ def _checked(query: PeopleQuery, context: RegistryContext) -> dict[str, str]:
         raise _refuse("identifier_system goes with an identifier value", "bad-identifier")
     if set(given) == {"gender"}:
         raise _refuse("a gender alone finds half the registry: add another criterion", "gender")
+    if set(given) <= {"gender", "system"}:
+        raise _refuse(
+            "a source system alone lists every person it knows: add another criterion",
+            "system-alone",
+        )
     return given
 
 
@@ -158,10 +166,6 @@ def name_score(wanted: Sequence[str], resource: dict[str, Any]) -> float:
     for word in wanted:
         total += max(JaroWinkler.normalized_similarity(word, w) for w in words)
     return total / len(wanted)
-
-
-def _name_condition(wanted: Sequence[str]) -> ColumnElement[bool]:
-    return or_(*(token_prefix("name", word[:PREFIX]) for word in sorted(set(wanted))))
 
 
 def _person_hits(
@@ -243,6 +247,68 @@ def _passing(
     return out
 
 
+def _name_scores(session: Session, wanted: Sequence[str]) -> tuple[dict[str, float], bool]:
+    """Records whose name words come close to every word searched for, with their scores,
+    from the search index alone (the folded name values, no resource read); and whether a
+    prefix had more candidates than :data:`MAX_NAME_TOKENS`."""
+    best: dict[str, dict[str, float]] = {}
+    capped = False
+    for word in sorted(set(wanted)):
+        prefix = word[:PREFIX]
+        rows = session.execute(
+            select(SearchToken.record_id, SearchToken.value)
+            .where(
+                SearchToken.kind == "name",
+                SearchToken.value >= prefix,
+                SearchToken.value < prefix + "\U0010ffff",
+            )
+            .limit(MAX_NAME_TOKENS + 1)
+        ).all()
+        capped = capped or len(rows) > MAX_NAME_TOKENS
+        for record_id, value in rows[:MAX_NAME_TOKENS]:
+            similarity = max(JaroWinkler.normalized_similarity(word, w) for w in value.split())
+            scores = best.setdefault(record_id, {})
+            if similarity > scores.get(word, 0.0):
+                scores[word] = similarity
+    out = {}
+    for record_id, scores in best.items():
+        score = sum(scores.get(w, 0.0) for w in wanted) / len(wanted)
+        if score >= NAME_THRESHOLD:
+            out[record_id] = score
+    return out, capped
+
+
+def _best_per_person(
+    session: Session,
+    conditions: list[ColumnElement[bool]],
+    given: dict[str, str],
+    query: PatientQuery,
+    ranked: dict[str, float] | None,
+) -> tuple[dict[str, float], bool]:
+    """Each person holding a record that meets every criterion, with its best record's name
+    score (1 without a name); and whether the candidates were cut at
+    :data:`MAX_CANDIDATES`. Records are read whole only when a criterion needs the exact
+    test in Python (a gender, an identifier with its system)."""
+    exact_in_python = bool({"gender", "identifier_system"} & set(given))
+    columns = (SourceRecord.id, SourceRecord.golden_id)
+    rows = session.execute(
+        select(*columns).where(*conditions).order_by(SourceRecord.id).limit(MAX_CANDIDATES + 1)
+    ).all()
+    capped = len(rows) > MAX_CANDIDATES
+    rows = rows[:MAX_CANDIDATES]
+    if exact_in_python:
+        records = source_records(session, [SourceRecord.id.in_([r[0] for r in rows])])
+        passing = {r.id for r in records if patient_matches(r.resource, query.filters)}
+        rows = [r for r in rows if r[0] in passing]
+    best: dict[str, float] = {}
+    for record_id, golden_id in rows:
+        if golden_id is None:
+            continue
+        score = 1.0 if ranked is None else ranked[record_id]
+        best[golden_id] = max(score, best.get(golden_id, 0.0))
+    return best, capped
+
+
 def _in_sql(given: dict[str, str]) -> bool:
     return not ({"name", "gender", "identifier_system", "cruid"} & set(given))
 
@@ -267,25 +333,19 @@ def find_people(
             if "system" in given:
                 conditions.append(SourceRecord.client_system == given["system"])
             wanted = _words(given.get("name", ""))
-            if wanted:
-                conditions.append(_name_condition(wanted))
             if _in_sql(given):
                 page_ids, total = _sql_page(session, conditions, offset, limit)
             else:
-                ids = list(
-                    session.scalars(
-                        select(SourceRecord.id)
-                        .where(*conditions)
-                        .order_by(SourceRecord.id)
-                        .limit(MAX_CANDIDATES + 1)
-                    )
-                )
-                capped = len(ids) > MAX_CANDIDATES
-                records = source_records(session, [SourceRecord.id.in_(ids[:MAX_CANDIDATES])])
-                best: dict[str, float] = {}
-                for record, score in _passing(records, given, patient_query):
-                    if record.golden_id is not None:
-                        best[record.golden_id] = max(score, best.get(record.golden_id, 0.0))
+                ranked: dict[str, float] | None = None
+                if wanted:
+                    found, capped = _name_scores(session, wanted)
+                    if len(found) > MAX_CANDIDATES:
+                        kept = sorted(found, key=lambda r: (-found[r], r))[:MAX_CANDIDATES]
+                        found, capped = {r: found[r] for r in kept}, True
+                    conditions.append(SourceRecord.id.in_(sorted(found)))
+                    ranked = found
+                best, more = _best_per_person(session, conditions, given, patient_query, ranked)
+                capped = capped or more
                 ordered = sorted(best, key=lambda g: (-best[g], g))
                 total = len(ordered)
                 page_ids = ordered[offset : offset + limit]

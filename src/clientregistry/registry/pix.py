@@ -13,7 +13,15 @@ identifiers. The source identifier itself is never returned (other identifiers o
 system are: a second record in that domain); the record whose own record id is the source
 identifier gets no ``targetId`` (it is the caller's own Patient). With ``targetSystem``, only
 identifiers of those systems are returned, and only the source records holding one get a
-``targetId``.
+``targetId``. A record subsumed by another (Resolve Duplicate, ``$merge``) is the survivor's
+person: its identifier answers that person, and it is never returned itself (ITI-104: the
+subsumed identifier is replaced by the survivor's).
+
+As callers send it: ``targetSystem`` repeated or comma-joined (the OpenMRS client-registry
+module joins them with commas); the patient-id form of ``sourceIdentifier`` (ITI-83
+§2:3.83.4.1.2.1), ``<FHIR base URL>|Patient/<id>``, names a record (or a golden record) by its
+logical id; ``targetSystem=<FHIR base URL>`` asks for logical ids, returned as
+``targetIdentifier`` ``<base>|Patient/<id>`` beside each ``targetId``.
 """
 
 from __future__ import annotations
@@ -57,10 +65,11 @@ def parse_pix_query(pairs: Iterable[tuple[str, str]]) -> PixQuery:
         if name == "sourceIdentifier":
             sources.append(value)
         elif name == "targetSystem":
-            if not value:
-                raise bad_request("targetSystem: the value is empty")
-            if value not in targets:
-                targets.append(value)
+            for target in value.split(","):
+                if not target.strip():
+                    raise bad_request(f"targetSystem={value!r}: an empty system")
+                if target.strip() not in targets:
+                    targets.append(target.strip())
         elif name == "_format":
             parse_format(value)
         else:
@@ -81,7 +90,7 @@ def parse_pix_query(pairs: Iterable[tuple[str, str]]) -> PixQuery:
 
 def identifier_system_known(session: Session, settings: Settings, system: str) -> bool:
     """Whether ``system`` is a known identifier system (see the module docstring)."""
-    if system in settings.record_id_systems:
+    if system in settings.record_id_systems or _is_base(settings, system):
         return True
     return any(
         any(i["system"] == system for i in patient_identifiers(record.resource))
@@ -89,10 +98,18 @@ def identifier_system_known(session: Session, settings: Settings, system: str) -
     )
 
 
+def _is_base(settings: Settings, system: str) -> bool:
+    """``system`` is this server's FHIR base URL: the domain of its logical ids."""
+    return system.rstrip("/") == settings.fhir_base
+
+
 def records_with_identifier(
     session: Session, settings: Settings, system: str, value: str
 ) -> list[Stored]:
     """Source records holding the identifier ``system|value``."""
+    if _is_base(settings, system):
+        record_id = value.removeprefix("Patient/")
+        return source_records(session, [SourceRecord.id == record_id]) if record_id else []
     if system in settings.record_id_systems:
         return source_records(
             session,
@@ -128,10 +145,15 @@ def cross_reference(session: Session, settings: Settings, query: PixQuery) -> Pi
             raise FhirError(403, "code-invalid", "targetSystem not found")
     holders = records_with_identifier(session, settings, query.system, query.value)
     golden_ids = sorted({r.golden_id for r in holders if r.golden_id is not None})
+    if not golden_ids and _is_base(settings, query.system):
+        golden_ids = sorted(people(session, [query.value.removeprefix("Patient/")]))
     if not golden_ids:
         raise FhirError(404, "not-found", "sourceIdentifier Patient Identifier not found")
-    targets = set(query.targets)
+    targets = {settings.fhir_base if _is_base(settings, t) else t for t in query.targets}
+    logical = settings.fhir_base in targets
     source = (query.system, query.value)
+    if _is_base(settings, query.system):  # the caller named a record by its logical id
+        source = (settings.fhir_base, f"Patient/{query.value.removeprefix('Patient/')}")
     parameters: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     found = people(session, golden_ids)
@@ -141,14 +163,21 @@ def cross_reference(session: Session, settings: Settings, query: PixQuery) -> Pi
             _parameter("targetId", "Reference", {"reference": f"Patient/{golden_id}"})
         )
         for member in person.members:
+            if member.replaced_by is not None:
+                continue
             returned = []
-            for ident in patient_identifiers(member.resource):
+            own_id = {"system": settings.fhir_base, "value": f"Patient/{member.id}"}
+            own = source in {
+                (member.internal_system, member.internal_value),
+                (own_id["system"], own_id["value"]),
+            }
+            named = [own_id] if logical and not own else []
+            for ident in [*patient_identifiers(member.resource), *named]:
                 key = (ident["system"], ident["value"])
                 if key == source or key in seen or (targets and key[0] not in targets):
                     continue
                 seen.add(key)
                 returned.append(ident)
-            own = (member.internal_system, member.internal_value) == source
             if not own and (returned or not targets):
                 reference = {"reference": f"Patient/{member.id}"}
                 parameters.append(_parameter("targetId", "Reference", reference))

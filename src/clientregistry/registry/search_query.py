@@ -1,26 +1,36 @@
 """Patient search parameters (PDQm ITI-78): :func:`parse_patient_query`, and whether a Patient
 matches the parsed query, checked exactly in Python (:func:`patient_matches`).
 
-Parameters: ``_id``, ``identifier``, ``family``, ``given``, ``name``, ``birthdate`` (prefixes
-eq ne gt lt ge le sa eb), ``gender``, ``telecom``, ``address``, ``address-city``,
-``address-postalcode``, ``address-state``, ``address-country``, ``mothersMaidenName``,
-``active``; ``:exact`` and ``:contains`` on strings (plain: case- and accent-insensitive
-starts-with); ``_count``, ``_summary=count``, ``_include=Patient:link``, ``_format``, and
-``_cursor`` (the paging cursor ``next`` links carry). Anything else is 400 ``not-supported``:
-an ignored filter would return the wrong patients. Repeated parameters AND, comma-separated
+Parameters: ``_id`` (also as ``Patient/<id>``), ``identifier``, ``family``, ``given``,
+``name``, ``birthdate`` and ``death-date`` (prefixes eq ne gt lt ge le sa eb), ``gender``,
+``telecom``, ``address``, ``address-city``, ``address-postalcode``, ``address-state``,
+``address-country``, ``mothersMaidenName``, ``active``, ``deceased``, ``_lastUpdated``
+(prefixed dates and date-times); ``:exact`` and ``:contains`` on strings (plain: case- and
+accent-insensitive starts-with). Results: ``_count``, ``_summary=count``, ``_total``
+(``none``, ``estimate``, ``accurate``), ``_sort`` (``_id``, ``_lastUpdated``, ``family``,
+``given``, ``birthdate``; ``-`` for descending), ``_elements`` (``-`` to leave out),
+``_include=Patient:link``, ``_format``, and the paging cursors ``next`` links carry
+(``_cursor``, ``_offset`` for sorted searches). Repeated parameters AND, comma-separated
 values OR.
+
+What this server does not do (an unknown parameter, modifier, sort key, ``_include`` or
+``_summary`` value) is, under ``handling=strict``, 400 ``not-supported``; under
+``handling=lenient`` (the default of the API) it is left out of the query and listed in
+:attr:`PatientQuery.ignored`, for the answer to report. A malformed value of a parameter this
+server does know is 400 either way.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Literal, cast
 
-from clientregistry.fhir.errors import bad_request
+from clientregistry.fhir.codes import SUBSETTED_TAG, coding
+from clientregistry.fhir.errors import FhirError, bad_request
 from clientregistry.fhir.search_params import (
     Token,
     not_supported,
@@ -36,6 +46,7 @@ from clientregistry.registry.search_tokens import folded, string_values
 
 StringModifier = Literal["", "exact", "contains"]
 DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]
+Total = Literal["none", "estimate", "accurate"]
 
 STRING_PARAMS: Final = frozenset(
     {
@@ -50,20 +61,37 @@ STRING_PARAMS: Final = frozenset(
         "mothersMaidenName",
     }
 )
-TOKEN_PARAMS: Final = frozenset({"identifier", "telecom", "gender", "active"})
-DATE_PARAMS: Final = frozenset({"birthdate"})
+TOKEN_PARAMS: Final = frozenset({"identifier", "telecom", "gender", "active", "deceased"})
+DATE_PARAMS: Final = frozenset({"birthdate", "death-date"})
+RESULT_PARAMS: Final = frozenset(
+    {"_count", "_summary", "_total", "_sort", "_elements", "_include", "_format"}
+)
+"""Parameters that shape the answer rather than filter (what the CapabilityStatement lists
+apart from the filters)."""
+SORT_KEYS: Final = ("_id", "_lastUpdated", "family", "given", "birthdate")
 INCLUDES: Final = frozenset({"Patient:link", "Patient:link:Patient"})
 DEFAULT_COUNT: Final = 20
 MAX_COUNT: Final = 100
+MAX_ELEMENTS: Final = 30
 SUPPORTED: Final = (
-    "_id, identifier, family, given, name, birthdate, gender, telecom, address, address-city, "
-    "address-postalcode, address-state, address-country, mothersMaidenName, active, _count, "
-    "_summary=count, _include=Patient:link, _format"
+    "_id, identifier, family, given, name, birthdate, death-date, gender, telecom, address, "
+    "address-city, address-postalcode, address-state, address-country, mothersMaidenName, "
+    "active, deceased, _lastUpdated, _count, _summary=count, _total, _sort, _elements, "
+    "_include=Patient:link, _format"
 )
 GENDER_SYSTEM: Final = "http://hl7.org/fhir/administrative-gender"
 
 _DATE_VALUE = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb|ap)?(\d{4}(?:-\d{2}(?:-\d{2})?)?)")
-_SINGLE = frozenset({"_count", "_summary", "_format", "_cursor"})
+_DATETIME_VALUE = re.compile(
+    r"(eq|ne|gt|lt|ge|le|sa|eb|ap)?"
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?"
+    r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+_ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+_SINGLE = frozenset(
+    {"_count", "_summary", "_format", "_cursor", "_offset", "_total", "_sort", "_elements"}
+)
+_CURSORS = frozenset({"_cursor", "_offset"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +123,22 @@ class DateFilter:
     values: tuple[DateValue, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class InstantRange:
+    """One ``_lastUpdated`` value: a prefix and the instants its precision covers,
+    ``[start, end)``."""
+
+    prefix: DatePrefix
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    name: str
+    descending: bool = False
+
+
 Filter = StringFilter | TokenFilter | DateFilter
 
 
@@ -111,7 +155,18 @@ class PatientQuery:
     domains: frozenset[str] = frozenset()
     """``identifier=system|``: only identifiers of these systems are returned."""
     pairs: tuple[tuple[str, str], ...] = ()
-    """The parameters as given, without ``_cursor`` (for paging links)."""
+    """The parameters used, without the paging cursors (for paging links)."""
+    last_updated: tuple[tuple[InstantRange, ...], ...] = ()
+    """``_lastUpdated``: each parameter (AND) holds its alternatives (OR)."""
+    sort: tuple[SortKey, ...] = ()
+    offset: int = 0
+    """Sorted searches page by position: the matches before this page."""
+    elements: tuple[str, ...] | None = None
+    """``_elements``: the elements to keep (or, with :attr:`leave_out`, to leave out)."""
+    leave_out: bool = False
+    total: Total | None = None
+    ignored: tuple[tuple[str, str, str], ...] = ()
+    """Under lenient handling, what was left out: (name, value, why)."""
 
     @property
     def id_set(self) -> frozenset[str] | None:
@@ -122,6 +177,26 @@ class PatientQuery:
         for alternatives in self.ids[1:]:
             allowed &= set(alternatives)
         return frozenset(allowed)
+
+    @property
+    def identifier_systems(self) -> list[str]:
+        """Every identifier system the query names (its identifier domains), in order."""
+        found: dict[str, None] = {}
+        for item in self.filters:
+            if isinstance(item, TokenFilter) and item.param == "identifier":
+                found.update((t.system, None) for t in item.tokens if t.system)
+        return list(found)
+
+
+IDENTIFIER_FILTERS: Final = frozenset({"identifier", "active"})
+"""Filters a caller that may not read demographics may search by (with ``_id`` and
+``_lastUpdated``): a search by names, dates or addresses would tell it who holds them."""
+
+
+def demographic_params(query: PatientQuery) -> list[str]:
+    """The parameters of ``query`` that search by demographics (see
+    :data:`IDENTIFIER_FILTERS`)."""
+    return sorted({f.param for f in query.filters if f.param not in IDENTIFIER_FILTERS})
 
 
 def _date_range(text: str) -> tuple[date, date]:
@@ -154,6 +229,39 @@ def parse_date_value(value: str, *, name: str = "birthdate") -> DateValue:
     return DateValue(cast(DatePrefix, prefix), text, start, end)
 
 
+def parse_instant_range(value: str, *, name: str = "_lastUpdated") -> InstantRange:
+    """``[prefix]YYYY[-MM[-DD[Thh:mm[:ss[.fff]][zone]]]]`` as the instants it covers (a
+    time without a zone is UTC)."""
+    match = _DATETIME_VALUE.fullmatch(value)
+    if match is None:
+        raise bad_request(
+            f"{name}={value!r}: expected [prefix]YYYY, YYYY-MM, YYYY-MM-DD or "
+            "YYYY-MM-DDThh:mm[:ss][Z|+hh:mm]"
+        )
+    prefix, year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if prefix == "ap":
+        raise not_supported(f"{name}: the prefix 'ap' is not supported")
+    try:
+        if hour is None:
+            first, last = _date_range("-".join(p for p in (year, month, day) if p))
+            start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+            end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+        else:
+            text = f"{year}-{month}-{day}T{hour}:{minute}:{second or '00'}{fraction or ''}"
+            start = datetime.fromisoformat(text + (zone or "+00:00")).astimezone(UTC)
+            step = (
+                timedelta(minutes=1)
+                if second is None
+                else timedelta(microseconds=1)
+                if fraction
+                else timedelta(seconds=1)
+            )
+            end = start + step
+    except (ValueError, OverflowError):
+        raise bad_request(f"{name}={value!r}: not a date or time") from None
+    return InstantRange(cast(DatePrefix, prefix or "eq"), start, end)
+
+
 def _values(value: str, name: str) -> tuple[str, ...]:
     parts = tuple(unescape(p) for p in split_escaped(value, ","))
     if not all(p.strip() for p in parts):
@@ -161,74 +269,200 @@ def _values(value: str, name: str) -> tuple[str, ...]:
     return parts
 
 
-def parse_patient_query(
-    pairs: Iterable[tuple[str, str]],
-    *,
-    default_count: int = DEFAULT_COUNT,
-    max_count: int = MAX_COUNT,
-) -> PatientQuery:
-    """Parse Patient search parameters (decoded pairs), strictly: unknown parameters,
-    modifiers and values are 400 (``not-supported`` for what this server does not do)."""
-    given = list(pairs)
-    filters: list[Filter] = []
-    ids: list[tuple[str, ...]] = []
-    count = default_count
-    summary_count = False
-    include = False
+def _sort_keys(value: str) -> tuple[SortKey, ...]:
+    keys = []
+    for part in value.split(","):
+        name = part.strip()
+        descending = name.startswith("-")
+        name = name.removeprefix("-")
+        if name not in SORT_KEYS:
+            raise not_supported(
+                f"_sort by {name!r} is not supported (supported: {', '.join(SORT_KEYS)})"
+            )
+        keys.append(SortKey(name, descending))
+    return tuple(keys)
+
+
+def _elements(value: str) -> tuple[tuple[str, ...], bool]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    leave_out = bool(names) and all(n.startswith("-") for n in names)
+    names = [n.removeprefix("-") for n in names]
+    if not names or len(names) > MAX_ELEMENTS or not all(_ELEMENT.fullmatch(n) for n in names):
+        raise bad_request(
+            f"_elements={value[:80]!r}: expected up to {MAX_ELEMENTS} element names, "
+            "comma-separated (all with '-' to leave them out)"
+        )
+    return tuple(names), leave_out
+
+
+@dataclass
+class _Parsed:
+    """What :func:`parse_patient_query` has read so far."""
+
+    max_count: int
+    count: int
+    filters: list[Filter] = field(default_factory=list)
+    ids: list[tuple[str, ...]] = field(default_factory=list)
+    last_updated: list[tuple[InstantRange, ...]] = field(default_factory=list)
+    summary_count: bool = False
+    include: bool = False
     cursor: str | None = None
-    domains: set[str] = set()
-    seen: set[str] = set()
-    for name, value in given:
+    offset: int = 0
+    sort: tuple[SortKey, ...] = ()
+    elements: tuple[str, ...] | None = None
+    leave_out: bool = False
+    total: Total | None = None
+    domains: set[str] = field(default_factory=set)
+
+    def read(self, name: str, value: str) -> None:
+        """Read one parameter (FhirError when it is wrong or not supported)."""
         base, _, modifier = name.partition(":")
-        if base in _SINGLE and base in seen:
-            raise bad_request(f"{base} may be given only once")
-        seen.add(base)
         if modifier and base not in STRING_PARAMS:
             raise not_supported(f"The modifier in {name!r} is not supported")
-        if base == "_id":
-            ids.append(_values(value, name))
+        handler = _HANDLERS.get(base)
+        if handler is not None:
+            handler(self, base, value)
         elif base in STRING_PARAMS:
             if modifier not in ("", "exact", "contains"):
                 raise not_supported(
                     f"The modifier in {name!r} is not supported (supported: :exact, :contains)"
                 )
-            filters.append(StringFilter(base, cast(StringModifier, modifier), _values(value, name)))
+            filters = StringFilter(base, cast(StringModifier, modifier), _values(value, name))
+            self.filters.append(filters)
         elif base in TOKEN_PARAMS:
-            tokens = parse_tokens(value, name=base)
-            if base == "active" and any(t.code not in ("true", "false") for t in tokens):
-                raise bad_request(f"active={value!r}: expected true or false")
-            if base == "identifier":
-                domains.update(t.system for t in tokens if t.system and t.code is None)
-            filters.append(TokenFilter(base, tokens))
+            self._token(base, value)
         elif base in DATE_PARAMS:
             parts = split_escaped(value, ",")
-            filters.append(DateFilter(base, tuple(parse_date_value(p, name=base) for p in parts)))
-        elif base == "_count":
-            count = parse_count(value, maximum=max_count)
-        elif base == "_summary":
-            summary_count = parse_summary(value, supported=("count", "false")) == "count"
-        elif base == "_include":
-            if value not in INCLUDES:
-                raise not_supported(f"_include={value} is not supported (supported: Patient:link)")
-            include = True
-        elif base == "_format":
-            parse_format(value)
-        elif base == "_cursor":
-            if not value:
-                raise bad_request("_cursor: the value is empty")
-            cursor = value
+            dates = tuple(parse_date_value(p, name=base) for p in parts)
+            self.filters.append(DateFilter(base, dates))
         else:
             raise not_supported(f"Unknown search parameter {name!r} (supported: {SUPPORTED})")
-    return PatientQuery(
-        filters=tuple(filters),
-        ids=tuple(ids),
-        count=count,
-        summary_count=summary_count or count == 0,
-        include_links=include,
-        cursor=cursor,
-        domains=frozenset(domains),
-        pairs=tuple((n, v) for n, v in given if n != "_cursor"),
-    )
+
+    def _token(self, base: str, value: str) -> None:
+        tokens = parse_tokens(value, name=base)
+        if base in ("active", "deceased") and any(t.code not in ("true", "false") for t in tokens):
+            raise bad_request(f"{base}={value!r}: expected true or false")
+        if base == "identifier":
+            self.domains.update(t.system for t in tokens if t.system and t.code is None)
+        self.filters.append(TokenFilter(base, tokens))
+
+    def query(
+        self, given: list[tuple[str, str]], ignored: list[tuple[str, str, str]]
+    ) -> PatientQuery:
+        left_out = {(n, v) for n, v, _ in ignored}
+        return PatientQuery(
+            filters=tuple(self.filters),
+            ids=tuple(self.ids),
+            count=self.count,
+            summary_count=self.summary_count or self.count == 0,
+            include_links=self.include,
+            cursor=self.cursor,
+            domains=frozenset(self.domains),
+            pairs=tuple((n, v) for n, v in given if n not in _CURSORS and (n, v) not in left_out),
+            last_updated=tuple(self.last_updated),
+            sort=self.sort,
+            offset=self.offset,
+            elements=self.elements,
+            leave_out=self.leave_out,
+            total=self.total,
+            ignored=tuple(ignored),
+        )
+
+
+def _read_id(parsed: _Parsed, name: str, value: str) -> None:
+    ids = tuple(i.removeprefix("Patient/") for i in _values(value, name))
+    parsed.ids.append(ids)
+
+
+def _read_last_updated(parsed: _Parsed, name: str, value: str) -> None:
+    parts = split_escaped(value, ",")
+    parsed.last_updated.append(tuple(parse_instant_range(p, name=name) for p in parts))
+
+
+def _read_count(parsed: _Parsed, name: str, value: str) -> None:
+    parsed.count = parse_count(value, maximum=parsed.max_count)
+
+
+def _read_summary(parsed: _Parsed, name: str, value: str) -> None:
+    parsed.summary_count = parse_summary(value, supported=("count", "false")) == "count"
+
+
+def _read_total(parsed: _Parsed, name: str, value: str) -> None:
+    if value not in ("none", "estimate", "accurate"):
+        raise bad_request(f"_total={value[:40]!r}: expected none, estimate or accurate")
+    parsed.total = cast(Total, value)
+
+
+def _read_sort(parsed: _Parsed, name: str, value: str) -> None:
+    parsed.sort = _sort_keys(value)
+
+
+def _read_elements(parsed: _Parsed, name: str, value: str) -> None:
+    parsed.elements, parsed.leave_out = _elements(value)
+
+
+def _read_include(parsed: _Parsed, name: str, value: str) -> None:
+    if value not in INCLUDES:
+        raise not_supported(f"_include={value} is not supported (supported: Patient:link)")
+    parsed.include = True
+
+
+def _read_format(parsed: _Parsed, name: str, value: str) -> None:
+    parse_format(value)
+
+
+def _read_cursor(parsed: _Parsed, name: str, value: str) -> None:
+    if not value:
+        raise bad_request(f"{name}: the value is empty")
+    if name == "_cursor":
+        parsed.cursor = value
+    elif value.isascii() and value.isdigit():
+        parsed.offset = int(value)
+    else:
+        raise bad_request(f"_offset={value[:40]!r}: expected a number")
+
+
+_HANDLERS: Final[dict[str, Callable[[_Parsed, str, str], None]]] = {
+    "_id": _read_id,
+    "_lastUpdated": _read_last_updated,
+    "_count": _read_count,
+    "_summary": _read_summary,
+    "_total": _read_total,
+    "_sort": _read_sort,
+    "_elements": _read_elements,
+    "_include": _read_include,
+    "_format": _read_format,
+    "_cursor": _read_cursor,
+    "_offset": _read_cursor,
+}
+
+
+def parse_patient_query(
+    pairs: Iterable[tuple[str, str]],
+    *,
+    default_count: int = DEFAULT_COUNT,
+    max_count: int = MAX_COUNT,
+    strict: bool = True,
+) -> PatientQuery:
+    """Parse Patient search parameters (decoded pairs). ``strict``: what this server does not
+    do is 400 ``not-supported``; otherwise it is left out and listed in
+    :attr:`PatientQuery.ignored`. Malformed values are 400 either way."""
+    given = list(pairs)
+    parsed = _Parsed(max_count=max_count, count=default_count)
+    ignored: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for name, value in given:
+        base = name.partition(":")[0]
+        if base in _SINGLE and base in seen:
+            raise bad_request(f"{base} may be given only once")
+        seen.add(base)
+        try:
+            parsed.read(name, value)
+        except FhirError as error:
+            if strict or (error.status, error.code) != (400, "not-supported"):
+                raise
+            ignored.append((name, value, error.diagnostics))
+    return parsed.query(given, ignored)
 
 
 # ----------------------------------------------------------------------------- exact matching
@@ -263,6 +497,10 @@ def _token_pairs(resource: Mapping[str, Any], param: str) -> list[tuple[str, str
     if param == "gender":
         gender = resource.get("gender")
         return [(GENDER_SYSTEM, gender)] if isinstance(gender, str) else []
+    if param == "deceased":
+        # Patient.deceased.exists() and Patient.deceased != false
+        dead = resource.get("deceasedBoolean") is True or "deceasedDateTime" in resource
+        return [("", "true" if dead else "false")]
     active = resource.get("active")
     return [("", "true" if active else "false")] if isinstance(active, bool) else []
 
@@ -292,9 +530,13 @@ def date_matches(prefix: DatePrefix, wanted: tuple[date, date], value: tuple[dat
     }[prefix]
 
 
-def _birth_range(resource: Mapping[str, Any]) -> tuple[date, date] | None:
-    raw = resource.get("birthDate")
-    text = parse_date(raw) if isinstance(raw, str) else None
+_DATE_ELEMENTS: Final = {"birthdate": "birthDate", "death-date": "deceasedDateTime"}
+
+
+def _date_of(resource: Mapping[str, Any], param: str) -> tuple[date, date] | None:
+    """The days the element a date parameter searches covers (None without one)."""
+    raw = resource.get(_DATE_ELEMENTS[param])
+    text = parse_date(raw[:10]) if isinstance(raw, str) else None
     if not text:
         return None
     try:
@@ -311,21 +553,53 @@ def filter_matches(resource: Mapping[str, Any], item: Filter) -> bool:
     if isinstance(item, TokenFilter):
         pairs = _token_pairs(resource, item.param)
         return any(token_matches(t, s, c) for t in item.tokens for s, c in pairs)
-    birth = _birth_range(resource)
-    if birth is None:
+    found = _date_of(resource, item.param)
+    if found is None:
         return False
-    return any(date_matches(v.prefix, (v.start, v.end), birth) for v in item.values)
+    return any(date_matches(v.prefix, (v.start, v.end), found) for v in item.values)
 
 
 def patient_matches(resource: Mapping[str, Any], filters: Iterable[Filter]) -> bool:
     return all(filter_matches(resource, f) for f in filters)
 
 
+def sort_value(resource: Mapping[str, Any], key: str) -> list[str]:
+    """The values a Patient sorts by for ``family``, ``given`` or ``birthdate`` (folded
+    strings; ISO dates)."""
+    if key == "birthdate":
+        found = _date_of(resource, "birthdate")
+        return [found[0].isoformat()] if found else []
+    return [folded(v) for v in string_values(resource, key) if v.strip()]
+
+
+def keep_elements(
+    resource: dict[str, Any], elements: Iterable[str], *, leave_out: bool = False
+) -> dict[str, Any]:
+    """``_elements``: the resource with only ``elements`` (or without them), always with its
+    type, id and meta — and ``active`` beside ``link`` (PDQm) — marked ``SUBSETTED``."""
+    names = set(elements)
+    kept = {
+        k: v
+        for k, v in resource.items()
+        if k in ("resourceType", "id", "meta") or (k in names) != leave_out
+    }
+    if "link" in kept and "active" in resource:
+        kept["active"] = resource["active"]
+    meta = dict(kept.get("meta") or {})
+    tags = [t for t in meta.get("tag") or () if t.get("code") != SUBSETTED_TAG["code"]]
+    meta["tag"] = [*tags, coding(SUBSETTED_TAG)]
+    kept["meta"] = meta
+    return kept
+
+
 __all__ = [
     "DATE_PARAMS",
     "DEFAULT_COUNT",
+    "IDENTIFIER_FILTERS",
     "INCLUDES",
     "MAX_COUNT",
+    "RESULT_PARAMS",
+    "SORT_KEYS",
     "STRING_PARAMS",
     "SUPPORTED",
     "TOKEN_PARAMS",
@@ -333,15 +607,21 @@ __all__ = [
     "DatePrefix",
     "DateValue",
     "Filter",
+    "InstantRange",
     "PatientQuery",
+    "SortKey",
     "StringFilter",
     "StringModifier",
     "TokenFilter",
     "date_matches",
+    "demographic_params",
     "filter_matches",
+    "keep_elements",
     "parse_date_value",
+    "parse_instant_range",
     "parse_patient_query",
     "patient_matches",
+    "sort_value",
     "string_matches",
     "token_matches",
 ]

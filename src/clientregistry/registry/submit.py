@@ -7,6 +7,15 @@ index kept in the database, updated in the same transaction, and the classificat
 uses. Concurrent submissions of one person are serialised per blocking key (advisory locks on
 PostgreSQL; SQLite has a single writer), so they cannot both create a golden record.
 
+Ownership: a record belongs to the client system that created it. A submission never
+updates another system's record (403), whatever route it comes by; ``PUT Patient/{id}`` may
+create a record with the caller's id (update as create) unless the id is another record's
+(409). ``If-Match`` (:meth:`Submitter.submit_prepared`'s ``if_match``) refuses a stale
+version with 412 before anything is written; ``create_only`` (a conditional create) raises
+:class:`RecordExists` instead of updating. These checks read nothing the submission does not
+read anyway (the caller's record: its version and owner), except ``PUT Patient/{id}`` of a new
+identifier, which looks the id up.
+
 A record whose place a person decided (``SourceRecord.human_adjudicated``: joined, broken out
 or resolved by a reviewer — OpenCR's ``humanAdjudication``) keeps its golden record when it is
 updated: matching still runs, but an automatic result that disagrees (an auto match under
@@ -32,7 +41,7 @@ import operator
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -42,16 +51,23 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    exists,
     insert,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from clientregistry.errors import ClientRegistryError
 from clientregistry.fhir import codes
-from clientregistry.fhir.errors import conflict
-from clientregistry.fhir.patient import require_internal_identifier, source_record_resource
+from clientregistry.fhir.errors import FhirError, conflict, precondition_failed
+from clientregistry.fhir.patient import (
+    SurvivorReference,
+    replaced_by_link,
+    require_internal_identifier,
+    source_record_resource,
+)
 from clientregistry.matching.classify import Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
@@ -95,6 +111,7 @@ _count_elements = collections._count_elements  # type: ignore[attr-defined]
 """What ``Counter.update`` runs (in C) to count an iterable into a dict."""
 
 # The statements of a submission, built once (building one costs more than running it).
+_SUBSUMED = aliased(SourceRecord)
 _EXISTING = select(
     SourceRecord.id,
     SourceRecord.version,
@@ -102,6 +119,8 @@ _EXISTING = select(
     SourceRecord.features,
     SourceRecord.human_adjudicated,
     SourceRecord.client_system,
+    SourceRecord.replaced_by,
+    exists(select(_SUBSUMED.id).where(_SUBSUMED.replaced_by == SourceRecord.id)).label("survives"),
 ).where(
     SourceRecord.internal_system == bindparam("system"),
     SourceRecord.internal_value == bindparam("value"),
@@ -128,6 +147,14 @@ _RECORDS_BY_ID = DriverQuery(
 )
 _IDS_PER_QUERY = 50_000
 """Values bound per query of a batch."""
+_HOLDER = select(
+    SourceRecord.client_system, SourceRecord.internal_system, SourceRecord.internal_value
+).where(SourceRecord.id == bindparam("record"))
+_REPLACES = (
+    select(SourceRecord.id)
+    .where(SourceRecord.replaced_by == bindparam("record"))
+    .order_by(SourceRecord.id)
+)
 
 
 def _candidate_rows(top: Select[str, int, int]) -> Select[str, str | None, Any]:
@@ -207,6 +234,22 @@ class SubmitResult:
     rule_set: str | None
     potential: int
     conflicts: int
+    replaced_by: str | None = None
+    """The record that subsumed this one (a merge), when there is one."""
+    last_updated: datetime | None = None
+
+
+class RecordExists(ClientRegistryError):
+    """A create-only submission (a conditional create) found the caller's record: nothing was
+    written."""
+
+    def __init__(self, record_id: str) -> None:
+        self.record_id = record_id
+        super().__init__(f"Patient/{record_id} exists")
+
+
+IfMatch = int | Literal["*"]
+"""A version the caller's record must be at (``If-Match``), or ``*``: it must exist."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +301,8 @@ class StoredRecord(Protocol):
     def match_status(self) -> MatchStatus: ...
     @property
     def human_adjudicated(self) -> bool | None: ...
+    @property
+    def replaced_by(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +317,7 @@ class RecordSnapshot:
     golden_id: str | None
     match_status: MatchStatus
     human_adjudicated: bool | None = False
+    replaced_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +335,9 @@ class Submission:
     hashes: list[int]
     """The blocking keys hashed (:func:`~clientregistry.store.blocking_index.key_hashes`)."""
     tokens: list[tuple[str, str]]
+    survivor: SurvivorReference | None = None
+    """A Resolve Duplicate (ITI-104): the Patient's ``replaced-by`` link, the record that
+    subsumed it (see :mod:`clientregistry.registry.feed`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +350,9 @@ class _Existing:
     features: Features
     human_adjudicated: bool
     client_system: str
+    replaced_by: str | None
+    survives: bool
+    """Some record is replaced by this one."""
 
 
 def _now() -> datetime:
@@ -328,9 +380,12 @@ def broken_with(session: Session, record_id: str) -> set[str]:
 
 
 def source_resource(
-    record: StoredRecord, client: ClientSystemConfig | None, broken: set[str]
+    record: StoredRecord,
+    client: ClientSystemConfig | None,
+    broken: set[str],
+    replaces: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The FHIR form of a stored source record."""
+    """The FHIR form of a stored source record (``replaces``: the records it subsumed)."""
     tags = match_tags(record.match_status)
     if record.human_adjudicated:
         tags = [*tags, codes.HUMAN_ADJUDICATION_TAG]
@@ -344,6 +399,8 @@ def source_resource(
         record.golden_id,
         tags,
         broken_matches=sorted(broken),
+        replaced_by=record.replaced_by,
+        replaces=replaces,
     )
 
 
@@ -470,6 +527,7 @@ def prepare_submission(
         keys,
         key_hashes(keys),
         search_tokens(patient),
+        replaced_by_link(patient),
     )
 
 
@@ -515,13 +573,20 @@ class Submitter:
         commit: bool = False,
         wait_for_locks: bool = True,
         audit_detail: dict[str, Any] | None = None,
+        if_match: IfMatch | None = None,
+        create_only: bool = False,
+        preferred_id: str | None = None,
     ) -> SubmitResult:
         """:meth:`submit` for a Patient :meth:`prepare` has read already; ``commit`` commits
         the session's transaction with the writes (on PostgreSQL in the same round trip), for
         a caller whose transaction is this submission alone. Without ``wait_for_locks``, a
         lock held by another transaction raises
         :class:`~clientregistry.store.errors.WouldWait` instead of waiting for it (roll back
-        and submit again, waiting, somewhere waiting blocks nothing else).
+        and submit again, waiting, somewhere waiting blocks nothing else). ``if_match``: the
+        caller's record must exist at that version (412 otherwise); ``create_only``: raise
+        :class:`RecordExists` rather than update; ``preferred_id``: the id a created record
+        gets (a conditional update's body id; an update ignores it, where ``url_id`` must be
+        the record's). Refusals come before any write.
 
         First the reads, which decide everything (the caller's record, the candidates, the
         golden record); then the writes, which read nothing back. On PostgreSQL each goes in
@@ -551,11 +616,13 @@ class Submitter:
             existing = self._lock_old_keys(
                 session, connection, existing, set(locked), system, value, wait_for_locks
             )
-        if url_id is not None and existing is None and _is_golden(connection, url_id):
-            raise conflict(
-                f"Patient/{url_id} is a golden record; source records cannot take its id",
-                ["Patient.id"],
-            )
+        _check_owner(existing, client, system, value)
+        _check_version(existing, if_match, system, value)
+        if create_only and existing is not None:
+            raise RecordExists(existing.id)
+        chosen_id = url_id or preferred_id
+        if chosen_id is not None and existing is None:
+            _check_new_id(connection, chosen_id, client, system, value)
         if url_id is not None and existing is not None and existing.id != url_id:
             raise conflict(
                 f"Patient/{url_id} is not the record of {system}|{value} "
@@ -564,7 +631,7 @@ class Submitter:
             )
         now = _now()
         if existing is None:
-            record_id = url_id or new_id()
+            record_id = chosen_id or new_id()
             version = 1
             old_golden: str | None = None
             broken: set[str] = set()
@@ -601,18 +668,22 @@ class Submitter:
             golden_id=placement.golden_id,
             match_status=status,
             human_adjudicated=existing is not None and existing.human_adjudicated,
+            replaced_by=None if existing is None else existing.replaced_by,
         )
+        replaces = _replaces(connection, record_id) if existing and existing.survives else []
         submitted = SubmitResult(
             record_id=record_id,
             golden_id=placement.golden_id,
             created=existing is None,
             version=version,
-            resource=source_resource(snapshot, client, broken),
+            resource=source_resource(snapshot, client, broken, replaces),
             status=status,
             score=score,
             rule_set=rule_set,
             potential=len(result.potential),
             conflicts=len(result.conflicts),
+            replaced_by=snapshot.replaced_by,
+            last_updated=now,
         )
         index = DatabaseBlockingIndex(session)
         counts = feature_deltas(context.term_counts, features, 1)
@@ -1033,13 +1104,96 @@ def _existing_from(rows: list[tuple[Any, ...]]) -> _Existing | None:
     is unique)."""
     if not rows:
         return None
-    record_id, version, golden_id, features, adjudicated, client_system = rows[0]
-    return _Existing(record_id, version, golden_id, features, bool(adjudicated), client_system)
+    record_id, version, golden_id, features, adjudicated, owner, replaced_by, survives = rows[0]
+    return _Existing(
+        record_id,
+        version,
+        golden_id,
+        features,
+        bool(adjudicated),
+        owner,
+        replaced_by,
+        bool(survives),
+    )
 
 
-def _is_golden(connection: Connection, record_id: str) -> bool:
-    found = connection.execute(_IS_GOLDEN, {"golden": record_id})
-    return found.first() is not None
+def _check_owner(
+    existing: _Existing | None, client: ClientSystemConfig, system: str, value: str
+) -> None:
+    """403 when the record of ``system|value`` belongs to another client system (one
+    identifier domain has one source)."""
+    if existing is not None and existing.client_system != client.name:
+        raise FhirError(
+            403,
+            "forbidden",
+            f"The record of {system}|{value} (Patient/{existing.id}) was submitted by another "
+            f"client system; {client.name!r} may not change it",
+            ["Patient.identifier"],
+        )
+
+
+def _check_version(
+    existing: _Existing | None, if_match: IfMatch | None, system: str, value: str
+) -> None:
+    """412 when ``If-Match`` names a version the caller's record is not at."""
+    if if_match is None:
+        return
+    if existing is None:
+        raise precondition_failed(
+            f"If-Match: there is no record of {system}|{value} yet; nothing was stored"
+        )
+    if if_match != "*" and existing.version != if_match:
+        raise precondition_failed(
+            f"If-Match: version {if_match} is not the current version of Patient/{existing.id} "
+            f"(it is {existing.version}); read it again. Nothing was stored"
+        )
+
+
+def _check_new_id(
+    connection: Connection, url_id: str, client: ClientSystemConfig, system: str, value: str
+) -> None:
+    """``PUT Patient/{id}`` of an identifier the registry does not hold yet creates the record
+    with that id, unless the id is taken (409)."""
+    if connection.execute(_IS_GOLDEN, {"golden": url_id}).first() is not None:
+        raise conflict(
+            f"Patient/{url_id} is a golden record; source records cannot take its id",
+            ["Patient.id"],
+        )
+    holder = connection.execute(_HOLDER, {"record": url_id}).first()
+    if holder is None:
+        return
+    owner, held_system, held_value = holder
+    if owner != client.name:
+        raise conflict(
+            f"Patient/{url_id} is a record of another client system; choose another id "
+            f"for {system}|{value}",
+            ["Patient.id"],
+        )
+    raise conflict(
+        f"Patient/{url_id} is the record of {held_system}|{held_value}, not of {system}|{value} "
+        "(a record's identifier never changes; use another id)",
+        ["Patient.identifier"],
+    )
+
+
+def _replaces(connection: Connection, record_id: str) -> list[str]:
+    """The records ``record_id`` subsumed."""
+    return [row[0] for row in connection.execute(_REPLACES, {"record": record_id})]
+
+
+def replaced_records(session: Session, record_ids: Collection[str]) -> dict[str, list[str]]:
+    """For each of ``record_ids``, the records it subsumed (merges), in id order."""
+    out: dict[str, list[str]] = {i: [] for i in record_ids}
+    if not record_ids:
+        return out
+    rows = session.execute(
+        select(SourceRecord.replaced_by, SourceRecord.id)
+        .where(SourceRecord.replaced_by.in_(sorted(record_ids)))
+        .order_by(SourceRecord.id)
+    )
+    for survivor, subsumed in rows:
+        out[str(survivor)].append(subsumed)
+    return out
 
 
 def golden_ids_of(session: Session, record_ids: Collection[str]) -> set[str]:

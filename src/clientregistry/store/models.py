@@ -46,6 +46,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -152,7 +153,20 @@ class SourceRecord(Base):
     """A Patient as submitted by a client system."""
 
     __tablename__ = "source_record"
-    __table_args__ = (UniqueConstraint("internal_system", "internal_value"),)
+    __table_args__ = (
+        UniqueConstraint("internal_system", "internal_value"),
+        Index(
+            "ix_source_record_auto_links",
+            "last_updated",
+            "match_status",
+            "human_adjudicated",
+            sqlite_where=text("match_status = 'auto' AND human_adjudicated IS 0"),
+            postgresql_where=text("match_status = 'auto' AND human_adjudicated IS false"),
+        ),
+    )
+    """``ix_source_record_auto_links``: the records the engine linked by itself that no person
+    has confirmed (the review queue of automatic links), newest first — a partial index, so
+    it holds those records only; with the columns of its condition, it alone answers a count."""
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
     client_system: Mapped[str] = mapped_column(String(128), index=True)
@@ -173,6 +187,10 @@ class SourceRecord(Base):
         string_enum(MatchStatus), default=MatchStatus.NONE
     )
     human_adjudicated: Mapped[bool] = mapped_column(Boolean, default=False)
+    replaced_by: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    """The source record that subsumed this one (Resolve Duplicate, ``$merge``): this one is
+    served inactive, with a ``replaced-by`` link to it. Not a foreign key (see migration
+    0003)."""
 
 
 class SourceRecordVersion(Base):
@@ -502,6 +520,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     language: Mapped[str | None] = mapped_column(String(16))
     """The web UI's language this person chose (``en``, ``fr``); None: the browser's."""
+    sso_subject: Mapped[str | None] = mapped_column(String(512), unique=True, index=True)
+    """``<issuer> <sub>`` of an account made by single sign-on (no usable password); None:
+    a local account."""
 
 
 class Token(Base):

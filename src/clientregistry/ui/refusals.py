@@ -60,6 +60,9 @@ def _messages(texts: Texts) -> dict[str, Callable[[dict[str, Any]], str]]:
         "bad-gender": lambda p: _("Choose a gender from the list."),
         "gender": lambda p: _("A gender alone finds half the registry: add another criterion."),
         "bad-system": lambda p: _("Choose a source system from the list."),
+        "system-alone": lambda p: _(
+            "A source system alone lists every person it knows: add another criterion."
+        ),
         "bad-identifier": lambda p: _("An identifier system goes with an identifier value."),
         "too-long": lambda p: _("A search value is too long."),
         "bad-patient": lambda p: _("That is not a valid FHIR Patient: %(detail)s", detail=""),

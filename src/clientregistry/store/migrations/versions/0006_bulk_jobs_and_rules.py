@@ -1,7 +1,7 @@
 """Bulk jobs (imports, re-matches, exports) and decision rules stored in the database.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0009
 Create Date: 2026-12-07
 
 Written by hand from the models, like 0001.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,86 @@
+"""Starting a Spark session for the engine: local mode by default, or a cluster's master.
+
+Local mode (``local[*]``) runs Spark inside this machine's JVM, its Python workers started
+with this interpreter. With ``--spark-master spark://HOST:7077`` the same code runs on a
+standalone cluster, whose executors need ``clientregistry[spark]`` installed in the Python
+they run (``spark.pyspark.python``), and input and output paths every node can read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from clientregistry.errors import ClientRegistryError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DEFAULT_MASTER = "local[*]"
+
+
+class SparkUnavailable(ClientRegistryError):
+    """pyspark is not installed, or Java cannot start."""
+
+
+def require_pyspark() -> None:
+    """Raise :class:`SparkUnavailable` with what to install when pyspark is missing."""
+    try:
+        import pyarrow  # noqa: F401
+        import pyspark  # noqa: F401
+    except ImportError as error:
+        raise SparkUnavailable(
+            f"--engine spark needs the optional extra: pip install 'clientregistry[spark]' "
+            f"({error.name} is not installed)"
+        ) from None
+
+
+def start_session(
+    master: str | None = None,
+    *,
+    local_dir: str | None = None,
+    config: Mapping[str, str] | None = None,
+    app_name: str = "clientregistry",
+) -> SparkSession:
+    """A Spark session for the engine (the existing one if this process has one).
+
+    Spark's web UI is off and the driver listens on 127.0.0.1 in local mode (no fixed
+    ports to clash over); ``config`` adds or overrides any Spark setting.
+    """
+    require_pyspark()
+    from pyspark.sql import SparkSession
+
+    master = master or DEFAULT_MASTER
+    local = master.startswith("local")
+    if local:
+        # workers run this interpreter, which has clientregistry and its dependencies
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    settings = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if local:
+        settings["spark.driver.host"] = "127.0.0.1"
+        settings["spark.driver.bindAddress"] = "127.0.0.1"
+        # enough partitions that a million records' pairs spill little; adaptive execution
+        # coalesces them again for small inputs
+        settings["spark.sql.shuffle.partitions"] = "32"
+    if local_dir is not None:
+        settings["spark.local.dir"] = local_dir
+        settings["spark.sql.warehouse.dir"] = os.path.join(local_dir, "warehouse")
+    settings.update(config or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as error:  # the JVM did not start: no Java, a bad master URL
+        raise SparkUnavailable(f"cannot start Spark ({master}): {error}") from None
+    session.sparkContext.setLogLevel("WARN")
+    return session

@@ -1,0 +1,57 @@
+"""What every executor needs to rebuild the matcher: the rules as JSON, and the options.
+
+Compiled matchers (generated Python functions, C extensions) do not travel between
+processes; the decision rules do, as the JSON they are written in. Each Python worker parses
+them once and keeps the :class:`~clientregistry.matching.matcher.Matcher` (and the term
+counts a run broadcasts) for every task it runs after.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from clientregistry.matching.matcher import Matcher
+from clientregistry.matching.rules import DecisionRules, parse_rules
+from clientregistry.matching.term_frequency import TermCounts
+
+CountsBySlot = Mapping[int, Mapping[str, int]]
+"""slot -> value -> how many records hold it (what a run broadcasts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchSpec:
+    """Decision rules and matcher options, in a form that pickles."""
+
+    rules_json: str
+    record_id_systems: tuple[str, ...] = ()
+    candidate_limit: int = 200
+
+    @classmethod
+    def of(
+        cls, rules: DecisionRules, record_id_systems: Iterable[str] = (), candidate_limit: int = 200
+    ) -> MatchSpec:
+        text = json.dumps(rules.to_json(), sort_keys=True)
+        return cls(text, tuple(sorted(record_id_systems)), candidate_limit)
+
+    def matcher(self) -> Matcher:
+        """This process's matcher for these rules (built once)."""
+        return _matcher(self)
+
+    def term_counts(self, counts: CountsBySlot) -> TermCounts:
+        """Fixed term counts (a whole file's) for these rules' term-frequency slots."""
+        out = TermCounts(self.matcher().extractor)
+        for slot in out.slots:
+            out.set_counts(slot, Counter(counts.get(slot, {})))
+        return out
+
+
+@lru_cache(maxsize=4)
+def _matcher(spec: MatchSpec) -> Matcher:
+    rules = parse_rules(json.loads(spec.rules_json), source="<spark rules>")
+    return Matcher(
+        rules, record_id_systems=spec.record_id_systems, candidate_limit=spec.candidate_limit
+    )
