@@ -24,6 +24,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import ssl
 import tempfile
 from pathlib import Path
 
@@ -43,13 +44,17 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 
 class RegistryConfig(uvicorn.Config):
-    """uvicorn's Config with the registry's TLS context, which SIGHUP reloads."""
+    """uvicorn's Config with the registry's TLS context, which SIGHUP reloads. uvicorn itself
+    gets no SSL context: the protocol (:mod:`clientregistry.api.tls`) runs each handshake
+    with ``tls_context``, so that it can log and audit the ones it refuses."""
 
     certs_dir: Path
+    tls_context: ssl.SSLContext | None = None
 
     def load(self) -> None:
         super().load()
-        self.ssl = ssl_server_context(Path(os.environ["CR_CERTS_DIR"]))
+        self.tls_context = ssl_server_context(Path(os.environ["CR_CERTS_DIR"]))
+        self.ssl = None
         # (in each serving process's main thread: a worker, or the server with one worker)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: request_reload())
 

@@ -109,7 +109,14 @@ def test_opencr_certificates_from_another_ca_are_refused(
 
 
 def test_revoked_certificate_is_refused(server, fhir) -> None:
-    kept_alive = server.new_client("lims")
+    # kept alive while `certs revoke` runs (7 s on a loaded machine; httpx drops an idle
+    # connection after 5 s by default, and a new one would be refused at the handshake)
+    kept_alive = httpx.Client(
+        base_url=server.base_url,
+        verify=server.ssl_context(*server.cert_files("lims")),
+        timeout=60,
+        limits=httpx.Limits(keepalive_expiry=300),
+    )
     before = kept_alive.post(
         "/fhir/Patient", content=json.dumps(fhir.patient("lims")), headers=HEADERS
     )
@@ -132,3 +139,4 @@ def test_revoked_certificate_is_refused(server, fhir) -> None:
         "/fhir/Patient", content=json.dumps(fhir.patient("dhis2")), headers=HEADERS
     )
     assert response.status_code == 201, response.text
+    kept_alive.close()

@@ -51,6 +51,7 @@ from clientregistry.api.acting import actor, call
 from clientregistry.api.auth import AdminUser, AuditorUser, ReviewerUser
 from clientregistry.api.body import read_body
 from clientregistry.api.deps import Context
+from clientregistry.api.params import Offset, RowId
 from clientregistry.fhir.patient import parse_patient
 from clientregistry.registry import accounts, audit_trail, configuration, review, reviewing
 from clientregistry.registry.accounts import UserChange, UserItem
@@ -71,7 +72,6 @@ from clientregistry.store.enums import Role
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-Offset = Annotated[int, Query(ge=0, le=2**31, description="Items to skip")]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
 
 
@@ -159,14 +159,14 @@ def issue_queue(
 
 
 @router.get("/issues/{issue_id}", response_model=IssueItem)
-def issue(issue_id: int, request: Request, context: Context, user: ReviewerUser) -> IssueItem:
+def issue(issue_id: RowId, request: Request, context: Context, user: ReviewerUser) -> IssueItem:
     """One review item (open or resolved)."""
     return call(lambda: reviewing.issue(context, actor(request, user), issue_id))
 
 
 @router.post("/issues/{issue_id}/resolve", response_model=ActionResult)
 def resolve(
-    issue_id: int, body: ResolveRequest, request: Request, context: Context, user: ReviewerUser
+    issue_id: RowId, body: ResolveRequest, request: Request, context: Context, user: ReviewerUser
 ) -> ActionResult:
     """Settle a review item; it leaves its queue. The decision sticks (human adjudication).
     An item already settled (by another reviewer, say) answers 409 saying by whom."""
@@ -314,7 +314,7 @@ def audit_trail_page(
 
 @router.get("/audit/{event_id}", response_model=AuditDetail)
 def audit_event(
-    event_id: int, request: Request, context: Context, user: AuditorUser
+    event_id: RowId, request: Request, context: Context, user: AuditorUser
 ) -> AuditDetail:
     """One audit event, with the FHIR AuditEvent resource."""
     return call(lambda: audit_trail.audit_event(context, actor(request, user), event_id))
@@ -322,7 +322,7 @@ def audit_event(
 
 @router.post("/audit/{event_id}/revert", response_model=ActionResult)
 def revert(
-    event_id: int,
+    event_id: RowId,
     request: Request,
     context: Context,
     user: ReviewerUser,

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from clientregistry.api.acting import actor, call
 from clientregistry.api.auth import CurrentUser, ReviewerUser
 from clientregistry.api.deps import Context
+from clientregistry.api.params import Version
 from clientregistry.registry import people_finder, person_view, rules_view, statistics
 from clientregistry.registry.people_finder import PeoplePage, PeopleQuery
 from clientregistry.registry.person_view import PersonView
@@ -81,7 +82,7 @@ def person(golden_id: str, request: Request, context: Context, user: ReviewerUse
 
 @router.get("/records/{record_id}/versions/{version}")
 def record_version(
-    record_id: str, version: int, request: Request, context: Context, user: ReviewerUser
+    record_id: str, version: Version, request: Request, context: Context, user: ReviewerUser
 ) -> dict[str, Any]:
     """A source record as it was at one version (the Patient the system submitted)."""
     return call(

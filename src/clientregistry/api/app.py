@@ -35,12 +35,15 @@ from clientregistry.api import (
     trusted_proxy,
 )
 from clientregistry.api.audit import audit_failure
+from clientregistry.api.body_guard import BodyGuard
 from clientregistry.api.formats import FhirFormats
+from clientregistry.api.request_limits import RequestLimits
 from clientregistry.api.responses import fhir_response
 from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.fhir.errors import FhirError, internal_error
 from clientregistry.fhir.operation_outcome import from_error
 from clientregistry.registry.context import RegistryContext
+from clientregistry.registry.rules_store import MAX_RULES_BYTES
 from clientregistry.security.authority import CertificateAuthority
 from clientregistry.settings import default_data_dir, load_settings
 from clientregistry.store.checkpoint_process import EXTERNAL_CHECKPOINTS
@@ -83,6 +86,10 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
         redoc_url=None,
         lifespan=lifespan,
     )
+    # /auth and /admin: the caller's token checked before the body is read; bounded bodies
+    app.add_middleware(BodyGuard, fastapi=app, limit=lambda: _api_body_limit(context))
+    # headers bounded (431), no NUL in paths and queries, HEAD as GET without the body
+    app.add_middleware(RequestLimits, fastapi=app)
     # JSON or XML on /fhir, in and out, errors included (the routes speak JSON)
     app.add_middleware(FhirFormats, max_body_bytes=lambda _scope: bundle.max_bytes(context))
     app.add_middleware(SecurityHeaders)  # HSTS, CSP, nosniff, no-store ... on every answer
@@ -128,13 +135,22 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
-        failure = FhirError(400, "invalid", f"Bad request: {error.errors()}")
+        # where and why, never the input itself (it may be large)
+        await run_in_threadpool(audit_failure, context, request, 400, "invalid request")
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in admin_errors.validation_errors(error)
+        )
+        failure = FhirError(400, "invalid", f"Bad request: {problems}")
         return fhir_response(from_error(failure), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "not-found", 405: "not-supported"}.get(error.status_code, "processing")
         failure = FhirError(error.status_code, code, str(error.detail))
+        await run_in_threadpool(
+            audit_failure, context, request, failure.status, failure.diagnostics
+        )
         headers = dict(error.headers or {})
         if error.status_code == 405:
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
@@ -148,6 +164,11 @@ def create_app(context: RegistryContext, *, freeze_heap: bool = False) -> FastAP
     admin_errors.install(app)  # errors under /auth and /admin as {"detail": ...}
     openapi.install(app)  # every status, error format and FHIR body in /openapi.json
     return app
+
+
+def _api_body_limit(context: RegistryContext) -> int:
+    """The largest body of a request to ``/auth`` or ``/admin`` (a Patient, a rules file)."""
+    return max(context.settings.max_body_bytes, MAX_RULES_BYTES)
 
 
 SLOW_COLLECTION = 0.025
@@ -190,6 +211,8 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
         match, _ = route.matches(request.scope)
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")  # (request_limits answers HEAD as GET)
     return sorted(methods)
 
 

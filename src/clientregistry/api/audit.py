@@ -53,10 +53,8 @@ def audit_read(
 
 
 def audit_failure(context: RegistryContext, request: Request, status: int, reason: str) -> None:
-    """Record a refused or failed request under /fhir (never raises: a failing audit must not
-    hide the original error)."""
-    if not request.url.path.startswith("/fhir") or request.url.path == "/fhir/metadata":
-        return
+    """Record a refused or failed request, on any path (never raises: a failing audit must
+    not hide the original error)."""
     agent = getattr(request.state, "agent", None) or "unauthenticated"
     action = _ACTIONS.get(request.method, AuditAction.EXECUTE)
     if "$" in request.url.path:
@@ -65,18 +63,44 @@ def audit_failure(context: RegistryContext, request: Request, status: int, reaso
         action = AuditAction.READ
     path = request.url.path.removeprefix("/fhir/")
     entity = "/".join(path.split("/")[:2])[:255] if path.startswith("Patient/") else None
+    entity = _printable(entity) if entity else None
     try:
         with transaction(context.sessions) as session:
             audit.record(
                 session,
                 action=action,
                 outcome=4 if status < 500 else 8,
-                interaction=f"{request.method} {request.url.path}"[:64],
+                interaction=_printable(f"{request.method} {request.url.path}")[:64],
                 agent=agent,
                 agent_kind=AgentKind.SYSTEM,
                 source_address=client_address(request),
                 entity=entity,
-                detail={"status": status, "reason": reason},
+                detail={"status": status, "reason": _printable(reason)[:500]},
             )
     except StoreError as error:
         log.error("could not audit a failed request: %s", error)
+
+
+def audit_refused_handshake(context: RegistryContext, peer: str | None, reason: str) -> None:
+    """Record a TLS handshake the server refused (:mod:`clientregistry.api.tls`): who
+    connected and OpenSSL's reason (never raises)."""
+    try:
+        with transaction(context.sessions) as session:
+            audit.record(
+                session,
+                action=AuditAction.EXECUTE,
+                outcome=4,
+                interaction="tls-refused",
+                agent="unauthenticated",
+                agent_kind=AgentKind.SYSTEM,
+                source_address=peer,
+                entity=None,
+                detail={"reason": _printable(reason)[:500]},
+            )
+    except StoreError as error:
+        log.error("could not audit a refused TLS handshake: %s", error)
+
+
+def _printable(text: str) -> str:
+    """``text`` without NUL characters (which PostgreSQL cannot store)."""
+    return text.replace("\x00", "\\0")

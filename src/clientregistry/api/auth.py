@@ -52,10 +52,18 @@ MAX_LOGIN_BODY = 16_384
 FORM = "application/x-www-form-urlencoded"
 
 
+MAX_DETAIL = 300
+"""Longest error message of these routes (characters): a message naming an input (a user
+name, say) never echoes a large one whole."""
+
+
 class ApiError(StarletteHTTPException):
-    """An error of the admin and auth routes: status, message, headers."""
+    """An error of the admin and auth routes: status, message (cut at :data:`MAX_DETAIL`
+    characters), headers."""
 
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        if len(detail) > MAX_DETAIL:
+            detail = detail[: MAX_DETAIL - 1] + "…"
         super().__init__(status_code=status, detail=detail, headers=headers)
 
 
@@ -114,9 +122,20 @@ def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     """The enabled account behind the request's bearer token; 401 otherwise."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise unauthorized("A bearer token from POST /auth/token is required")
     context = request_context(request)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        with transaction(context.sessions) as session:
+            record_action(
+                session,
+                agent="(unknown)",
+                source_address=client_address(request),
+                event_type="token-missing",
+                action=AuditAction.EXECUTE,
+                entity=None,
+                detail={"path": request.url.path[:255]},
+                outcome=AuditOutcome.MINOR_FAILURE,
+            )
+        raise unauthorized("A bearer token from POST /auth/token is required")
     with transaction(context.sessions, write=False) as session:
         user = user_for_token(session, credentials.credentials)
     if user is None:

@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse
 
 from clientregistry.api.audit import audit_read, client_address
 from clientregistry.api.deps import Context, require
+from clientregistry.api.params import RowId
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.errors import FhirError, bad_request
 from clientregistry.registry import export
@@ -121,7 +122,7 @@ def _job(context: Context, job_id: int, system: ClientSystemConfig) -> BulkJob:
 
 
 @router.get("/$export-status/{job_id}")
-def status(job_id: int, request: Request, context: Context, system: Reader) -> Response:
+def status(job_id: RowId, request: Request, context: Context, system: Reader) -> Response:
     """Where an export stands: 202 while it runs, 200 with the manifest when done."""
     job = _job(context, job_id, system)
     progress = job.progress or {}
@@ -158,7 +159,7 @@ def status(job_id: int, request: Request, context: Context, system: Reader) -> R
 
 
 @router.delete("/$export-status/{job_id}", status_code=202)
-async def delete(job_id: int, request: Request, context: Context, system: Reader) -> Response:
+async def delete(job_id: RowId, request: Request, context: Context, system: Reader) -> Response:
     """Cancel an export and delete its files."""
     await run_in_threadpool(_job, context, job_id, system)
     await run_in_threadpool(export.delete_export, context, job_id, system.name)
@@ -177,7 +178,7 @@ async def delete(job_id: int, request: Request, context: Context, system: Reader
 
 @router.get("/$export-file/{job_id}/{name}")
 def download(
-    job_id: int, name: str, request: Request, context: Context, system: Reader
+    job_id: RowId, name: str, request: Request, context: Context, system: Reader
 ) -> Response:
     """One NDJSON file of a finished export."""
     job = _job(context, job_id, system)

@@ -36,6 +36,7 @@ from starlette.background import BackgroundTask
 
 from clientregistry.api.auth import AdminUser, ApiError, client_address
 from clientregistry.api.deps import Context
+from clientregistry.api.params import Offset, RowId
 from clientregistry.registry import import_report, imports, jobs, links
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.import_rows import FileFormat
@@ -210,7 +211,7 @@ def list_imports(
     request: Request,
     context: Context,
     user: AdminUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ImportPage:
     """Imports, newest first."""
@@ -229,7 +230,7 @@ def _status(context: RegistryContext, job_id: int) -> imports.ImportStatus:
 
 
 @router.get("/{job_id}", response_model=ImportModel)
-def get_import(job_id: int, request: Request, context: Context, user: AdminUser) -> ImportModel:
+def get_import(job_id: RowId, request: Request, context: Context, user: AdminUser) -> ImportModel:
     """An import's state, counts and progress."""
     status = _status(context, job_id)
     _audit(context, request, user, "import-read", job_id)
@@ -237,7 +238,7 @@ def get_import(job_id: int, request: Request, context: Context, user: AdminUser)
 
 
 @router.post("/{job_id}/cancel", response_model=ImportModel)
-def cancel(job_id: int, request: Request, context: Context, user: AdminUser) -> ImportModel:
+def cancel(job_id: RowId, request: Request, context: Context, user: AdminUser) -> ImportModel:
     """Cancel an import: at once if it waits, else after its current batch (what it stored
     stays)."""
     try:
@@ -292,7 +293,7 @@ def _xlsx_file(context: RegistryContext, job_id: int) -> Path:
         }
     },
 )
-def report(job_id: int, request: Request, context: Context, user: AdminUser) -> Response:
+def report(job_id: RowId, request: Request, context: Context, user: AdminUser) -> Response:
     """The import's report, so far: CSV (``Accept: text/csv``, the default) or XLSX
     (``Accept: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet``)."""
     xlsx = _wants_xlsx(request)

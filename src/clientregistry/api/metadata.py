@@ -1,13 +1,19 @@
-"""``GET /fhir/metadata``: the CapabilityStatement, listing exactly the routes that exist."""
+"""``GET /fhir/metadata``: the CapabilityStatement, listing exactly the routes that exist.
+
+Anyone may read it (FHIR clients ask before they authenticate); each read is audited, as the
+client system when its certificate names one, else as ``anonymous``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
 from clientregistry import __version__
+from clientregistry.api.audit import audit_read
+from clientregistry.api.deps import Context, request_system
 from clientregistry.api.match import fhir_base
 from clientregistry.api.responses import fhir_response
 from clientregistry.fhir.capability import capability_statement
+from clientregistry.fhir.errors import FhirError
 from clientregistry.registry import search_query
 
 router = APIRouter(prefix="/fhir")
@@ -25,7 +31,12 @@ SEARCH_PARAMS = sorted(
 
 
 @router.get("/metadata")
-def metadata(request: Request) -> Response:
+def metadata(request: Request, context: Context) -> Response:
+    try:
+        agent = request_system(request).name
+    except FhirError:
+        agent = "anonymous"
+    audit_read(context, request, agent=agent, interaction="capabilities", entity=None)
     base = fhir_base(request)
     statement = capability_statement(
         base,

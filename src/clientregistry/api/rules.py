@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from clientregistry.api.auth import AdminUser, ApiError, client_address
 from clientregistry.api.deps import Context
+from clientregistry.api.params import Offset, RowId
 from clientregistry.registry import rematch, rules_store
 from clientregistry.registry.actor import Actor, Refused
 from clientregistry.registry.context import RegistryContext
@@ -200,7 +201,7 @@ def in_force(request: Request, context: Context, user: AdminUser) -> RulesInForc
 
 @router.get("/rules/versions/{version_id}", response_model=RulesVersionContent)
 def version(
-    version_id: int, request: Request, context: Context, user: AdminUser
+    version_id: RowId, request: Request, context: Context, user: AdminUser
 ) -> RulesVersionContent:
     """One stored version, with its content."""
     import json
@@ -239,13 +240,13 @@ def restore(request: Request, context: Context, user: AdminUser) -> Response:
 
 
 @router.post("/rules/versions/{version_id}/dry-run", status_code=202, response_model=RematchModel)
-def dry_run(version_id: int, request: Request, context: Context, user: AdminUser) -> Response:
+def dry_run(version_id: RowId, request: Request, context: Context, user: AdminUser) -> Response:
     """Match every record again under this version and report what would change."""
     return _start(request, context, user, version_id, dry_run=True)
 
 
 @router.post("/rules/versions/{version_id}/activate", status_code=202, response_model=RematchModel)
-def activate(version_id: int, request: Request, context: Context, user: AdminUser) -> Response:
+def activate(version_id: RowId, request: Request, context: Context, user: AdminUser) -> Response:
     """Put this version in force: every record is matched again under it while the server
     keeps serving (decisions people made stay)."""
     return _start(request, context, user, version_id, dry_run=False)
@@ -266,7 +267,7 @@ def list_rematches(
     request: Request,
     context: Context,
     user: AdminUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RematchPage:
     total, items = rematch.list_rematches(context, offset, limit)
@@ -284,7 +285,7 @@ def _status(context: RegistryContext, job_id: int) -> rematch.RematchStatus:
 
 
 @router.get("/rematches/{job_id}", response_model=RematchModel)
-def get_rematch(job_id: int, request: Request, context: Context, user: AdminUser) -> RematchModel:
+def get_rematch(job_id: RowId, request: Request, context: Context, user: AdminUser) -> RematchModel:
     """A re-match's state, step and counts (persons merged and split, records moving,
     review items opened and closed)."""
     status = _status(context, job_id)
@@ -293,7 +294,7 @@ def get_rematch(job_id: int, request: Request, context: Context, user: AdminUser
 
 
 @router.post("/rematches/{job_id}/cancel", response_model=RematchModel)
-def cancel(job_id: int, request: Request, context: Context, user: AdminUser) -> RematchModel:
+def cancel(job_id: RowId, request: Request, context: Context, user: AdminUser) -> RematchModel:
     """Cancel a dry run, or a change of rules not yet switched on (409 after)."""
     try:
         return _rematch_model(rematch.cancel_rematch(context, _actor(request, user), job_id))
@@ -322,7 +323,7 @@ def _report_chunks(context: RegistryContext, job_id: int) -> Any:
     "/rematches/{job_id}/report",
     responses={200: {"content": {"text/csv": {}}, "description": "A line per change"}},
 )
-def report(job_id: int, request: Request, context: Context, user: AdminUser) -> Response:
+def report(job_id: RowId, request: Request, context: Context, user: AdminUser) -> Response:
     """Every change of a re-match (its dry run's, or those it made), as CSV."""
     _status(context, job_id)
     _audit(context, request, user, job_id)

@@ -43,9 +43,29 @@ def operation_outcome(issues: Iterable[Issue], *, id: str | None = None) -> dict
     return out
 
 
+MAX_ISSUES = 100
+MAX_DIAGNOSTICS = 1000
+MAX_EXPRESSION = 256
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded(i: Issue) -> Issue:
+    return Issue(
+        i.code,
+        _cut(i.diagnostics, MAX_DIAGNOSTICS),
+        tuple(_cut(e, MAX_EXPRESSION) for e in i.expression[:MAX_ISSUES]),
+        i.severity,
+    )
+
+
 def from_error(error: FhirError) -> dict[str, Any]:
-    """The OperationOutcome that explains ``error`` (send it with ``error.status``)."""
-    return operation_outcome(error.issues)
+    """The OperationOutcome that explains ``error`` (send it with ``error.status``): at most
+    :data:`MAX_ISSUES` issues, diagnostics cut at :data:`MAX_DIAGNOSTICS` characters, so that
+    an error never echoes a large input whole."""
+    return operation_outcome(_bounded(i) for i in error.issues[:MAX_ISSUES])
 
 
 def information(diagnostics: str, expression: Iterable[str] = ()) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import copy
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.patient import Patient
@@ -111,12 +111,80 @@ def _modifier_issues(value: Any, where: str) -> list[Issue]:
     return issues
 
 
-def patient_issues(resource: Mapping[str, Any], root: str = "Patient") -> list[Issue]:
+MAX_IDENTIFIER_LENGTH = 255
+"""Longest ``identifier.system`` and ``identifier.value`` the registry stores."""
+BIRTH_DATE_SLACK = timedelta(hours=14)
+"""A birth date is in the future once it is after today in every time zone (UTC+14)."""
+
+
+def _nul_issues(value: Any, where: str) -> list[Issue]:
+    """Any string (or property name) holding a NUL character: PostgreSQL cannot store one,
+    SQLite can, so it is refused on both."""
+    issues = []
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                issues.append(Issue("invalid", f"{path}: a NUL character is not allowed", (path,)))
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                if "\x00" in key:
+                    message = f"{path}: a property name holds a NUL character"
+                    issues.append(Issue("invalid", message, (path,)))
+                else:
+                    stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return issues
+
+
+def _storable_issues(resource: Mapping[str, Any], root: str, today: date | None) -> list[Issue]:
+    """What FHIR allows but the registry must refuse: identifiers longer than it stores, a
+    birth date in the future."""
+    issues = []
+    identifiers = resource.get("identifier")
+    for i, entry in enumerate(identifiers if isinstance(identifiers, list) else ()):
+        for key in ("system", "value"):
+            text = entry.get(key) if isinstance(entry, Mapping) else None
+            if isinstance(text, str) and len(text) > MAX_IDENTIFIER_LENGTH:
+                where = f"{root}.identifier[{i}].{key}"
+                message = (
+                    f"{where} has {len(text)} characters; at most {MAX_IDENTIFIER_LENGTH}"
+                    " are accepted"
+                )
+                issues.append(Issue("too-long", message, (where,)))
+    birth = resource.get("birthDate")
+    if isinstance(birth, str):
+        latest = today or (datetime.now(UTC) + BIRTH_DATE_SLACK).date()
+        parts = birth.split("-")
+        try:
+            first_day = date(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1, 1)
+            first_day = first_day.replace(day=int(parts[2])) if len(parts) > 2 else first_day
+        except (ValueError, IndexError):
+            first_day = None  # (the FHIR check names a malformed date)
+        if first_day is not None and first_day > latest:
+            where = f"{root}.birthDate"
+            message = f"{where} {birth} is in the future (today is {latest.isoformat()})"
+            issues.append(Issue("invalid", message, (where,)))
+    return issues
+
+
+def patient_issues(
+    resource: Mapping[str, Any], root: str = "Patient", *, today: date | None = None
+) -> list[Issue]:
     """Every FHIR R4 problem of a Patient (``resourceType`` already checked), under ``root``
-    — and any modifier extension or implicit rules, which the registry cannot honour."""
+    — and any modifier extension or implicit rules, which the registry cannot honour, NUL
+    characters, identifiers over :data:`MAX_IDENTIFIER_LENGTH` characters and a birth date
+    after ``today`` (by default today somewhere on Earth)."""
     issues = validate_resource(resource, Patient, root) + _contact_issues(resource, root)
     placed = {e for issue in issues for e in issue.expression}
-    return issues + [i for i in _modifier_issues(resource, root) if i.expression[0] not in placed]
+    extra = (
+        _modifier_issues(resource, root)
+        + _nul_issues(resource, root)
+        + _storable_issues(resource, root, today)
+    )
+    return issues + [i for i in extra if i.expression[0] not in placed]
 
 
 def check_patient(resource: Mapping[str, Any], root: str = "Patient") -> None:

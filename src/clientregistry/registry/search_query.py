@@ -73,6 +73,10 @@ INCLUDES: Final = frozenset({"Patient:link", "Patient:link:Patient"})
 DEFAULT_COUNT: Final = 20
 MAX_COUNT: Final = 100
 MAX_ELEMENTS: Final = 30
+MAX_VALUES: Final = 100
+"""Most values one search parameter may have, its repetitions (AND) and alternatives (OR)
+counted together: a query of thousands is too large for SQLite's expression tree and too
+slow on PostgreSQL."""
 SUPPORTED: Final = (
     "_id, identifier, family, given, name, birthdate, death-date, gender, telecom, address, "
     "address-city, address-postalcode, address-state, address-country, mothersMaidenName, "
@@ -451,11 +455,19 @@ def parse_patient_query(
     parsed = _Parsed(max_count=max_count, count=default_count)
     ignored: list[tuple[str, str, str]] = []
     seen: set[str] = set()
+    values: dict[str, int] = {}
     for name, value in given:
         base = name.partition(":")[0]
         if base in _SINGLE and base in seen:
             raise bad_request(f"{base} may be given only once")
         seen.add(base)
+        values[base] = values.get(base, 0) + value.count(",") + 1
+        if values[base] > MAX_VALUES:
+            raise bad_request(
+                f"{base[:64]}: more than {MAX_VALUES} values (repeated or comma-separated)",
+                [base[:64]],
+                code="too-costly",
+            )
         try:
             parsed.read(name, value)
         except FhirError as error:

@@ -7,19 +7,31 @@ Tokens
     changing a password or disabling an account revokes all of that account's. A token is
     valid while it is unexpired, unrevoked and its account is enabled.
 
-Lockout (counted from the audit table)
+Sign-in throttling (counted from the audit table)
     Every login attempt is audited (``event_type`` ``login``; outcome 0 success, 4 wrong
-    credentials). When the last :attr:`LoginPolicy.max_failures` failed attempts for one
-    username — since that username's last successful login — or from one source address
-    fall within :attr:`LoginPolicy.window`, further attempts are refused with 429 for
-    :attr:`LoginPolicy.lockout` after the last of them, without checking the password. The
-    refusals are audited as ``login-locked`` and do not extend the lock. Because the counts
-    come from the database, they hold across workers and restarts. Per-username locking
-    lets someone who knows a username keep that account out for a while (the price of
-    stopping password guessing); the per-address count catches one address trying many
-    usernames. Behind a reverse proxy the source address is the proxy's. Attempts that run
-    at the same moment may each see the count before the others are recorded, so a burst can
-    get a few more tries than the limit before the lock holds.
+    credentials). Failures slow down whoever makes them, with growing delays
+    (:class:`LoginPolicy`): after :attr:`~LoginPolicy.free_failures` failures within
+    :attr:`~LoginPolicy.window`, the next attempt must wait :attr:`~LoginPolicy.first_delay`
+    after the last failure, doubling with each further failure up to a cap. Two counts:
+
+    * **per address** — failures from one source address, whatever the usernames; the delay
+      grows to :attr:`~LoginPolicy.max_delay` (15 minutes). An attacker at one address slows
+      down only that address.
+    * **per account** — failures for one username since its last successful login, from
+      any address; the delay grows to :attr:`~LoginPolicy.account_max_delay` (1 minute) only,
+      and does not apply at all from an address the account signed in from successfully in
+      the last :attr:`~LoginPolicy.known_for` (30 days). So an attacker spreading guesses
+      over many addresses gets about one per minute per account, and cannot keep the real
+      person out: from their usual address they get in at once, from a new one within a
+      minute.
+
+    While an attempt must wait it is refused (429, ``Retry-After``) without checking the
+    password; the refusal is audited as ``login-locked`` and counts for nothing. Because the
+    counts come from the database, they hold across workers and restarts. Behind a reverse
+    proxy the source address is the client's only when the proxy is trusted
+    (:mod:`clientregistry.api.trusted_proxy`); otherwise everyone shares the proxy's. Attempts
+    at the same moment may each see the counts before the others are recorded, so a burst
+    can get a few more tries than the limit before the delay holds.
 
 A password hash made with older argon2 parameters is replaced at the next successful login.
 """
@@ -52,11 +64,30 @@ MAX_AGENT_LENGTH = 128
 
 @dataclass(frozen=True, slots=True)
 class LoginPolicy:
-    """How many failures, in how long, lock for how long."""
+    """How failed logins slow down the next attempt (see the module docstring)."""
 
-    max_failures: int = 5
-    window: timedelta = timedelta(minutes=15)
-    lockout: timedelta = timedelta(minutes=15)
+    free_failures: int = 5
+    first_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(minutes=15)
+    account_max_delay: timedelta = timedelta(minutes=1)
+    window: timedelta = timedelta(hours=1)
+    known_for: timedelta = timedelta(days=30)
+
+    def delay(self, failures: int, cap: timedelta) -> timedelta:
+        """How long to wait after the last of ``failures`` failures (none below the free
+        ones; then :attr:`first_delay`, doubling, at most ``cap``)."""
+        if failures < self.free_failures:
+            return timedelta(0)
+        doublings = min(failures - self.free_failures, 32)
+        return min(self.first_delay * (1 << doublings), cap)
+
+    @property
+    def counted(self) -> int:
+        """Most failures worth counting: past these the delay is at its cap."""
+        steps = 0
+        while self.first_delay * (1 << steps) < self.max_delay and steps < 32:
+            steps += 1
+        return self.free_failures + steps + 1
 
 
 DEFAULT_POLICY = LoginPolicy()
@@ -140,14 +171,10 @@ def purge_expired(session: Session, *, now: datetime | None = None) -> None:
 # ----------------------------------------------------------------------------- lockout
 
 
-def _locked_until(times: list[datetime], policy: LoginPolicy) -> datetime | None:
-    """End of the lock that failures at ``times`` (newest first) impose, if any."""
-    if len(times) < policy.max_failures:
-        return None
-    newest, oldest = times[0], times[policy.max_failures - 1]
-    if newest - oldest > policy.window:
-        return None
-    return newest + policy.lockout
+def _wait_ends(times: list[datetime], policy: LoginPolicy, cap: timedelta) -> datetime | None:
+    """When the wait that failures at ``times`` (newest first) impose ends, if any."""
+    wait = policy.delay(len(times), cap)
+    return times[0] + wait if times and wait else None
 
 
 def locked_until(
@@ -158,9 +185,11 @@ def locked_until(
     policy: LoginPolicy = DEFAULT_POLICY,
     now: datetime | None = None,
 ) -> datetime | None:
-    """When the lock on ``username`` or ``source_address`` ends; None when there is none."""
+    """Until when an attempt for ``username`` from ``source_address`` must wait; None when
+    it may go ahead now."""
     moment = now or now_utc()
-    since = moment - policy.window - policy.lockout
+    since = moment - policy.window
+    agent = username[:MAX_AGENT_LENGTH]
     failed = (
         select(AuditEvent.recorded)
         .where(
@@ -169,27 +198,37 @@ def locked_until(
             AuditEvent.recorded >= since,
         )
         .order_by(AuditEvent.recorded.desc())
-        .limit(policy.max_failures)
+        .limit(policy.counted)
     )
-    agent = username[:MAX_AGENT_LENGTH]
-    last_success = session.scalar(
-        select(AuditEvent.recorded)
-        .where(
-            AuditEvent.event_type == LOGIN_EVENT,
-            AuditEvent.outcome == AuditOutcome.SUCCESS,
-            AuditEvent.agent == agent,
-            AuditEvent.recorded >= since,
-        )
-        .order_by(AuditEvent.recorded.desc())
-        .limit(1)
+    succeeded = select(AuditEvent.recorded).where(
+        AuditEvent.event_type == LOGIN_EVENT,
+        AuditEvent.outcome == AuditOutcome.SUCCESS,
+        AuditEvent.agent == agent,
     )
-    by_user = failed.where(AuditEvent.agent == agent)
-    if last_success is not None:
-        by_user = by_user.where(AuditEvent.recorded > last_success)
-    ends = [_locked_until(list(session.scalars(by_user)), policy)]
+    ends = []
     if source_address:
         by_address = failed.where(AuditEvent.source_address == source_address)
-        ends.append(_locked_until(list(session.scalars(by_address)), policy))
+        ends.append(_wait_ends(list(session.scalars(by_address)), policy, policy.max_delay))
+    known = source_address is not None and (
+        session.scalar(
+            succeeded.where(
+                AuditEvent.source_address == source_address,
+                AuditEvent.recorded >= moment - policy.known_for,
+            ).limit(1)
+        )
+        is not None
+    )
+    if not known:
+        last_success = session.scalar(
+            succeeded.where(AuditEvent.recorded >= since)
+            .order_by(AuditEvent.recorded.desc())
+            .limit(1)
+        )
+        by_account = failed.where(AuditEvent.agent == agent)
+        if last_success is not None:
+            by_account = by_account.where(AuditEvent.recorded > last_success)
+        times = list(session.scalars(by_account))
+        ends.append(_wait_ends(times, policy, policy.account_max_delay))
     active = [end for end in ends if end is not None and end > moment]
     return max(active) if active else None
 
@@ -230,7 +269,7 @@ def login(
         found = get_user(session, username)
         stored = found.password_hash if found is not None else None
     if until is not None:
-        detail = {"reason": "locked", "locked_until": until.isoformat()}
+        detail = {"reason": "throttled", "locked_until": until.isoformat()}
         with transaction(sessions) as session:
             audit_login(
                 session, username, source_address, _FAILED, LOCKED_EVENT, detail, now=moment
