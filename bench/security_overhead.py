@@ -4,9 +4,10 @@ Drives, in process and side by side in one run, a bare ASGI app that answers at 
 same app behind :class:`~clientregistry.api.security_headers.SecurityHeaders` and behind
 :class:`~clientregistry.api.trusted_proxy.TrustedProxy` (a request from a trusted proxy, with
 ``X-Forwarded-For``, the costlier path), and times :func:`proxied_system` on a request without
-the header (what every FHIR request now pays in ``request_system``). Prints microseconds per
-request, best of five rounds, for comparison with a submission's few milliseconds
-(``bench/RESULTS.md``).
+the header (what every FHIR request now pays in ``request_system``), and the request limits
+(:mod:`clientregistry.api.request_limits`, :mod:`clientregistry.api.body_guard`). Prints
+microseconds per request, best of five rounds, for comparison with a submission's few
+milliseconds (``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.requests import Request
 
+from clientregistry.api.body_guard import BodyGuard
+from clientregistry.api.request_limits import RequestLimits
 from clientregistry.api.security_headers import SecurityHeaders
 from clientregistry.api.trusted_proxy import TrustedProxy, proxied_system
 from clientregistry.settings import Settings
@@ -74,6 +78,14 @@ def main() -> None:
         "TrustedProxy, trusted peer + XFF": (
             TrustedProxy(bare, [proxy]),
             _scope("127.0.0.2", [*HEADERS, (b"x-forwarded-for", b"10.1.2.3")]),
+        ),
+        "RequestLimits (headers, NUL, HEAD)": (
+            RequestLimits(bare, fastapi=FastAPI()),
+            _scope("127.0.0.1", HEADERS),
+        ),
+        "BodyGuard, a /fhir request": (
+            BodyGuard(bare, fastapi=FastAPI(), limit=lambda: 1 << 20),
+            _scope("127.0.0.1", HEADERS),
         ),
     }
     results = {}

@@ -2,8 +2,8 @@
 
 * ``POST /auth/token`` — username and password (JSON, or an HTML/OAuth2 form) for a bearer
   token that expires after ``settings.token_minutes``; 401 for wrong credentials, 429 with
-  ``Retry-After`` while the username or address is locked out
-  (:mod:`clientregistry.security.tokens`). Every attempt is audited.
+  ``Retry-After`` while the address or account must wait (sign-in throttling,
+  :mod:`clientregistry.security.tokens`). Every attempt is audited.
 * ``POST /auth/logout`` — revokes the token it is called with (204).
 * ``GET /auth/me`` — the account and role behind the token.
 

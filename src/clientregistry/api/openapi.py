@@ -7,9 +7,10 @@ FastAPI describes what it sees in a route's signature: pydantic bodies, declared
 document once and then, for every route, without any route having to say so:
 
 * adds the statuses its **dependencies** imply (:data:`DEPENDENCY_STATUSES`: a client
-  certificate or a bearer token, 401; a permission or a role, 403), 400 for a route with
-  parameters or a body (the application answers validation errors with 400, so FastAPI's
-  422 for them is dropped), 404 for a path parameter, 413 for a body, 503 for a route that
+  certificate or a bearer token, 401; a permission or a role, 403), 400 and 431 for every
+  route (invalid parameters or body, a NUL in the path or query, headers over the limits;
+  FastAPI's 422 is dropped, the application answers validation errors with 400), 404 for a
+  path parameter, 413 for a body, 503 for a route that
   uses the database, and what :data:`ROUTE_STATUSES` adds for particular routes (409, 412,
   415, 422, 429 ...);
 * describes each error in the format of its family of routes: an OperationOutcome
@@ -75,7 +76,7 @@ ROUTE_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
 }
 """Statuses particular routes answer beyond what their dependencies and parameters imply."""
 
-NO_DATABASE = frozenset({"/fhir/metadata", "/auth/oidc/login"})
+NO_DATABASE = frozenset({"/auth/oidc/login"})
 
 # ----------------------------------------------------------------------------- schemas
 
@@ -403,14 +404,9 @@ def statuses_of(route: APIRoute, method: str) -> list[int]:
         name = (getattr(call, "__module__", ""), getattr(call, "__qualname__", ""))
         statuses.update(DEPENDENCY_STATUSES.get(name, ()))
     dependant = route.dependant
-    parameters = [
-        *dependant.path_params,
-        *dependant.query_params,
-        *dependant.header_params,
-        *dependant.cookie_params,
-    ]
-    if parameters or dependant.body_params:
-        statuses.add(400)
+    # any route: a NUL in its path or query (400), headers over the limits (431;
+    # api/request_limits.py)
+    statuses.update((400, 431))
     if dependant.path_params:
         statuses.add(404)
     if dependant.body_params:

@@ -5,7 +5,8 @@ no NUL character in its path or query, and ``HEAD`` answered as ``GET`` without 
   and value) over :data:`MAX_HEADER_BYTES` or all of them over :data:`MAX_HEADERS_BYTES`
   is 431 (``too-costly``).
 * **NUL** (``%00``): PostgreSQL cannot hold it and SQLite can; a path or query parameter
-  with one is 400 naming the parameter, on both, before anything is looked up.
+  with one is 400 naming the parameter, on both, before anything is looked up (not under
+  ``/ui``, whose pages answer bad input with a page of their own).
 * **HEAD** (RFC 9110 §9.3.2): every ``GET`` route answers ``HEAD`` with the status and headers
   ``GET`` would give (``Content-Length`` included) and no body.
 
@@ -73,7 +74,7 @@ class RequestLimits:
             error = FhirError(431, "too-costly", problem)
             await answer(self.fastapi, scope, receive, send, error)
             return
-        parameter = nul_parameter(scope)
+        parameter = None if scope["path"].startswith("/ui") else nul_parameter(scope)
         if parameter is not None:
             where = parameter if parameter in ("path", "query") else f"parameter {parameter!r}"
             error = bad_request(f"The {where} holds a NUL character (%00)", [parameter])

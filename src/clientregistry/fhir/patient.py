@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.patient import Patient
 
 from clientregistry.fhir.codes import (
@@ -120,6 +121,8 @@ BIRTH_DATE_SLACK = timedelta(hours=14)
 def _nul_issues(value: Any, where: str) -> list[Issue]:
     """Any string (or property name) holding a NUL character: PostgreSQL cannot store one,
     SQLite can, so it is refused on both."""
+    if b"\\u0000" not in orjson.dumps(value):
+        return []  # the common case: one fast pass in C instead of a walk in Python
     issues = []
     stack: list[tuple[Any, str]] = [(value, where)]
     while stack:

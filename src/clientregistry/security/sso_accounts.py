@@ -7,7 +7,7 @@ truth: a person moved to another group changes role at the next login). A userna
 already a local account's is refused (409): an identity provider must not take over an
 account made here. A disabled account stays disabled. Every outcome is audited as a
 ``sso-login`` (DICOM User Authentication, Login) with the issuer and subject; failures do not
-count towards the password lock-out.
+count towards the password throttling.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Logging in: bearer tokens, and a lockout that slows down password guessing.
+"""Logging in: bearer tokens, and sign-in throttling that slows down password guessing.
 
 Tokens
     A token is 32 random bytes (URL-safe base64, 43 characters). Only its SHA-256 (hex) is
@@ -168,7 +168,7 @@ def purge_expired(session: Session, *, now: datetime | None = None) -> None:
     session.execute(delete(Token).where(Token.expires_at < cutoff))
 
 
-# ----------------------------------------------------------------------------- lockout
+# ----------------------------------------------------------------------------- throttling
 
 
 def _wait_ends(times: list[datetime], policy: LoginPolicy, cap: timedelta) -> datetime | None:

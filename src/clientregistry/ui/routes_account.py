@@ -1,7 +1,7 @@
 """Signing in and out, and one's own account: password and language.
 
 ``GET/POST /ui/login`` checks the password with the same use case as ``POST /auth/token``
-(:func:`clientregistry.security.tokens.login`: lock-out after repeated failures, every
+(:func:`clientregistry.security.tokens.login`: growing delays after repeated failures, every
 attempt audited) and opens a browser session; ``POST /ui/logout`` ends it.
 ``GET /ui/language`` sets the sign-in page's language (a cookie); a signed-in person chooses
 theirs on ``/ui/account``, which also changes their password.
