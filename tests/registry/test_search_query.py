@@ -126,3 +126,18 @@ def test_sort_elements_total_and_ids() -> None:
     assert query.total == "accurate"
     assert query.id_set == frozenset({"a"})  # OpenMRS sends _id=Patient/<id>
     assert parse_patient_query(query_pairs("_elements=-telecom,-address")).leave_out
+
+
+def test_at_most_a_hundred_values_of_one_parameter() -> None:
+    """Repeated (AND) and comma-separated (OR) values count together; more is 400
+    ``too-costly`` naming the parameter (SQLite's expression tree overflows near 1,000)."""
+    parse_patient_query([("family", ",".join(f"n{i}" for i in range(100))), ("given", "x")])
+    for pairs in (
+        [("family", ",".join(f"n{i}" for i in range(101)))],
+        [("family", f"n{i}") for i in range(101)],
+        [("family", ",".join(f"n{i}" for i in range(60))), ("family:exact", "a," * 40 + "b")],
+    ):
+        with pytest.raises(FhirError) as info:
+            parse_patient_query(pairs)
+        assert (info.value.status, info.value.code) == (400, "too-costly")
+        assert info.value.issues[0].expression == ("family",)

@@ -10,9 +10,9 @@ being told 401. For every request under ``/auth`` or ``/admin`` that carries a b
    without a valid bearer token reaches its route with an empty body, and the route's
    dependency answers 401 (audited) — the body is never read, and the connection is closed
    after the answer (``Connection: close``) so that the rest of it is not read either;
-2. **bounds the body**: more than ``limit`` bytes, declared by ``Content-Length`` or
-   received, is 413 (an upload to ``POST /admin/imports`` goes to its route, which streams it
-   to a file under a limit of its own);
+2. **bounds the body**: more than ``limit`` bytes (a sign-in: 16 KiB), declared by
+   ``Content-Length`` or received, is 413 (an upload to ``POST /admin/imports`` goes to its
+   route, which streams it to a file under a limit of its own);
 3. **refuses NUL characters**: a JSON or form body with a NUL (U+0000) in any key or string
    is 400 naming the field (``body.reason``): PostgreSQL cannot store one and SQLite can,
    so they are refused on both.
@@ -32,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clientregistry.api.admin_errors import is_api_path
+from clientregistry.api.auth import MAX_LOGIN_BODY
 from clientregistry.api.edge_errors import answer
 from clientregistry.fhir.errors import bad_request, payload_too_large
 from clientregistry.registry.context import RegistryContext
@@ -109,7 +110,7 @@ class BodyGuard:
         if scope["path"] in STREAMED_PATHS:
             await self.app(scope, receive, send)
             return
-        limit = self.limit()
+        limit = MAX_LOGIN_BODY if scope["path"] in SIGN_IN_PATHS else self.limit()
         declared = headers.get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > limit:
             error = payload_too_large(int(declared), limit)
