@@ -5,24 +5,30 @@ in commit order by the hash chain (``chain_seq``, :mod:`clientregistry.store.aud
 ``audit_delivery`` holds, per repository, the ``chain_seq`` of the last event delivered. The
 :class:`AuditForwarder` reads the events after it, in order, writes each as an RFC 5424 syslog
 message over TLS (RFC 5425, octet-counting framing: :mod:`~clientregistry.registry.atna_message`),
-waits until the repository's TCP has acknowledged every byte written (Linux ``TIOCOUTQ``
-reaches 0), and only then commits the new cursor. While the repository is down nothing is
-lost and nothing waits: requests only append to the table (the forwarder runs in a process
-of its own, :class:`AtnaSenderProcess`), and it retries with a growing pause (at most
-:data:`MAX_RETRY_SECONDS`); the ``clientregistry_audit_backlog`` metric shows what is pending.
+notes where each message ends in the connection's byte stream, waits until the repository's
+TCP has acknowledged the bytes written (Linux: ``TIOCOUTQ`` reaches 0; ``tcpi_bytes_acked``
+says how far it got), and only then commits the cursor past the messages acknowledged in
+full. While the repository is down nothing is lost and nothing waits: requests only append
+to the table (the forwarder runs in a process of its own, :class:`AtnaSenderProcess`), and it
+retries with a growing pause (at most :data:`MAX_RETRY_SECONDS`); the
+``clientregistry_audit_backlog`` metric shows what is pending.
 
 How exact "once" is (syslog over TLS has no application-level acknowledgement):
 
 * a connection the repository closed is noticed before the next write (the socket turns
-  readable at end of stream) and the unacknowledged events are written again on a new
-  connection, never skipped;
-* **duplicates**: if the forwarder dies after the repository acknowledged a batch (at most
-  :data:`BATCH` events) but before the cursor's commit, that batch is sent again when it
-  restarts. Each message carries its ``sequenceId`` (the chain place), so a repeat is visible;
+  readable at end of stream); a batch cut short by a stop or reset of the repository is
+  committed up to its last acknowledged message and the rest written again on a new
+  connection: nothing skipped, nothing repeated;
+* **duplicates**: if the forwarder itself dies after the repository acknowledged messages
+  but before the cursor's commit (a few milliseconds per batch of at most :data:`BATCH`),
+  those are sent again when it restarts. Each message carries its ``sequenceId`` (its chain
+  place), so a repeat is visible to the repository;
 * **loss from the repository's side**: TCP's acknowledgement means the repository's kernel
   has the bytes, not that the repository stored them; a repository that crashes with
   received but unread bytes loses them. The events remain in the registry's own trail
-  (``clientregistry audit export``).
+  (``clientregistry audit export``);
+* where the acknowledged byte count is not available (not Linux), a batch is taken as
+  delivered once written.
 
 Events recorded before the forwarder first ran for a repository are not sent (the cursor
 starts at the chain's head then); export them if the repository needs them.
@@ -76,6 +82,14 @@ class DeliveryFailed(Exception):
     """The repository could not be reached or did not take a batch."""
 
 
+class PartialDelivery(DeliveryFailed):
+    """The repository acknowledged only the first ``acknowledged`` events of a batch."""
+
+    def __init__(self, acknowledged: int, message: str) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+
+
 def tls_context(settings: AtnaSettings) -> ssl.SSLContext:
     """TLS 1.2+ to the repository: its certificate checked against ``ca_file`` and its name,
     this registry's certificate presented (mutual TLS, as ATNA's secure node asks)."""
@@ -92,6 +106,68 @@ def _unacknowledged(sock: socket.socket) -> int | None:
     except (OSError, AttributeError):
         return None
     return int(struct.unpack("i", buffer)[0])
+
+
+_TCP_INFO_BYTES_ACKED: Final = 120
+"""Offset of ``tcpi_bytes_acked`` (u64) in Linux's ``struct tcp_info`` (kernel 4.1 on)."""
+
+
+def _bytes_acked(sock: socket.socket) -> int | None:
+    """Bytes of this connection its peer's TCP has acknowledged (None: unknown here)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 128)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCP_INFO_BYTES_ACKED + 8:
+        return None
+    return int(struct.unpack_from("Q", info, _TCP_INFO_BYTES_ACKED)[0])
+
+
+def _written(sock: socket.socket) -> int | None:
+    """Bytes written to the connection so far (acknowledged + not yet): where the frame
+    just written ends. The queue is read before the acknowledged count, so a frame's end is
+    never under-estimated (at worst a frame is taken as unacknowledged and sent again)."""
+    queued = _unacknowledged(sock)
+    acked = _bytes_acked(sock)
+    return None if queued is None or acked is None else queued + acked
+
+
+def _acknowledged_frames(sock: socket.socket, ends: list[int | None]) -> int:
+    """How many of the frames ending at ``ends`` the peer acknowledged, from the first."""
+    acked = _bytes_acked(sock)
+    if acked is None:
+        return 0
+    count = 0
+    for end in ends:
+        if end is None or end > acked:
+            break
+        count += 1
+    return count
+
+
+_TCP_CLOSE: Final = 7
+"""Linux's ``TCP_CLOSE`` state (``tcpi_state``): what a connection is in after a reset."""
+
+
+def _reset(sock: socket.socket) -> bool:
+    """Whether the connection was reset (or failed) rather than acknowledged."""
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            return True
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (OSError, AttributeError):
+        return False
+    return info[0] == _TCP_CLOSE
+
+
+def _state(sock: socket.socket) -> str:
+    """The connection's TCP state and queues, for a message."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (OSError, AttributeError):
+        return "TCP state unknown"
+    unacked = struct.unpack_from("I", info, 24)[0]
+    return f"TCP state {info[0]}, {unacked} segments unacknowledged"
 
 
 class AuditForwarder:
@@ -220,23 +296,37 @@ class AuditForwarder:
                 self._sock.close()
             self._sock = None
 
-    def _write(self, payload: bytes) -> None:
-        """Write ``payload`` and wait until the repository's TCP acknowledged all of it."""
+    def _write(self, frames: list[bytes]) -> int:
+        """Write ``frames`` (one TLS record or more each) and wait until the repository's TCP
+        has acknowledged them; how many of them, from the first, it acknowledged. Raises
+        :class:`DeliveryFailed` when it did not acknowledge them all (after committing the
+        acknowledged ones is up to the caller: see :meth:`deliver_pending`)."""
         sock = self._connect()
+        ends: list[int | None] = []
         try:
-            sock.sendall(payload)
+            for data in frames:
+                sock.sendall(data)
+                ends.append(_written(sock))
         except (OSError, ssl.SSLError) as error:
+            acked = _acknowledged_frames(sock, ends)
             self.close()
-            raise DeliveryFailed(f"write failed: {error}") from None
+            raise PartialDelivery(acked, f"write failed: {error}") from None
         deadline = time.monotonic() + ACK_SECONDS
         pause = 0.0005
         while True:
             pending = _unacknowledged(sock)
-            if pending is None or pending == 0:
-                return
-            if time.monotonic() > deadline:
+            if pending is None:
+                return len(frames)  # (no way to know here: taken as delivered)
+            if pending == 0 and not _reset(sock):
+                return len(frames)
+            if pending == 0 or time.monotonic() > deadline or _reset(sock):
+                acked = _acknowledged_frames(sock, ends)
+                state = _state(sock)
                 self.close()
-                raise DeliveryFailed(f"{pending} bytes not acknowledged in {ACK_SECONDS:.0f} s")
+                raise PartialDelivery(
+                    acked,
+                    f"{len(frames) - acked} of {len(frames)} events not acknowledged ({state})",
+                )
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
@@ -244,14 +334,15 @@ class AuditForwarder:
 
     def deliver_pending(self) -> int:
         """Deliver what is pending, batch by batch; how many events were delivered.
-        Raises :class:`DeliveryFailed` (the cursor stays after the last acknowledged batch)."""
+        Raises :class:`DeliveryFailed` after committing the cursor past the events the
+        repository acknowledged."""
         after = self.cursor()
         delivered = 0
         while not self._stop.is_set():
             events = self._pending(after)
             if not events:
                 return delivered
-            payload = b"".join(
+            frames = [
                 frame(
                     syslog_message(
                         event,
@@ -261,11 +352,17 @@ class AuditForwarder:
                     )
                 )
                 for event in events
-            )
-            self._write(payload)
-            after = int(events[-1]["chain_seq"])
+            ]
+            log.debug("writing events %s–%s", events[0]["chain_seq"], events[-1]["chain_seq"])
+            try:
+                acked = self._write(frames)
+            except PartialDelivery as partial:
+                if partial.acknowledged:
+                    self._commit(int(events[partial.acknowledged - 1]["chain_seq"]))
+                raise
+            after = int(events[acked - 1]["chain_seq"])
             self._commit(after)
-            delivered += len(events)
+            delivered += acked
         return delivered
 
     def stop(self) -> None:
