@@ -102,6 +102,7 @@ def export(
     if last <= first:
         raise fail("--to must come after --from")
     settings = load(data_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     with _sessions(settings) as sessions, partial.open("w", encoding="utf-8", newline="") as file:
         count = export_events(sessions, first, last, chosen, file)

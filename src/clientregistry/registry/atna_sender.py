@@ -188,11 +188,18 @@ class AuditForwarder:
         self._context: ssl.SSLContext | None = None
         self._sock: ssl.SSLSocket | None = None
         self._stop = threading.Event()
+        self._cursor: int | None = None
 
     # ----------------------------------------------------------------- cursor
 
     def cursor(self) -> int:
-        """The last event delivered (starting at the chain's head the first time)."""
+        """The last event delivered (starting at the chain's head the first time); read from
+        the database once, then kept (this forwarder is the only one that moves it)."""
+        if self._cursor is None:
+            self._cursor = self._read_cursor()
+        return self._cursor
+
+    def _read_cursor(self) -> int:
         repository = self.settings.repository
         with transaction(self.sessions) as session:
             seq = session.scalar(
@@ -225,6 +232,7 @@ class AuditForwarder:
                 .where(AuditDelivery.repository == self.settings.repository)
                 .values(seq=seq, delivered_at=datetime.now(UTC))
             )
+        self._cursor = seq
 
     def _pending(self, after: int) -> list[dict[str, Any]]:
         table = AuditEvent.__table__
@@ -435,6 +443,10 @@ class AtnaSenderProcess:
 
     def start(self) -> None:
         self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def is_alive(self) -> bool:
         return self._process.is_alive()
