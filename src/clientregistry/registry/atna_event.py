@@ -21,6 +21,7 @@ receiver can see what it got twice or missed.
 from __future__ import annotations
 
 import base64
+import ipaddress
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -70,10 +71,14 @@ def ihe_transaction(event: Mapping[str, Any]) -> str | None:
 
 
 def _network(address: str | None) -> dict[str, str] | None:
+    """``network`` of an agent: type 2 for an IP address, 1 for a machine name."""
     if not address:
         return None
-    kind = "2" if address.replace(".", "").isdigit() or ":" in address else "1"
-    return {"address": address, "type": kind}
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return {"address": address, "type": "1"}
+    return {"address": address, "type": "2"}
 
 
 def _ihe_resource(event: Mapping[str, Any], iti: str, observer: str) -> dict[str, Any]:

@@ -9,12 +9,17 @@ hash after it; :func:`first_broken_link` finds the first.
 Appending (:func:`link_rows`, :func:`link_event`) reads and updates the single
 :class:`~clientregistry.store.models.AuditChainHead` row in the appending transaction: on
 PostgreSQL that row's lock (``SELECT … FOR UPDATE``) is held until the transaction ends, so
-appends from every worker are serialised and links are numbered in commit order without
-gaps (a rolled-back transaction also rolls the head back). On SQLite writers already hold the
-database's write lock (``BEGIN IMMEDIATE``). The chain proves the rows were not changed
-*after* they were written, by someone without the means to rewrite every later hash; it is
-no protection against whoever can rewrite the whole table and its head (export it, or send it
-to an audit repository, to keep a copy out of reach).
+appends from every worker are serialised and links are numbered in commit order without gaps
+(a rolled-back transaction also rolls the head back). On SQLite writers already hold the
+database's write lock (``BEGIN IMMEDIATE``). Record a transaction's audit events at its end
+(the use cases do): the head's lock is then held only from there to the ``COMMIT`` (on
+PostgreSQL one more round trip in a pipelined submission, to read the head), and is always
+the last lock a transaction takes, so it cannot deadlock with the blocking-key locks.
+
+The chain proves the rows were not changed *after* they were written, by someone without the
+means to rewrite every later hash; it is no protection against whoever can rewrite the whole
+table and its head (export it, or send it to an audit repository, to keep a copy out of
+reach).
 """
 
 from __future__ import annotations
