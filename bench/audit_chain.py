@@ -7,8 +7,9 @@ round, variants interleaved round by round:
 
 * ``off``: the chain switched off (its functions replaced by no-ops: events are inserted
   without ``chain_seq``/``chain_hash``, as before this change);
-* ``chain``: every event linked into the hash chain (the head row read and updated in each
-  submission's transaction);
+* ``chain``: every event linked into the hash chain (on SQLite the head row read and updated
+  in each submission's transaction; on PostgreSQL one statement that moves the head and
+  inserts the event, the server computing the hash);
 * ``chain+outbox``: the same, with the audit forwarder (``AtnaSenderProcess``, the server's)
   delivering the events meanwhile over TLS to a local sink that reads and discards (it reads
   the new events and commits its cursor beside the submissions).
@@ -35,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert
+
 from clientregistry.registry import audit as audit_module
 from clientregistry.registry.atna_sender import AtnaSenderProcess
 from clientregistry.registry.context import RegistryContext
@@ -49,6 +52,8 @@ from clientregistry.security.certificates import (
 from clientregistry.settings import load_settings
 from clientregistry.store import audit_chain
 from clientregistry.store.db import transaction
+from clientregistry.store.driver import DriverInsert
+from clientregistry.store.models import AuditEvent
 
 FAMILIES = ["Nakato", "Okello", "Achieng", "Mugisha", "Atieno", "Kato", "Namubiru", "Odhiambo"]
 GIVEN = ["Grace", "Peter", "Mary", "John", "Aisha", "Moses", "Ruth", "Daniel"]
@@ -68,13 +73,14 @@ def patient(rng: random.Random, system: str, n: int) -> dict[str, Any]:
 @contextlib.contextmanager
 def chain_off() -> Iterator[None]:
     """Events inserted without links, as before the chain."""
-    saved = (audit_module.link_rows, audit_chain.link_event)
-    audit_module.link_rows = lambda connection, rows: None  # type: ignore[assignment]
+    plain = DriverInsert(insert(AuditEvent))
+    saved = (audit_module.insert_linked, audit_chain.link_event)
+    audit_module.insert_linked = plain.execute  # type: ignore[assignment]
     audit_chain.link_event = lambda connection, event: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        audit_module.link_rows, audit_chain.link_event = saved
+        audit_module.insert_linked, audit_chain.link_event = saved
 
 
 def _sink(directory: str, ready: Any) -> None:

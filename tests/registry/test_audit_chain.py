@@ -285,3 +285,12 @@ def test_the_migration_links_the_events_recorded_before_it(
         assert session.scalar(select(func.max(AuditEvent.chain_seq))) == 4
     assert verify_chain(sessions).ok
     engine.dispose()
+
+
+def test_without_a_head_events_are_kept_and_verify_says_so(context: RegistryContext) -> None:
+    lookup(context, "before")
+    execute(context, "DELETE FROM audit_chain_head")
+    lookup(context, "after")  # recorded all the same (outside the chain)
+    assert {e.agent for e in events(context)} == {"before", "after"}
+    broken = verify_chain(context.sessions).broken
+    assert broken is not None and broken.reason in ("no chain head", "not in the chain")

@@ -12,16 +12,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from clientregistry.request_id import current_request_id, with_request_id
-from clientregistry.store.audit_chain import link_rows
-from clientregistry.store.driver import DriverInsert
+from clientregistry.store.audit_chain import insert_linked
 from clientregistry.store.enums import AgentKind, AuditAction
-from clientregistry.store.models import AuditEvent
-
-_INSERT_EVENT = DriverInsert(insert(AuditEvent))
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERACTION = "http://terminology.hl7.org/CodeSystem/restful-interaction"
@@ -156,8 +152,7 @@ def record(
 
 def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``audit_event`` rows (:func:`event_row`), linked into the chain, in order."""
-    link_rows(connection, rows)
-    _INSERT_EVENT.execute(connection, rows)
+    insert_linked(connection, rows)
 
 
 def _submission_row(

@@ -32,9 +32,23 @@ from enum import Enum
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import Connection, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    LargeBinary,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    true,
+    update,
+)
 
-from clientregistry.store.driver import DriverQuery, DriverStatement
+from clientregistry.store.driver import DriverInsert, DriverQuery, DriverStatement, _compile, _run
 from clientregistry.store.models import AuditChainHead, AuditEvent
 
 GENESIS: Final = "0" * 64
@@ -103,19 +117,93 @@ def link_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     found = _READ_HEAD.send(connection, {}).all()
-    if not found:
-        raise RuntimeError("the audit chain has no head row: run `clientregistry migrate`")
-    seq, previous = found[0]
     for row in rows:
         if row.get("recorded") is None:
             row["recorded"] = datetime.now(UTC)
         if row.get("outcome") is None:
             row["outcome"] = 0
+    if not found:  # (the head was deleted: the events are kept, outside the chain)
+        for row in rows:
+            row["chain_seq"] = row["chain_hash"] = None
+        return
+    seq, previous = found[0]
+    for row in rows:
         seq += 1
         previous = link_hash(previous, seq, row)
         row["chain_seq"] = seq
         row["chain_hash"] = previous
     _MOVE.execute(connection, {"seq": seq, "hash": previous})
+
+
+_INSERT = DriverInsert(insert(AuditEvent))
+
+
+def _linked_insert() -> Insert:
+    """PostgreSQL: one statement that moves the head by one link and inserts the event with
+    that link, the hash computed by the server from the head's (``sha256`` over the same
+    bytes as :func:`link_hash`: the previous hash, ``\\n``, the place, ``\\n``, then
+    :func:`canonical`, bound as ``chain_canonical``). ``UPDATE`` takes the head's row lock
+    (waiting for the transaction holding it) and, under READ COMMITTED, sees the head that
+    transaction committed. Nothing to read back: it goes in the pipeline with the rest."""
+    newline = func.chr(10)
+    prefix = (
+        AuditChainHead.hash.concat(newline)
+        .concat(cast(AuditChainHead.seq + 1, Text))
+        .concat(newline)
+    )
+    digest = func.sha256(
+        func.convert_to(prefix, literal_column("'UTF8'")).op("||", return_type=LargeBinary)(
+            bindparam("chain_canonical", type_=LargeBinary)
+        )
+    )
+    moved = (
+        update(AuditChainHead)
+        .where(AuditChainHead.id == HEAD_ID)
+        .values(seq=AuditChainHead.seq + 1, hash=func.encode(digest, literal_column("'hex'")))
+        .returning(AuditChainHead.seq, AuditChainHead.hash)
+        .cte("moved")
+    )
+    columns = AuditEvent.__table__.c
+    values = [bindparam(name, type_=columns[name].type) for name in CHAINED_COLUMNS]
+    # (an outer join: without a head row the event is still recorded, outside the chain,
+    # where verifying finds it)
+    one = select(literal(1).label("one")).subquery("one")
+    return insert(AuditEvent).from_select(
+        [*CHAINED_COLUMNS, "chain_seq", "chain_hash"],
+        select(*values, moved.c.seq, moved.c.hash).select_from(one.outerjoin(moved, true())),
+    )
+
+
+_LINKED_INSERT = _linked_insert()
+_LINKED_PLANS: dict[str, Any] = {}
+
+
+def insert_linked(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``audit_event`` rows (every column of :data:`CHAINED_COLUMNS`), in this order,
+    each linked into the chain, on ``connection``'s transaction (through the driver, so inside
+    :func:`~clientregistry.store.driver.pipelined` too). On PostgreSQL the server links them
+    (:func:`_linked_insert`, no round trip of its own); elsewhere :func:`link_rows` does."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        link_rows(connection, rows)
+        _INSERT.execute(connection, rows)
+        return
+    plan = _LINKED_PLANS.get(dialect.name)
+    if plan is None:
+        names = (*CHAINED_COLUMNS, "chain_canonical")
+        plan = _LINKED_PLANS[dialect.name] = _compile(_LINKED_INSERT, dialect, names)
+    params = []
+    for row in rows:
+        if row.get("recorded") is None:
+            row["recorded"] = datetime.now(UTC)
+        if row.get("outcome") is None:
+            row["outcome"] = 0
+        values = {name: row.get(name) for name in CHAINED_COLUMNS}
+        values["chain_canonical"] = canonical(row)
+        params.append(plan.row(values))
+    _run(connection, plan.sql, params)
 
 
 def link_event(connection: Connection, event: AuditEvent) -> None:
@@ -163,7 +251,10 @@ def first_broken_link(
                 row["id"], row["recorded"], seq, "its content does not match its hash (changed?)"
             )
         previous, expected, checked, last = row["chain_hash"], seq + 1, checked + 1, row
-    if head is not None and (head[0], head[1]) != (expected - 1, previous):
+    if head is None:
+        where = last or {"id": None, "recorded": None}
+        return checked, BrokenLink(where["id"], where["recorded"], expected - 1, "no chain head")
+    if (head[0], head[1]) != (expected - 1, previous):
         where = last or {"id": None, "recorded": None}
         if head[0] >= expected:
             reason = f"links {expected}–{head[0]} after it are missing (deleted?)"
