@@ -27,6 +27,7 @@ from clientregistry.batch.dedupe import DedupeStats, Deduplicator
 from clientregistry.batch.evaluate import evaluate_files
 from clientregistry.batch.pipeline import prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord, read_patients
+from clientregistry.cli_audit import audit_app
 from clientregistry.cli_backup import backup_app
 from clientregistry.cli_bulk import register as register_bulk_commands
 from clientregistry.cli_certs import certs_app
@@ -53,6 +54,7 @@ register_bulk_commands(app)  # import, export, rematch
 app.add_typer(systems_app, name="systems")
 app.add_typer(serve_app)  # init, serve, migrate
 app.add_typer(backup_app)  # backup, restore
+app.add_typer(audit_app, name="audit")
 
 DataDirOption = Annotated[
     Path | None,

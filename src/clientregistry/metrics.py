@@ -9,10 +9,12 @@
 * ``clientregistry_db_connections_in_use`` and ``clientregistry_db_connections_pooled``: the
   database connections the workers hold and keep.
 
-The review queues and the audit trail are counted from the database when scraped
-(:mod:`clientregistry.api.metrics`). Under ``clientregistry serve`` with several workers each
-worker writes its counts to files that a scrape adds up (prometheus-client's multiprocess
-mode: ``serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start).
+The review queues, the audit trail and the audit backlog (events not yet delivered to the
+audit repository, ``clientregistry_audit_backlog{repository}``) are counted from the
+database when scraped (:mod:`clientregistry.api.metrics`), whichever process sends them.
+Under ``clientregistry serve`` with several workers each worker writes its counts to files
+that a scrape adds up (prometheus-client's multiprocess mode: ``serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start).
 """
 
 from __future__ import annotations

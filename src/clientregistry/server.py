@@ -7,6 +7,9 @@ protocol is :class:`~clientregistry.api.tls.HttpToolsTLSProtocol` (uvicorn's htt
 protocol, which hands the client certificate to the application) on uvloop's event loop
 where uvloop exists (not on Windows); both cut the server's time per request.
 
+With an audit repository configured (``[atna]``), one process beside the workers sends it
+the audit trail (:mod:`clientregistry.registry.atna_sender`).
+
 Logs follow ``server.log_format`` (:mod:`clientregistry.log_format`); the request log is the
 application's (:mod:`clientregistry.api.observer`, with request ids), not uvicorn's. With
 metrics configured and several workers, the workers count into files of a fresh directory
@@ -33,6 +36,7 @@ from uvicorn.supervisors import Multiprocess
 
 from clientregistry.api.tls import HttpToolsTLSProtocol
 from clientregistry.log_format import log_config
+from clientregistry.registry.atna_sender import AtnaSenderProcess
 from clientregistry.registry.job_runner import JobRunnerProcess
 from clientregistry.security.tls import request_reload, ssl_server_context
 from clientregistry.settings import Settings
@@ -113,6 +117,10 @@ def serve(settings: Settings) -> None:
         checkpointer.start()
     jobs = JobRunnerProcess(settings.data_dir)  # imports, re-matches, exports
     jobs.start()
+    forwarder = None
+    if settings.atna is not None:  # the audit trail to the audit repository (ATNA)
+        forwarder = AtnaSenderProcess(settings.data_dir)
+        forwarder.start()
     from clientregistry.api.metrics import start_metrics_port
 
     exposition = None
@@ -126,6 +134,8 @@ def serve(settings: Settings) -> None:
             server.run()
     finally:
         jobs.stop()
+        if forwarder is not None:
+            forwarder.stop()
         if exposition is not None:
             exposition[0].shutdown()
             exposition[2].dispose()

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clientregistry.errors import ConfigError, Problem
+from clientregistry.registry.atna_settings import AtnaSettings, parse_atna
 from clientregistry.security.oidc_settings import OidcSettings, parse_oidc
 
 CONFIG_FILE = "config.toml"
@@ -88,6 +89,8 @@ class Settings:
     proxy_client_header: str = DEFAULT_PROXY_CLIENT_HEADER
     oidc: OidcSettings | None = None
     """Single sign-on for people (``[oidc]``); None: local accounts only."""
+    atna: AtnaSettings | None = None
+    """An audit repository every audit event is also sent to (``[atna]``); None: none."""
     base_url: str = ""
     """The registry's public address (``https://cr.example.org``, or with a path prefix behind
     a proxy): the base of every URL the FHIR API writes (``fullUrl``, paging links,
@@ -278,6 +281,7 @@ def load_settings(data_dir: Path, environ: Mapping[str, str] | None = None) -> S
         values["hostnames"] = tuple(str(h) for h in hostnames)
     _proxy_settings(flat, values, problems)
     values["oidc"] = parse_oidc(document.get("oidc"), env, data_dir, problems)
+    values["atna"] = parse_atna(document.get("atna"), env, data_dir, problems)
     systems = _systems(document.get("systems") or {}, problems)
     if problems:
         raise ConfigError(str(path), problems)
@@ -428,6 +432,14 @@ def render_config(
         "[health]",
         "# /readyz fails when the server or CA certificate expires in fewer days than this",
         "certificate_days = 14",
+        "",
+        "[atna]",
+        "# an audit repository (IHE ATNA: syslog over TLS) every audit event is also sent to;",
+        '# empty host: none. See the README, "Where audit goes (ATNA)".',
+        'host = ""',
+        "port = 6514",
+        '# ca_file = "certs/audit-repository-ca.pem"',
+        '# format = "fhir"   # or "dicom"',
         "",
         "# Client systems live in the database: `clientregistry systems list`, `certs issue",
         "# NAME`, `systems grant NAME PERMISSION`. A [systems.NAME] table here (display_name,",

@@ -102,6 +102,8 @@ ROUTES: list[Route] = [
     Route("POST", "/admin/match/dry-run", patient("lims", "1", "Aisha", "Nakato"), REVIEW, 200),
     Route("POST", "/admin/audit/999999/revert", None, REVIEW, 404),
     Route("GET", "/admin/audit", None, AUDIT, 200),
+    Route("GET", "/admin/audit/verify", None, AUDIT, 200),
+    Route("GET", "/admin/audit/export", None, AUDIT, 400),  # (no range given)
     Route("GET", "/admin/audit/1", None, AUDIT, 200),
     Route("GET", "/admin/users", None, ADMIN, 200),
     Route(

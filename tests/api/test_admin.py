@@ -9,6 +9,7 @@ tests in this folder.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -21,7 +22,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -468,3 +469,34 @@ def test_reviewers_search_demographics_and_auditors_do_not(api: Api) -> None:
     assert api.client.get(query, headers=api.headers("admin")).status_code == 200
     assert api.client.get(query, headers=api.headers("otto")).status_code == 403
     assert api.cert_client.get(query).status_code == 403  # openmrs: no read-demographics
+
+
+# ----------------------------------------------------------------------------- audit chain
+
+
+def test_an_auditor_verifies_and_exports_the_trail(api: Api) -> None:
+    api.submit("openmrs", patient("openmrs", "om-chain", "Aisha", "Nakato"))
+    otto = api.headers("otto")
+    check = api.client.get("/admin/audit/verify", headers=otto)
+    assert check.status_code == 200, check.text
+    assert check.json()["ok"] is True and check.json()["checked"] >= 1
+    today = datetime.now(UTC).date().isoformat()
+    export = api.client.get(
+        "/admin/audit/export", params={"from": today, "to": today}, headers=otto
+    )
+    assert export.status_code == 200, export.text
+    assert export.headers["content-type"].startswith("application/x-ndjson")
+    resources = [json.loads(line) for line in export.text.splitlines()]
+    assert resources and all(r["resourceType"] == "AuditEvent" for r in resources)
+    assert any(r["subtype"][-1].get("code") == "ITI-104" for r in resources)
+    as_csv = api.client.get(
+        "/admin/audit/export", params={"from": today, "to": today, "format": "csv"}, headers=otto
+    )
+    assert as_csv.status_code == 200 and as_csv.text.startswith("id,chain_seq,chain_hash")
+    for params in ({"from": "yesterday", "to": today}, {"from": today, "to": "2000-01-01"}):
+        refused = api.client.get("/admin/audit/export", params=params, headers=otto)
+        assert refused.status_code == 400 and "detail" in refused.json()
+    with transaction(api.context.sessions) as session:
+        session.execute(text("UPDATE audit_event SET agent = 'mallory' WHERE chain_seq = 1"))
+    broken = api.client.get("/admin/audit/verify", headers=otto).json()
+    assert broken["ok"] is False and broken["broken_seq"] == 1 and broken["broken_event"]

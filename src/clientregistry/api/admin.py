@@ -19,6 +19,8 @@ POST   /admin/records/{id}/confirm      reviewer  confirm an automatic link
 POST   /admin/match/dry-run             reviewer  what submitting a Patient would do
 POST   /admin/audit/{id}/revert         reviewer  undo a break/unbreak/join/resolve/revert
 GET    /admin/audit                     auditor   the audit trail (paged, filtered)
+GET    /admin/audit/verify              auditor   check the audit trail's hash chain
+GET    /admin/audit/export              auditor   a time range as AuditEvent NDJSON or CSV
 GET    /admin/audit/{id}                auditor   one audit event with its FHIR resource
 GET    /admin/users                     admin     accounts
 POST   /admin/users                     admin     add an account
@@ -44,17 +46,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from clientregistry.api import admin_people, auth, auth_account
 from clientregistry.api.acting import actor, call
-from clientregistry.api.auth import AdminUser, AuditorUser, ReviewerUser
+from clientregistry.api.auth import AdminUser, ApiError, AuditorUser, ReviewerUser
 from clientregistry.api.body import read_body
 from clientregistry.api.deps import Context
 from clientregistry.api.params import Offset, RowId
 from clientregistry.fhir.patient import parse_patient
-from clientregistry.registry import accounts, audit_trail, configuration, review, reviewing
+from clientregistry.registry import (
+    accounts,
+    audit_integrity,
+    audit_trail,
+    configuration,
+    review,
+    reviewing,
+)
 from clientregistry.registry.accounts import UserChange, UserItem
+from clientregistry.registry.actor import Reading, audit_read
 from clientregistry.registry.audit_trail import AuditDetail, AuditPage, AuditQuery
 from clientregistry.registry.configuration import ConfigView
 from clientregistry.registry.links import Resolution
@@ -71,6 +82,7 @@ from clientregistry.security import users
 from clientregistry.store.enums import Role
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+NDJSON = "application/x-ndjson"
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
 
@@ -310,6 +322,90 @@ def audit_trail_page(
         person=person,
     )
     return call(lambda: audit_trail.audit_page(context, actor(request, user), query, offset, limit))
+
+
+class ChainCheck(BaseModel):
+    """The audit chain's check (``clientregistry audit verify``)."""
+
+    ok: bool
+    checked: int = Field(description="Links that hold, from the first")
+    head: int = Field(description="The chain's last link")
+    broken_event: int | None = Field(default=None, description="The first broken link's event")
+    broken_seq: int | None = None
+    broken_recorded: datetime | None = None
+    reason: str | None = None
+
+
+@router.get("/audit/verify", response_model=ChainCheck)
+def audit_verify(request: Request, context: Context, user: AuditorUser) -> ChainCheck:
+    """Check the tamper-evident hash chain of the whole audit trail (``ok`` false names the
+    first broken link)."""
+    result = audit_integrity.verify_chain(context.sessions)
+    broken = result.broken
+    audit_read(context, actor(request, user), Reading("audit-verify", detail={"ok": result.ok}))
+    return ChainCheck(
+        ok=result.ok,
+        checked=result.checked,
+        head=result.head,
+        broken_event=broken.id if broken else None,
+        broken_seq=broken.seq if broken else None,
+        broken_recorded=broken.recorded if broken else None,
+        reason=broken.reason if broken else None,
+    )
+
+
+@router.get(
+    "/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The events recorded from ``from`` (included) to ``to`` (excluded;"
+            " a date: that day included), in chain order: FHIR AuditEvents as NDJSON, or CSV",
+            "content": {
+                NDJSON: {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+def audit_export(
+    request: Request,
+    context: Context,
+    user: AuditorUser,
+    start: Annotated[
+        str, Query(alias="from", max_length=40, description="A date (2026-12-01) or ISO time")
+    ],
+    end: Annotated[
+        str, Query(alias="to", max_length=40, description="A date (included) or ISO time")
+    ],
+    export_format: Annotated[
+        audit_integrity.ExportFormat, Query(alias="format", description="ndjson or csv")
+    ] = audit_integrity.ExportFormat.NDJSON,
+) -> StreamingResponse:
+    """Export a time range of the audit trail for an auditor (streamed)."""
+    try:
+        first = audit_integrity.parse_moment(start, end=False)
+        last = audit_integrity.parse_moment(end, end=True)
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
+    if last <= first:
+        raise ApiError(400, "'to' must come after 'from'")
+    audit_read(
+        context,
+        actor(request, user),
+        Reading(
+            "audit-export",
+            detail={"from": first.isoformat(), "to": last.isoformat(), "format": export_format},
+        ),
+    )
+    lines = audit_integrity.export_lines(context.sessions, first, last, export_format)
+    media = NDJSON if export_format is audit_integrity.ExportFormat.NDJSON else "text/csv"
+    name = f"audit-{first.date().isoformat()}-{last.date().isoformat()}.{export_format.value}"
+    return StreamingResponse(
+        lines,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/audit/{event_id}", response_model=AuditDetail)

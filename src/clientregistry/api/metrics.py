@@ -4,7 +4,8 @@ A scrape shows what the workers counted (:mod:`clientregistry.metrics`: requests
 submissions, database connections; with several workers, added up from the files of
 prometheus-client's multiprocess mode) and what the database holds when asked
 (:class:`DatabaseCollector`: the open review-queue items by queue, the audit events
-recorded so far, whether the database answered).
+recorded so far, the audit backlog — events not yet delivered to each audit repository
+(``clientregistry_audit_backlog{repository}``) — and whether the database answered).
 
 Where, as configured (``[metrics]``):
 
@@ -38,7 +39,7 @@ from clientregistry.errors import ClientRegistryError
 from clientregistry.settings import Settings
 from clientregistry.store.db import create_engine_for, translate_errors
 from clientregistry.store.enums import IssueStatus
-from clientregistry.store.models import AuditEvent, MatchIssue
+from clientregistry.store.models import AuditChainHead, AuditDelivery, AuditEvent, MatchIssue
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -67,6 +68,11 @@ class DatabaseCollector(Collector):
         audit = GaugeMetricFamily(
             "clientregistry_audit_events", "Audit events recorded so far (the highest event id)."
         )
+        backlog = GaugeMetricFamily(
+            "clientregistry_audit_backlog",
+            "Audit events not yet delivered to the audit repository (ATNA), by repository.",
+            labels=["repository"],
+        )
         try:
             with translate_errors(), self.engine.connect() as connection:
                 open_items = connection.execute(
@@ -75,6 +81,10 @@ class DatabaseCollector(Collector):
                     .group_by(MatchIssue.kind)
                 ).all()
                 recorded = connection.scalar(select(func.max(AuditEvent.id))) or 0
+                head = connection.scalar(select(AuditChainHead.seq)) or 0
+                delivered = connection.execute(
+                    select(AuditDelivery.repository, AuditDelivery.seq)
+                ).all()
         except ClientRegistryError as error:
             log.warning("metrics: the database did not answer: %s", error)
             up.add_metric([], 0)
@@ -85,7 +95,9 @@ class DatabaseCollector(Collector):
         for kind, count in sorted(counts.items()):
             queue.add_metric([kind], count)
         audit.add_metric([], int(recorded))
-        yield from (up, queue, audit)
+        for repository, seq in delivered:
+            backlog.add_metric([repository], max(int(head) - int(seq), 0))
+        yield from (up, queue, audit, backlog)
 
 
 _SCRAPE_REGISTRIES: dict[int, CollectorRegistry] = {}

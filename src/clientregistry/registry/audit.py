@@ -1,7 +1,9 @@
 """Recording what happened: one AuditEvent (FHIR R4, DICOM codes) per request, in the store.
 
 Written in the same transaction as the change it describes; failures are recorded in a
-transaction of their own so that a refused or failed request is audited too.
+transaction of their own so that a refused or failed request is audited too. Every event is
+a link of the tamper-evident chain (:mod:`clientregistry.store.audit_chain`), linked as it is
+inserted: insert events through these functions (or the ORM), never with a bare ``INSERT``.
 """
 
 from __future__ import annotations
@@ -10,15 +12,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from clientregistry.request_id import current_request_id, with_request_id
-from clientregistry.store.driver import DriverInsert
+from clientregistry.store.audit_chain import insert_linked
 from clientregistry.store.enums import AgentKind, AuditAction
-from clientregistry.store.models import AuditEvent
-
-_INSERT_EVENT = DriverInsert(insert(AuditEvent))
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERACTION = "http://terminology.hl7.org/CodeSystem/restful-interaction"
@@ -138,19 +137,22 @@ def record(
 
     One ``INSERT`` on the session's connection, straight to the driver: the event has no
     relations, so it need not wait for (nor trigger) a flush of the session's objects."""
-    _INSERT_EVENT.execute(
-        session.connection(),
-        event_row(
-            action=action,
-            outcome=outcome,
-            interaction=interaction,
-            agent=agent,
-            agent_kind=agent_kind,
-            source_address=source_address,
-            entity=entity,
-            detail=detail,
-        ),
+    row = event_row(
+        action=action,
+        outcome=outcome,
+        interaction=interaction,
+        agent=agent,
+        agent_kind=agent_kind,
+        source_address=source_address,
+        entity=entity,
+        detail=detail,
     )
+    insert_events(session.connection(), [row])
+
+
+def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ``audit_event`` rows (:func:`event_row`), linked into the chain, in order."""
+    insert_linked(connection, rows)
 
 
 def _submission_row(
@@ -191,7 +193,7 @@ def record_submission(
     """Audit one submission (create or update) with its CRUID and how it was matched
     (``extra``: more detail, such as the import it came from)."""
     row = _submission_row(result, system_name, source_address, extra)
-    _INSERT_EVENT.execute(session.connection(), row)
+    insert_events(session.connection(), [row])
 
 
 def record_submissions(
@@ -203,4 +205,4 @@ def record_submissions(
     """:func:`record_submission` for many ``(result, system name)``, in one statement."""
     now = datetime.now(UTC)
     rows = [_submission_row(r, name, source_address, extra, now) for r, name in results]
-    _INSERT_EVENT.execute(session.connection(), rows)
+    insert_events(session.connection(), rows)

@@ -57,7 +57,7 @@ from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.term_frequency import TermCounts
 from clientregistry.registry import jobs, rules_store
 from clientregistry.registry.actor import Actor, Reading, Refused, audit_in
-from clientregistry.registry.audit import event_row
+from clientregistry.registry.audit import event_row, insert_events
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.jobs import JobCancelled, JobError
 from clientregistry.registry.links import LinkEditor
@@ -120,7 +120,6 @@ SAFETY = timedelta(seconds=5)
 PHASES = ("pending", "convert", "switch", "plan", "apply", "finish", "catch-up", "cleanup")
 
 _INSERT_CHANGES = DriverInsert(insert(RematchChange))
-_INSERT_EVENTS = DriverInsert(insert(AuditEvent))
 _INSERT_ISSUES = DriverInsert(insert(MatchIssue))
 _INSERT_LINKS = DriverInsert(insert(Link))
 _INSERT_GOLDENS = DriverInsert(insert(GoldenRecord))
@@ -833,7 +832,7 @@ def _apply_changes(session: Session, batch: list[RematchChange], job_id: int, ac
         )
     _INSERT_ISSUES.execute(connection, issues)
     _INSERT_LINKS.execute(connection, links)
-    _INSERT_EVENTS.execute(connection, events)
+    insert_events(connection, events)
     session.flush()
     return len(unchanged)
 

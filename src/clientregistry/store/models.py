@@ -17,7 +17,8 @@ Bulk jobs and decision rules
     :class:`RulesActivation` — their history.
 
 Security
-    :class:`AuditEvent`, :class:`User`, :class:`Token`, :class:`ClientSystem`.
+    :class:`AuditEvent` (chained: :class:`AuditChainHead`; delivered: :class:`AuditDelivery`),
+    :class:`User`, :class:`Token`, :class:`ClientSystem`.
 
 Timestamps are aware UTC datetimes; enums are stored by value in ``VARCHAR`` columns.
 The schema is created by the Alembic migrations in ``store/migrations``, never by
@@ -497,14 +498,46 @@ class AuditEvent(Base):
     """The FHIR AuditEvent resource."""
     request_id: Mapped[str | None] = mapped_column(String(64), index=True)
     """The HTTP request's id (its ``X-Request-Id`` header), when a request caused it."""
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
+    """The event's place in the tamper-evident chain (1, 2, 3 … without gaps; see
+    :mod:`clientregistry.store.audit_chain`)."""
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 (hex) over the previous event's hash, ``chain_seq`` and this row's columns."""
 
 
 @event.listens_for(AuditEvent, "before_insert")
-def _request_id(_mapper: Any, _connection: Any, audit_event: AuditEvent) -> None:
+def _request_id(_mapper: Any, connection: Any, audit_event: AuditEvent) -> None:
     """An event added through the ORM records the request being served (the driver's inserts
-    of ``registry.audit`` name it themselves)."""
+    of ``registry.audit`` name it themselves), and is linked into the audit chain."""
     if audit_event.request_id is None:
         audit_event.request_id = current_request_id()
+    from clientregistry.store.audit_chain import link_event
+
+    link_event(connection, audit_event)
+
+
+class AuditChainHead(Base):
+    """The last link of the audit chain (one row, ``id`` 1): its place and hash. Updated in
+    the transaction that appends, which holds its row lock until it ends (PostgreSQL), so
+    appends are serialised and ``chain_seq`` follows commit order."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditDelivery(Base):
+    """How far the audit trail has been delivered to an audit repository (ATNA): the
+    ``chain_seq`` of the last event written to it, committed after the write completed."""
+
+    __tablename__ = "audit_delivery"
+
+    repository: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """``host:port`` of the audit repository."""
+    seq: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class User(Base):
