@@ -1,10 +1,10 @@
 """What cannot-links do to accuracy: ``dedupe``'s clusters with and without them, per set.
 
 ``python bench/cannot_links.py [--sets febrl3 census_register healthcare_10k ...]`` builds any
-missing data set (``bench/datasets.py``), then clusters each twice in this process with the
-default rules (:class:`~clientregistry.batch.dedupe.Deduplicator` with ``cannot_links`` on
-and off, same records, same order) and prints pairwise precision, recall and F1 of both, with
-how many records the check kept apart. Not a test: run it on demand, results into
+missing data set (``bench/datasets.py``), then clusters each in this process with the default
+rules (:class:`~clientregistry.batch.dedupe.Deduplicator`, same records, same order) without
+cannot-links and with each of :data:`VARIANTS`, and prints pairwise F1, precision and recall
+of each, with how many records the check kept apart. Not a test: run it on demand, results into
 ``bench/RESULTS.md``.
 """
 
@@ -25,6 +25,7 @@ from clientregistry.batch.dedupe import Deduplicator  # noqa: E402
 from clientregistry.batch.evaluate import pairwise_scores, read_two_columns  # noqa: E402
 from clientregistry.batch.readers import SourceRecord, read_patients  # noqa: E402
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS  # noqa: E402
+from clientregistry.matching.cannot_link import CannotLinks  # noqa: E402
 from clientregistry.matching.matcher import Matcher  # noqa: E402
 from clientregistry.matching.rules import default_rules  # noqa: E402
 
@@ -41,9 +42,13 @@ SETS = (
 )
 
 
-def run(ndjson: Path, truth: Path, cannot_links: bool) -> dict[str, float]:
+def run(ndjson: Path, truth: Path, share: float | None) -> dict[str, float]:
+    """Cluster with cannot-links whose ``no_match_share`` is ``share`` (None: none)."""
     matcher = Matcher(default_rules(), record_id_systems=DEFAULT_RECORD_ID_SYSTEMS)
-    dedup = Deduplicator(matcher, cannot_links=cannot_links)
+    cannot: bool | CannotLinks = False
+    if share is not None:
+        cannot = CannotLinks(matcher.scorer, no_match_share=share)
+    dedup = Deduplicator(matcher, cannot_links=cannot)
     start = time.perf_counter()
     for record in read_patients(ndjson):
         if isinstance(record, SourceRecord):
@@ -58,6 +63,11 @@ def run(ndjson: Path, truth: Path, cannot_links: bool) -> dict[str, float]:
     }
 
 
+VARIANTS = {"without": None, "ids only": 1.0, "default": 0.5, "any none": 0.0}
+"""Cannot-links off; identifiers only; the default (no match with most members); no match
+with any one member."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS))
@@ -65,21 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.sets:
         ndjson, truth = ensure_dataset(name)
-        before = run(ndjson, truth, cannot_links=False)
-        after = run(ndjson, truth, cannot_links=True)
-        print(json.dumps({name: {"without": before, "with": after}}), flush=True)
-        rows.append((name, before, after))
-    print(
-        "\n| set | F1 without → with | precision without → with | recall without → with |"
-        " records kept apart | s without / with |"
-    )
-    print("|---|---|---|---|---|---|")
-    for name, b, a in rows:
-        print(
-            f"| {name} | {b['f1']:.4f} → {a['f1']:.4f} | {b['precision']:.4f} → "
-            f"{a['precision']:.4f} | {b['recall']:.4f} → {a['recall']:.4f} | "
-            f"{a['kept_apart']} | {b['seconds']} / {a['seconds']} |"
-        )
+        row = {label: run(ndjson, truth, share) for label, share in VARIANTS.items()}
+        print(json.dumps({name: row}), flush=True)
+        rows.append((name, row))
+    labels = list(VARIANTS)
+    print("\n| set | " + " | ".join(f"{v}: F1 (P / R) kept apart" for v in labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for name, row in rows:
+        cells = [
+            f"{r['f1']:.4f} ({r['precision']:.4f} / {r['recall']:.4f}) {r['kept_apart']}"
+            for r in (row[v] for v in labels)
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 
 

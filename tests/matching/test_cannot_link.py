@@ -10,7 +10,7 @@ from clientregistry.matching.cannot_link import MAX_MEMBERS, CannotLinks, consis
 from clientregistry.matching.classify import Candidate, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
-from clientregistry.matching.rules import default_rules
+from clientregistry.matching.rules import default_rules, parse_rules
 from clientregistry.matching.scoring import PairScore
 
 SSN = "http://hl7.org/fhir/sid/us-ssn"
@@ -38,8 +38,14 @@ def test_a_record_far_from_another_contradicts_it() -> None:
     first, second, seventeenth = (features(matcher, seedling(n)) for n in (1, 2, 17))
     assert not cannot.contradicts(first, second)  # neighbours match
     assert cannot.contradicts(first, seventeenth)  # 102.5: no potential match
-    assert cannot.contradicts_any(first, [second, seventeenth])
-    assert not cannot.contradicts_any(first, [second])
+    # one member of two that is no match is not enough; most members are
+    assert not cannot.rejects(first, [second, seventeenth])
+    assert cannot.rejects(first, [second, seventeenth, seventeenth])
+    assert not cannot.rejects(first, [second])
+    strict = CannotLinks(matcher.scorer, no_match_share=0.0)
+    assert strict.rejects(first, [second, seventeenth])
+    lenient = CannotLinks(matcher.scorer, no_match_share=1.0)
+    assert not lenient.rejects(first, [seventeenth])
 
 
 def test_a_different_value_of_a_unique_system_contradicts() -> None:
@@ -52,16 +58,27 @@ def test_a_different_value_of_a_unique_system_contradicts() -> None:
     other_mrn = features(matcher, {**base, "identifier": [{"system": MRN, "value": "Z9"}]})
     assert cannot.identifiers_differ(same, other)
     assert cannot.contradicts(same, other)  # whatever the rest says
+    assert cannot.rejects(same, [same, same, other])  # one such member is enough
     assert not cannot.identifiers_differ(same, typo)  # one edit: a typo
     assert not cannot.identifiers_differ(same, other_mrn)  # a record number: not unique
     assert not cannot.contradicts(same, same)
+
+
+def test_no_unique_systems_means_no_identifier_cannot_links() -> None:
+    raw = default_rules().to_json()
+    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = []
+    matcher = Matcher(parse_rules(raw))
+    cannot = CannotLinks(matcher.scorer)
+    base = seedling(1, (SSN, "123-45-6789"))
+    other = {**base, "identifier": [{"system": SSN, "value": "987-65-4321"}]}
+    assert not cannot.identifiers_differ(features(matcher, base), features(matcher, other))
 
 
 def test_only_the_first_members_are_checked() -> None:
     matcher = Matcher(default_rules())
     cannot = CannotLinks(matcher.scorer)
     first, second, seventeenth = (features(matcher, seedling(n)) for n in (1, 2, 17))
-    assert not cannot.contradicts_any(first, [second] * MAX_MEMBERS + [seventeenth])
+    assert not cannot.rejects(first, [second] * MAX_MEMBERS + [seventeenth] * MAX_MEMBERS)
 
 
 def _candidate(record: Hashable, golden: Hashable, decision: str, strength: float) -> Candidate:

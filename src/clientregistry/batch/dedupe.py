@@ -14,11 +14,11 @@ names and the other on birth date and address, the conflict is kept for review a
 ``merge_conflicts=False`` keeps every conflict apart, as the registry does.
 
 Clusters do not chain (:mod:`clientregistry.matching.cannot_link`): a record joins a cluster
-only if it contradicts none of its members (a different value of a unique identifier system,
-or a score below the potential-match threshold with one of them); otherwise it tries the next
-cluster it auto-matches, and stays apart (its auto matches kept for review as conflicts) when
-none accepts it. Two clusters are joined only when no member of one contradicts a member of
-the other. ``cannot_links=False`` turns the check off (the earlier behaviour, for comparison).
+only if its members do not reject it (a different value of a unique identifier system with
+one of them, or no match with most of them); otherwise it tries the next cluster it
+auto-matches, and stays apart (its auto matches kept for review as conflicts) when none
+accepts it. Two clusters are joined only when no member of one is rejected by the other.
+``cannot_links=False`` turns the check off (the earlier behaviour, for comparison).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Deduplicator:
         entity_of: Mapping[str, str] | None = None,
         merge_conflicts: bool = True,
         term_counts: TermCounts | None = None,
-        cannot_links: bool = True,
+        cannot_links: bool | CannotLinks = True,
     ):
         self.matcher = matcher
         self.index = MemoryIndex()
@@ -132,7 +132,11 @@ class Deduplicator:
         self._parent: dict[int, int] = {}
         """Clusters merged into another (union-find over golden positions; see
         :meth:`_root`); empty unless ``merge_conflicts`` joined some."""
-        self._cannot = CannotLinks(matcher.scorer) if cannot_links else None
+        self._cannot: CannotLinks | None
+        if isinstance(cannot_links, CannotLinks):
+            self._cannot = cannot_links
+        else:
+            self._cannot = CannotLinks(matcher.scorer) if cannot_links else None
         self._members: dict[int, list[int]] = {}
         """Positions of each cluster's records, by root (kept for the cannot-link check)."""
 
@@ -279,7 +283,7 @@ class Deduplicator:
         members = self._members.get(golden, ())
         stored = self.features
         self._count_terms()
-        return not self._cannot.contradicts_any(
+        return not self._cannot.rejects(
             features, (stored[j] for j in members), self._term_counts.tf
         )
 
@@ -293,7 +297,7 @@ class Deduplicator:
         theirs = [features, *(stored[j] for j in self._members.get(other, ()))]
         self._count_terms()
         tf = self._term_counts.tf
-        return not any(self._cannot.contradicts_any(f, theirs, tf) for f in mine)
+        return not any(self._cannot.rejects(f, theirs, tf) for f in mine)
 
     def _root(self, golden: int) -> int:
         parent = self._parent

@@ -4,15 +4,21 @@ Matching compares a new record with its candidates one pair at a time; a golden 
 those pairs chain into. Without a check, a record that matches the last member of a person
 joins it even when it clearly is not the first member (twenty "Sam Seedling<n>" born on
 twenty days of one month, each a match of the one before). So a record joins a golden record
-only if it contradicts none of its members (:meth:`CannotLinks.contradicts`):
+if its members do not contradict it (:meth:`CannotLinks.rejects`):
 
-* **a different value of a unique identifier system**: both hold an identifier of a system
-  one person holds one value of (a national id, a social security number: the field's
-  ``uniqueSystems``, else :data:`~clientregistry.matching.rules.DEFAULT_UNIQUE_SYSTEMS`), no
-  value in common, and every pair of values more than one edit apart (a typo is not a
-  contradiction);
-* **a score below the potential-match threshold** (the decision ``none``, or a pair the rule
-  sets' filters block): the two records, compared directly, do not look like one person.
+* **a different value of a unique identifier system** with any member: both hold an
+  identifier of a system one person holds one value of (a national id, a social security
+  number: the field's ``uniqueSystems``, else
+  :data:`~clientregistry.matching.rules.DEFAULT_UNIQUE_SYSTEMS`; ``"uniqueSystems": []``
+  turns this off, for data whose numbers are not to be trusted), no value in common, and
+  every pair of values more than one edit apart (a typo is not a contradiction);
+* **no match with most members**: a score below the potential-match threshold (the decision
+  ``none``, or a pair the rule sets' filters block) with more than half of them. One such
+  member is not enough: records of one person typed with many errors often score below the
+  threshold with one another (measured: on FEBRL3 and the generated healthcare sets most
+  records that one "none" would have kept apart belonged to the person; see
+  ``bench/RESULTS.md``), while a chain of relatives or look-alikes drifts away from most of
+  the records it chained through.
 
 :func:`consistent` re-reads a classification with that check: the strongest golden record
 whose members the record does not contradict wins, and auto matches left elsewhere are
@@ -49,15 +55,22 @@ class _IdentifierSlot:
 class CannotLinks:
     """The contradiction test for one scorer's rules."""
 
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, *, no_match_share: float = 0.5) -> None:
+        """``no_match_share``: a record is rejected when more than this share of the members
+        are no match of it (0: any one; 1: never for scores, identifiers only)."""
         self.scorer = scorer
+        self.no_match_share = no_match_share
         extractor = scorer.extractor
         slots: dict[int, _IdentifierSlot] = {}
         for rs in scorer.rules.rule_sets:
             for f in rs.fields:
                 if f.is_identifier_set:
                     slot = extractor.slot(f)
-                    patterns = f.unique_systems or DEFAULT_UNIQUE_SYSTEMS
+                    patterns = f.unique_systems
+                    if patterns is None:
+                        patterns = DEFAULT_UNIQUE_SYSTEMS
+                    if not patterns:  # "uniqueSystems": []: no system is unique
+                        continue
                     slots.setdefault(slot, _IdentifierSlot(slot, unique_system_test(patterns)))
         self._identifiers = tuple(slots.values())
 
@@ -75,17 +88,24 @@ class CannotLinks:
             return True
         return self.scorer.likely(a, b, tf) is None
 
-    def contradicts_any(
+    def rejects(
         self, features: Features, members: Iterable[Features], tf: TermFrequency = no_tf
     ) -> bool:
-        """Whether ``features`` contradicts one of ``members`` (the first
-        :data:`MAX_MEMBERS` of them)."""
-        for count, other in enumerate(members):
-            if count >= MAX_MEMBERS:
+        """Whether a record with ``features`` may not join a golden record of ``members``
+        (the first :data:`MAX_MEMBERS` of them are checked): one of them holds a different
+        value of a unique identifier system, or more than ``no_match_share`` of them are no
+        match of it."""
+        checked = no_match = 0
+        likely = self.scorer.likely
+        for other in members:
+            if checked >= MAX_MEMBERS:
                 break
-            if self.contradicts(features, other, tf):
+            checked += 1
+            if self.identifiers_differ(features, other):
                 return True
-        return False
+            if likely(features, other, tf) is None:
+                no_match += 1
+        return no_match > self.no_match_share * checked
 
 
 def consistent(

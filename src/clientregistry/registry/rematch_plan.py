@@ -12,7 +12,7 @@ with the registry's classification (conflicts stay apart) and the decisions peop
 * two records known not to be the same person (a break, "not a match") never end up
   together: neither is a candidate of the other, nor of a person holding the other;
 * a pair a person resolved in the review queue is not queued again;
-* a record joins a person only if it contradicts none of its records
+* a record joins a person only if its records do not reject it
   (:mod:`~clientregistry.matching.cannot_link`), as a submission does.
 
 The persons found keep the golden records they hold most records of (a confirmed person its
@@ -172,7 +172,7 @@ class Replay:
 
             def allowed(golden: object, _: list[Candidate]) -> bool:
                 members = self._members.get(int(golden), ())  # type: ignore[call-overload]
-                return not cannot.contradicts_any(new, (stored[j] for j in members), tf)
+                return not cannot.rejects(new, (stored[j] for j in members), tf)
 
             result = consistent(result, allowed)
         if placed_by_person and golden_before is not None:

@@ -520,9 +520,9 @@ def find_matches(
     ``candidates`` are the rows of ``keys`` (:func:`send_candidates`), when the caller has
     them.
 
-    The record joins a golden record only if it contradicts none of its members
+    The record joins a golden record only if its members do not reject it
     (:mod:`~clientregistry.matching.cannot_link`: a different value of a unique identifier
-    system, or a score below the potential-match threshold with one of them); otherwise the
+    system with one of them, or no match with most of them); otherwise the
     next golden record it auto-matches is tried, and without one it stands alone, its auto
     matches conflicts for review. The members come with the candidates (the rows of
     :data:`_CANDIDATE_ROWS`), no query more; ``pending_members``: members not stored yet
@@ -559,7 +559,7 @@ def find_matches(
         held = members.get(str(golden), [])
         if pending_members is not None:
             held = [*held, *pending_members.get(str(golden), ())]
-        return not cannot.contradicts_any(features, held, tf)
+        return not cannot.rejects(features, held, tf)
 
     return consistent(result, allowed)
 
