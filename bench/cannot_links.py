@@ -27,7 +27,7 @@ from clientregistry.batch.readers import SourceRecord, read_patients  # noqa: E4
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS  # noqa: E402
 from clientregistry.matching.cannot_link import CannotLinks  # noqa: E402
 from clientregistry.matching.matcher import Matcher  # noqa: E402
-from clientregistry.matching.rules import default_rules  # noqa: E402
+from clientregistry.matching.rules import default_rules, parse_rules  # noqa: E402
 
 SETS = (
     "febrl1",
@@ -42,9 +42,14 @@ SETS = (
 )
 
 
-def run(ndjson: Path, truth: Path, share: float | None) -> dict[str, float]:
-    """Cluster with cannot-links whose ``no_match_share`` is ``share`` (None: none)."""
-    matcher = Matcher(default_rules(), record_id_systems=DEFAULT_RECORD_ID_SYSTEMS)
+def run(ndjson: Path, truth: Path, share: float | None, unique: bool) -> dict[str, float]:
+    """Cluster with cannot-links whose ``no_match_share`` is ``share`` (None: none), under the
+    default rules, with ``"uniqueSystems": "default"`` on their identifier field if
+    ``unique``."""
+    raw = default_rules().to_json()
+    if unique:
+        raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = "default"
+    matcher = Matcher(parse_rules(raw), record_id_systems=DEFAULT_RECORD_ID_SYSTEMS)
     cannot: bool | CannotLinks = False
     if share is not None:
         cannot = CannotLinks(matcher.scorer, no_match_share=share)
@@ -63,9 +68,16 @@ def run(ndjson: Path, truth: Path, share: float | None) -> dict[str, float]:
     }
 
 
-VARIANTS = {"without": None, "ids only": 1.0, "default": 0.5, "any none": 0.0}
-"""Cannot-links off; identifiers only; the default (no match with most members); no match
-with any one member."""
+VARIANTS: dict[str, tuple[float | None, bool]] = {
+    "without": (None, False),
+    "shipped": (0.5, False),
+    "unique ids only": (1.0, True),
+    "unique ids + shipped": (0.5, True),
+    "unique ids + any none": (0.0, True),
+}
+"""(no_match_share, unique identifier systems declared): cannot-links off; the default rules
+as shipped (no match with most members; no system declared unique); identifiers only; both;
+identifiers or no match with any one member."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.sets:
         ndjson, truth = ensure_dataset(name)
-        row = {label: run(ndjson, truth, share) for label, share in VARIANTS.items()}
+        row = {label: run(ndjson, truth, *variant) for label, variant in VARIANTS.items()}
         print(json.dumps({name: row}), flush=True)
         rows.append((name, row))
     labels = list(VARIANTS)

@@ -314,7 +314,7 @@ def test_clusters_do_not_chain(cannot_links: bool) -> None:
 
 def test_a_different_national_id_never_joins_a_cluster() -> None:
     """Two records with different social security numbers are kept apart even when a third
-    record matches both."""
+    record matches both (rules declaring the usual systems unique)."""
     ssn = "http://hl7.org/fhir/sid/us-ssn"
     base = {
         "resourceType": "Patient",
@@ -323,7 +323,9 @@ def test_a_different_national_id_never_joins_a_cluster() -> None:
         "birthDate": "1980-03-04",
         "telecom": [{"system": "phone", "value": "0772123456"}],
     }
-    dedup = Deduplicator(Matcher(default_rules()))
+    raw = default_rules().to_json()
+    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = "default"
+    dedup = Deduplicator(Matcher(parse_rules(raw)))
     dedup.add("a", {**base, "identifier": [{"system": ssn, "value": "111-22-3333"}]})
     dedup.add("b", dict(base))
     dedup.add("c", {**base, "identifier": [{"system": ssn, "value": "999-88-7777"}]})

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+import pytest
+
 from clientregistry.matching.cannot_link import MAX_MEMBERS, CannotLinks, consistent
 from clientregistry.matching.classify import Candidate, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
-from clientregistry.matching.rules import default_rules, parse_rules
+from clientregistry.matching.rules import DecisionRules, default_rules, parse_rules
 from clientregistry.matching.scoring import PairScore
 
 SSN = "http://hl7.org/fhir/sid/us-ssn"
@@ -26,6 +28,13 @@ def seedling(n: int, *identifiers: tuple[str, str]) -> dict[str, Any]:
         "birthDate": f"1960-02-{n:02d}",
         "identifier": [{"system": s, "value": v} for s, v in identifiers],
     }
+
+
+def unique_rules(systems: object = "default") -> DecisionRules:
+    """The default rules with their identifier field's ``uniqueSystems`` set."""
+    raw = default_rules().to_json()
+    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = systems
+    return parse_rules(raw)
 
 
 def features(matcher: Matcher, resource: dict[str, Any]) -> Features:
@@ -49,7 +58,7 @@ def test_a_record_far_from_another_contradicts_it() -> None:
 
 
 def test_a_different_value_of_a_unique_system_contradicts() -> None:
-    matcher = Matcher(default_rules())
+    matcher = Matcher(unique_rules())
     cannot = CannotLinks(matcher.scorer)
     base = seedling(1, (SSN, "123-45-6789"), (MRN, "A1"))
     same = features(matcher, base)
@@ -64,10 +73,9 @@ def test_a_different_value_of_a_unique_system_contradicts() -> None:
     assert not cannot.contradicts(same, same)
 
 
-def test_no_unique_systems_means_no_identifier_cannot_links() -> None:
-    raw = default_rules().to_json()
-    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = []
-    matcher = Matcher(parse_rules(raw))
+@pytest.mark.parametrize("rules", [default_rules(), unique_rules([])], ids=["unset", "empty"])
+def test_no_unique_systems_means_no_identifier_cannot_links(rules: DecisionRules) -> None:
+    matcher = Matcher(rules)
     cannot = CannotLinks(matcher.scorer)
     base = seedling(1, (SSN, "123-45-6789"))
     other = {**base, "identifier": [{"system": SSN, "value": "987-65-4321"}]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import shutil
 import threading
@@ -603,10 +604,28 @@ def _submit_with_ssn(registry: Registry, system: str, value: str, ssn: str | Non
         return Submitter(registry.context).submit(session, patient, config)
 
 
-def test_a_different_national_id_is_a_conflict_not_a_link(registry: Registry) -> None:
+@pytest.fixture
+def unique_registry(template_data_dir: Path, tmp_path: Path) -> Iterator[Registry]:
+    """A registry whose rules declare the usual identifier systems unique per person."""
+    from clientregistry.matching.rules import default_rules
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(template_data_dir, data_dir)
+    raw = default_rules().to_json()
+    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = "default"
+    rules = data_dir / "unique-rules.json"
+    rules.write_text(json.dumps(raw), encoding="utf-8")
+    settings = load_settings(data_dir, environ={"CR_MATCHING_RULES": str(rules)})
+    context = RegistryContext.open(settings)
+    yield Registry(context)
+    context.close()
+
+
+def test_a_different_national_id_is_a_conflict_not_a_link(unique_registry: Registry) -> None:
     """Grace with one social security number, a record of her without one, then a record
     alike in everything but a different number: it auto-matches both, yet it must not join
     them (a cannot-link); it waits in the review queue as a conflict."""
+    registry = unique_registry
     first = _submit_with_ssn(registry, "openmrs", "om-1", "111-22-3333")
     second = _submit_with_ssn(registry, "dhis2", "d-1", None)
     assert second.golden_id == first.golden_id

@@ -8,10 +8,13 @@ if its members do not contradict it (:meth:`CannotLinks.rejects`):
 
 * **a different value of a unique identifier system** with any member: both hold an
   identifier of a system one person holds one value of (a national id, a social security
-  number: the field's ``uniqueSystems``, else
-  :data:`~clientregistry.matching.rules.DEFAULT_UNIQUE_SYSTEMS`; ``"uniqueSystems": []``
-  turns this off, for data whose numbers are not to be trusted), no value in common, and
-  every pair of values more than one edit apart (a typo is not a contradiction);
+  number), no value in common, and every pair of values more than one edit apart (a typo is
+  not a contradiction). Which systems are unique is declared in the rules, on the
+  ``shared-identifier`` field: ``"uniqueSystems": "default"`` (the patterns of
+  :data:`~clientregistry.matching.rules.DEFAULT_UNIQUE_SYSTEMS`) or a list; without it no
+  identifier makes a cannot-link. It is not on in the default rules: in data whose numbers
+  are typed like any other field (FEBRL replaces the number wholesale in ~6% of a person's
+  pairs) it keeps a person's records apart (measured in ``bench/RESULTS.md``);
 * **no match with most members**: a score below the potential-match threshold (the decision
   ``none``, or a pair the rule sets' filters block) with more than half of them. One such
   member is not enough: records of one person typed with many errors often score below the
@@ -39,7 +42,6 @@ from clientregistry.matching.comparison import (
     unique_system_test,
 )
 from clientregistry.matching.features import Features
-from clientregistry.matching.rules import DEFAULT_UNIQUE_SYSTEMS
 from clientregistry.matching.scoring import Scorer
 
 MAX_MEMBERS = 50
@@ -67,9 +69,7 @@ class CannotLinks:
                 if f.is_identifier_set:
                     slot = extractor.slot(f)
                     patterns = f.unique_systems
-                    if patterns is None:
-                        patterns = DEFAULT_UNIQUE_SYSTEMS
-                    if not patterns:  # "uniqueSystems": []: no system is unique
+                    if not patterns:  # no system declared unique: no identifier cannot-links
                         continue
                     slots.setdefault(slot, _IdentifierSlot(slot, unique_system_test(patterns)))
         self._identifiers = tuple(slots.values())
