@@ -896,3 +896,43 @@ def test_train_needs_a_probabilistic_rule_set(
     assert_clean_failure(result, 2)
     assert "no probabilistic rule set to train" in " ".join(result.stderr.split())
     assert not output.exists()
+
+
+def test_train_from_a_registrys_own_records(febrl1: tuple[Path, Path], tmp_path: Path) -> None:
+    """``train --data-dir``: the registry's stored records under its rules in force; the
+    rules written load, and name the thresholds' match probabilities."""
+    from clientregistry.registry.context import RegistryContext
+    from clientregistry.registry.setup import init_data_dir
+    from clientregistry.registry.submit import Submitter
+    from clientregistry.settings import load_settings
+    from clientregistry.store.db import transaction
+
+    source, _ = febrl1
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, hostnames=[])
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
+    try:
+        config = context.settings.systems["openmrs"]
+        submitter = Submitter(context)
+        submissions = []
+        for line in source.read_text(encoding="utf-8").splitlines():
+            patient = json.loads(line)
+            own = {"system": config.internal_id_system, "value": patient["id"]}
+            patient["identifier"] = [own, *patient.get("identifier", [])]
+            submissions.append(submitter.prepare(patient, config))
+        with transaction(context.sessions) as session:
+            submitter.submit_batch(session, submissions)
+    finally:
+        context.close()
+    output = tmp_path / "trained.json"
+    result = run("train", "--data-dir", data_dir, "--output", output)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert any(rs.probabilistic for rs in load_rules(output).rule_sets)
+    table = " ".join(result.stdout.split())
+    assert "m and u learned from 1,000 records" in table
+    assert "match probability at it" in table and "est. precision" in table
+    both = run("train", source, "--data-dir", data_dir, "--output", output)
+    assert_clean_failure(both, 2)
+    neither = run("train", "--output", output)
+    assert_clean_failure(neither, 2)

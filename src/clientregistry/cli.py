@@ -390,6 +390,8 @@ def _dedupe_trained(
         f"trained: u from {result.random_pairs:,} random pairs, m by EM over "
         f"{result.candidate_pairs:,} pairs in {len(result.sessions)} sessions"
     )
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     trained = Matcher(
         result.rules,
         record_id_systems=matcher.extractor.record_id_systems,
@@ -456,30 +458,66 @@ def evaluate(
 @app.command("train")
 def train_command(
     input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="Patients: NDJSON, a FHIR Bundle or CSV.")
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write trained rules.")],
+        Path | None,
+        typer.Argument(
+            metavar="[INPUT]", help="Patients: NDJSON, a FHIR Bundle or CSV (or --data-dir)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write trained rules.")
+    ] = Path("trained-rules.json"),
     rules_path: RulesOption = None,
     record_id_system: RecordIdOption = None,
     on_error: Annotated[OnError, typer.Option("--on-error")] = OnError.skip,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Train from a registry's own records, under its rules in force (instead of "
+            "INPUT).",
+        ),
+    ] = None,
 ) -> None:
-    """Estimate m and u from the data: u from random pairs, m by EM (Splink's method)."""
+    """Estimate m and u from the data: u from random pairs, m by EM (Splink's method).
+
+    The trained rules are checked before they are written: a field whose estimate is not
+    plausible keeps its values, and a model whose automatic links differ too much from the
+    given rules' is not used (the given rules are written, with a warning). Rules trained
+    from a registry are put in force with `clientregistry rematch --rules FILE`, or named in
+    its configuration (`[matching] rules`) before its first record."""
     from clientregistry.matching.training import train
 
-    rules = _load_rules(rules_path)
-    if not any(rs.probabilistic for rs in rules.rule_sets):
-        raise _fail(f"{rules.source}: no probabilistic rule set to train")
-    systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
-    matcher = Matcher(rules, record_id_systems=systems)
     skipped: list[InvalidRecord] = []
-    features = [
-        matcher.extractor.extract(record.resource)
-        for record in _records(input_path, CsvMapping(), on_error, skipped)
-    ]
+    if (input_path is None) == (data_dir is None):
+        raise _fail("give the records to train on: INPUT, or --data-dir DIR (a registry)")
+    if data_dir is not None:
+        if rules_path is not None or record_id_system is not None:
+            raise _fail(
+                "--data-dir trains the registry's rules in force: no --rules / --record-id-system"
+            )
+        matcher, features = _registry_features(data_dir)
+        where = str(data_dir)
+    else:
+        assert input_path is not None
+        rules = _load_rules(rules_path)
+        if not any(rs.probabilistic for rs in rules.rule_sets):
+            raise _fail(f"{rules.source}: no probabilistic rule set to train")
+        systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
+        matcher = Matcher(rules, record_id_systems=systems)
+        try:
+            features = [
+                matcher.extractor.extract(record.resource)
+                for record in _records(input_path, CsvMapping(), on_error, skipped)
+            ]
+        except OSError as error:
+            raise _fail(f"{input_path}: {error}") from None
+        where = str(input_path)
+    if not any(rs.probabilistic for rs in matcher.rules.rule_sets):
+        raise _fail(f"{matcher.rules.source}: no probabilistic rule set to train")
     try:
         result = train(matcher, features)
     except ValueError as error:
-        raise _fail(f"cannot train on {input_path}: {error}") from None
+        raise _fail(f"cannot train on {where}: {error}") from None
     output.write_text(json.dumps(result.rules.to_json(), indent=2) + "\n", encoding="utf-8")
     table = Table(title=f"m and u learned from {len(features):,} records")
     for name in ("rule set", "field", "level", "m", "u", "weight log10(m/u)"):
@@ -494,14 +532,75 @@ def train_command(
             f"{row.weight:+.2f}",
         )
     out.print(table)
+    if result.thresholds:
+        thresholds = Table(
+            title="thresholds, as the learned model sees them"
+            + (" (model not used)" if result.kept_given else "")
+        )
+        for name in (
+            "rule set",
+            "threshold",
+            "score",
+            "match probability at it",
+            "est. precision at or above",
+            "est. recall at or above",
+        ):
+            thresholds.add_column(name, justify="left" if name == "threshold" else "right")
+        for t in result.thresholds:
+            thresholds.add_row(
+                str(t.rule_set + 1),
+                t.name,
+                f"{t.score:g}",
+                f"{t.probability:.3f}",
+                f"{t.precision:.3f}",
+                f"{t.recall:.3f}",
+            )
+        out.print(thresholds)
     err.print(
         f"probability two random records match {result.match_probability:.3g}; "
         f"{result.candidate_pairs:,} pairs in {len(result.sessions)} EM sessions, "
         f"{result.random_pairs:,} random pairs{'' if result.converged else ' (not converged)'}"
     )
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if skipped:
         err.print(f"[yellow]skipped {len(skipped)} bad records[/]")
-    err.print(f"trained rules written to {output}")
+    kept = " (the rules given, unchanged)" if result.kept_given else ""
+    err.print(f"trained rules written to {output}{kept}")
+
+
+def _registry_features(data_dir: Path) -> tuple[Matcher, list[Any]]:
+    """The matcher of a registry's rules in force and its records' stored features."""
+    from sqlalchemy import select
+
+    from clientregistry.registry.rules_in_force import read_in_force
+    from clientregistry.settings import load_settings
+    from clientregistry.store.db import create_engine_for
+    from clientregistry.store.models import SourceRecord
+
+    try:
+        settings = load_settings(data_dir)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    engine = create_engine_for(settings.database)
+    try:
+        with engine.connect() as connection:
+            from sqlalchemy.orm import Session
+
+            with Session(bind=connection) as session:
+                spec = read_in_force(session, settings).active
+                features = list(
+                    session.scalars(
+                        select(SourceRecord.features)
+                        .where(SourceRecord.replaced_by.is_(None))
+                        .order_by(SourceRecord.id)
+                    )
+                )
+    except ClientRegistryError as error:
+        raise _fail(str(error)) from None
+    finally:
+        engine.dispose()
+    return spec.build(), features
 
 
 @rules_app.command("check")

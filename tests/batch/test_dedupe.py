@@ -277,3 +277,62 @@ def test_stats_json() -> None:
     assert data["records"] == 10
     assert data["records_per_second"] == 5.0
     assert set(data) >= {"records", "skipped", "clusters", "auto_links", "potential_matches"}
+
+
+def seedling(n: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": f"seedling-{n}",
+        "name": [{"family": f"Seedling{n}", "given": ["Sam"]}],
+        "gender": "male",
+        "birthDate": f"1960-02-{n:02d}",
+    }
+
+
+@pytest.mark.parametrize("cannot_links", [True, False])
+def test_clusters_do_not_chain(cannot_links: bool) -> None:
+    """The issue's reproduction: each Sam Seedling matches the one born the day before, but
+    the 1st and the 17th are no match; with cannot-links they never share a cluster."""
+    dedup = Deduplicator(Matcher(default_rules()), cannot_links=cannot_links)
+    for n in range(1, 21):
+        dedup.add(f"seedling-{n}", seedling(n))
+    golden = dict(dedup.golden_ids())
+    if not cannot_links:  # what happened before: one chain
+        assert len(set(golden.values())) == 1
+        return
+    assert golden["seedling-1"] != golden["seedling-17"]
+    assert golden["seedling-1"] == golden["seedling-2"]
+    scorer = dedup.matcher.scorer
+    for one in golden:  # no cluster holds two records that are no match
+        for other in golden:
+            if one < other and golden[one] == golden[other]:
+                a = dedup.features[dedup.ids.index(one)]
+                b = dedup.features[dedup.ids.index(other)]
+                assert scorer.likely(a, b) is not None, (one, other)
+    assert dedup.stats.cannot_links > 0
+
+
+def test_a_different_national_id_never_joins_a_cluster() -> None:
+    """Two records with different social security numbers are kept apart even when a third
+    record matches both (rules declaring the usual systems unique)."""
+    ssn = "http://hl7.org/fhir/sid/us-ssn"
+    base = {
+        "resourceType": "Patient",
+        "name": [{"family": "Okello", "given": ["Grace"]}],
+        "gender": "female",
+        "birthDate": "1980-03-04",
+        "telecom": [{"system": "phone", "value": "0772123456"}],
+    }
+    raw = default_rules().to_json()
+    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = "default"
+    dedup = Deduplicator(Matcher(parse_rules(raw)))
+    dedup.add("a", {**base, "identifier": [{"system": ssn, "value": "111-22-3333"}]})
+    dedup.add("b", dict(base))
+    dedup.add("c", {**base, "identifier": [{"system": ssn, "value": "999-88-7777"}]})
+    golden = dict(dedup.golden_ids())
+    assert golden["a"] == golden["b"]
+    assert golden["c"] != golden["a"]
+    assert sorted((r.record_id, r.other_id, r.kind) for r in dedup.review) == [
+        ("c", "a", "conflict"),
+        ("c", "b", "conflict"),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import shutil
 import threading
@@ -511,3 +512,132 @@ def test_a_submission_takes_few_round_trips_on_postgresql(
         assert _exchanges(trace_new) == 2
     finally:
         context.close()
+
+
+# ----------------------------------------------------------------------------- cannot-links
+
+SSN = "http://hl7.org/fhir/sid/us-ssn"
+
+
+def seedling(n: int) -> dict[str, Any]:
+    """The issue's reproduction: Sam Seedling<n>, male, born 1960-02-<n>."""
+    return {
+        "name": [{"family": f"Seedling{n}", "given": ["Sam"]}],
+        "gender": "male",
+        "birthDate": f"1960-02-{n:02d}",
+    }
+
+
+def _assert_no_chain(registry: Registry, results: list[SubmitResult]) -> None:
+    first, seventeenth = results[0], results[16]
+    assert first.golden_id != seventeenth.golden_id
+    assert results[1].golden_id == first.golden_id  # neighbours still match
+    context = registry.context
+    scorer = context.matcher.scorer
+    records = registry.rows(select(SourceRecord))
+    for one in records:  # no golden record holds two records that are no match
+        for other in records:
+            if one.id < other.id and one.golden_id == other.golden_id:
+                assert scorer.likely(one.features, other.features) is not None
+    conflicts = registry.rows(select(MatchIssue).where(MatchIssue.kind == IssueKind.CONFLICT))
+    assert conflicts, "a record kept apart is a conflict for review"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_twenty_seedlings_do_not_chain_into_one_person(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    """Each Sam Seedling matches the one born the day before; the 1st and the 17th score
+    102.5 (no match), so they must not share a golden record."""
+    fixture = "context" if database == "sqlite" else "postgres_context"
+    registry = Registry(request.getfixturevalue(fixture))
+    results = [registry.submit("openmrs", f"seed-{n}", seedling(n)) for n in range(1, 21)]
+    assert results[1].status is MatchStatus.AUTO
+    _assert_no_chain(registry, results)
+    assert any(r.status is MatchStatus.CONFLICT for r in results)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_twenty_seedlings_in_one_batch_do_not_chain(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    """The same in one batch (an import's or a transaction Bundle's path), after a first
+    Seedling stored alone."""
+    fixture = "context" if database == "sqlite" else "postgres_context"
+    context: RegistryContext = request.getfixturevalue(fixture)
+    registry = Registry(context)
+    first = registry.submit("openmrs", "seed-1", seedling(1))
+    config = registry.system("openmrs")
+    submitter = Submitter(context)
+    submissions = [
+        submitter.prepare(
+            {
+                "resourceType": "Patient",
+                "identifier": [{"system": config.internal_id_system, "value": f"seed-{n}"}],
+                **seedling(n),
+            },
+            config,
+        )
+        for n in range(2, 21)
+    ]
+    with transaction(context.sessions) as session:
+        decisions = submitter.submit_batch(session, submissions)
+    golden = {d.record_id: d.golden_id for d in decisions}
+    assert decisions[0].golden_id == first.golden_id
+    assert decisions[15].golden_id != first.golden_id  # the 17th
+    assert golden
+    records = registry.rows(select(SourceRecord))
+    scorer = context.matcher.scorer
+    for one in records:
+        for other in records:
+            if one.id < other.id and one.golden_id == other.golden_id:
+                assert scorer.likely(one.features, other.features) is not None
+
+
+def _submit_with_ssn(registry: Registry, system: str, value: str, ssn: str | None) -> SubmitResult:
+    config = registry.system(system)
+    identifiers = [{"system": config.internal_id_system, "value": value}]
+    if ssn is not None:
+        identifiers.append({"system": SSN, "value": ssn})
+    patient = {"resourceType": "Patient", **GRACE, "identifier": identifiers}
+    with transaction(registry.context.sessions) as session:
+        return Submitter(registry.context).submit(session, patient, config)
+
+
+@pytest.fixture
+def unique_registry(template_data_dir: Path, tmp_path: Path) -> Iterator[Registry]:
+    """A registry whose rules declare the usual identifier systems unique per person."""
+    from clientregistry.matching.rules import default_rules
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(template_data_dir, data_dir)
+    raw = default_rules().to_json()
+    raw["rules"][0]["fields"]["identifier"]["uniqueSystems"] = "default"
+    rules = data_dir / "unique-rules.json"
+    rules.write_text(json.dumps(raw), encoding="utf-8")
+    settings = load_settings(data_dir, environ={"CR_MATCHING_RULES": str(rules)})
+    context = RegistryContext.open(settings)
+    yield Registry(context)
+    context.close()
+
+
+def test_a_different_national_id_is_a_conflict_not_a_link(unique_registry: Registry) -> None:
+    """Grace with one social security number, a record of her without one, then a record
+    alike in everything but a different number: it auto-matches both, yet it must not join
+    them (a cannot-link); it waits in the review queue as a conflict."""
+    registry = unique_registry
+    first = _submit_with_ssn(registry, "openmrs", "om-1", "111-22-3333")
+    second = _submit_with_ssn(registry, "dhis2", "d-1", None)
+    assert second.golden_id == first.golden_id
+    third = _submit_with_ssn(registry, "openmrs", "om-2", "999-88-7777")
+    assert third.golden_id != first.golden_id
+    assert third.status is MatchStatus.CONFLICT and third.conflicts == 2
+    typo = _submit_with_ssn(registry, "dhis2", "d-2", "111-22-3334")  # one edit: a typo
+    assert typo.golden_id == first.golden_id
+
+
+@pytest.fixture
+def postgres_context(postgres_settings: Settings) -> Iterator[RegistryContext]:
+    context = RegistryContext.open(postgres_settings)
+    yield context
+    context.close()

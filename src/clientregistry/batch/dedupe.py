@@ -12,6 +12,13 @@ least a potential match of one of the chosen cluster's matching records (three r
 pairwise look like one person). Otherwise, for instance a record that matches one twin on
 names and the other on birth date and address, the conflict is kept for review as before.
 ``merge_conflicts=False`` keeps every conflict apart, as the registry does.
+
+Clusters do not chain (:mod:`clientregistry.matching.cannot_link`): a record joins a cluster
+only if its members do not reject it (a different value of a unique identifier system with
+one of them, or no match with most of them); otherwise it tries the next cluster it
+auto-matches, and stays apart (its auto matches kept for review as conflicts) when none
+accepts it. Two clusters are joined only when no member of one is rejected by the other.
+``cannot_links=False`` turns the check off (the earlier behaviour, for comparison).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 from clientregistry.errors import InvalidRecord
 from clientregistry.matching.blocking import MemoryIndex
+from clientregistry.matching.cannot_link import MAX_MEMBERS, CannotLinks, consistent
 from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher, PreparedRecord
@@ -46,6 +54,8 @@ class DedupeStats:
     potential_matches: int = 0
     conflicts: int = 0
     merges: int = 0
+    cannot_links: int = 0
+    """Records kept apart because they contradict a member of every cluster they matched."""
     candidate_pairs: int = 0
     capped_queries: int = 0
     true_pairs_compared: int = 0
@@ -69,6 +79,7 @@ class DedupeStats:
             "potential_matches": self.potential_matches,
             "conflicts": self.conflicts,
             "merges": self.merges,
+            "cannot_links": self.cannot_links,
             "candidate_pairs": self.candidate_pairs,
             "capped_queries": self.capped_queries,
             "seconds": round(self.seconds, 3),
@@ -96,6 +107,7 @@ class Deduplicator:
         entity_of: Mapping[str, str] | None = None,
         merge_conflicts: bool = True,
         term_counts: TermCounts | None = None,
+        cannot_links: bool | CannotLinks = True,
     ):
         self.matcher = matcher
         self.index = MemoryIndex()
@@ -120,6 +132,13 @@ class Deduplicator:
         self._parent: dict[int, int] = {}
         """Clusters merged into another (union-find over golden positions; see
         :meth:`_root`); empty unless ``merge_conflicts`` joined some."""
+        self._cannot: CannotLinks | None
+        if isinstance(cannot_links, CannotLinks):
+            self._cannot = cannot_links
+        else:
+            self._cannot = CannotLinks(matcher.scorer) if cannot_links else None
+        self._members: dict[int, list[int]] = {}
+        """Positions of each cluster's records, by root (kept for the cannot-link check)."""
 
     @property
     def term_counts(self) -> TermCounts:
@@ -197,6 +216,11 @@ class Deduplicator:
             for j, score in likely
         ]
         result = classify(scored) if scored else Classification(None)
+        if self._cannot is not None and result.golden_id is not None:
+            new = prepared.features
+            result = consistent(result, lambda golden, _: self._accepts(int(golden), new))  # type: ignore[call-overload]
+            if result.golden_id is None:
+                self.stats.cannot_links += 1
         position = len(self.ids)
         if result.golden_id is None:
             golden = position
@@ -212,8 +236,13 @@ class Deduplicator:
                 other_root = self._root(cluster[j])
                 if other_root == golden:
                     continue
-                if self._supported(j, result.auto):
+                if self._supported(j, result.auto) and self._compatible(
+                    other_root, golden, prepared.features
+                ):
                     self._parent[other_root] = golden
+                    if self._cannot is not None:
+                        moved = self._members.pop(other_root, [])
+                        self._members.setdefault(golden, []).extend(moved)
                     self.stats.merges += 1
                     self.stats.clusters -= 1
                 else:
@@ -228,6 +257,8 @@ class Deduplicator:
         self.ids.append(record_id)
         features.append(prepared.features)
         cluster.append(golden)
+        if self._cannot is not None:
+            self._members.setdefault(golden, []).append(position)
         self._positions[record_id] = position
         if prepared.keys:
             self.index.add(position, prepared.keys)
@@ -245,6 +276,28 @@ class Deduplicator:
             likely(features[j], features[int(c.record_id)], tf) is not None  # type: ignore[call-overload]
             for c in chosen
         )
+
+    def _accepts(self, golden: int, features: Features) -> bool:
+        """Whether a record with ``features`` may join cluster ``golden`` (a root)."""
+        assert self._cannot is not None
+        members = self._members.get(golden, ())
+        stored = self.features
+        self._count_terms()
+        return not self._cannot.rejects(
+            features, (stored[j] for j in members), self._term_counts.tf
+        )
+
+    def _compatible(self, one: int, other: int, features: Features) -> bool:
+        """Whether clusters ``one`` and ``other`` (roots; ``other`` about to take a record
+        with ``features``) may be joined: no member of one contradicts one of the other."""
+        if self._cannot is None:
+            return True
+        stored = self.features
+        mine = [stored[j] for j in self._members.get(one, ())[:MAX_MEMBERS]]
+        theirs = [features, *(stored[j] for j in self._members.get(other, ()))]
+        self._count_terms()
+        tf = self._term_counts.tf
+        return not any(self._cannot.rejects(f, theirs, tf) for f in mine)
 
     def _root(self, golden: int) -> int:
         parent = self._parent

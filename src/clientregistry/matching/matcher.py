@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clientregistry.matching.blocking import DEFAULT_CANDIDATE_LIMIT, Blocker, CandidateSet
+from clientregistry.matching.cannot_link import CannotLinks
 from clientregistry.matching.classify import Candidate
 from clientregistry.matching.comparison import TermFrequency, no_tf
 from clientregistry.matching.features import FeatureExtractor, Features, SlotKey
@@ -50,6 +51,7 @@ class Matcher:
         self.extractor = FeatureExtractor(rules, record_id_systems, layout)
         self.scorer = Scorer(self.extractor)
         self.blocker = Blocker(self.extractor)
+        self.cannot_links = CannotLinks(self.scorer)
 
     def prepare(self, resource: Mapping[str, Any]) -> PreparedRecord:
         """Features and blocking keys of one resource."""

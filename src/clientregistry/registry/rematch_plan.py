@@ -11,7 +11,9 @@ with the registry's classification (conflicts stay apart) and the decisions peop
   every other record to match;
 * two records known not to be the same person (a break, "not a match") never end up
   together: neither is a candidate of the other, nor of a person holding the other;
-* a pair a person resolved in the review queue is not queued again.
+* a pair a person resolved in the review queue is not queued again;
+* a record joins a person only if its records do not reject it
+  (:mod:`~clientregistry.matching.cannot_link`), as a submission does.
 
 The persons found keep the golden records they hold most records of (a confirmed person its
 own); the others get new ones. :func:`plan_changes` compares that with the registry: every
@@ -35,6 +37,7 @@ from sqlalchemy.orm import Session
 from clientregistry.batch.pipeline import Prepared, prepare_in_background
 from clientregistry.batch.readers import CsvMapping, ReadResult, SourceRecord
 from clientregistry.errors import InvalidRecord
+from clientregistry.matching.cannot_link import consistent
 from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.term_frequency import TermCounts
@@ -130,6 +133,8 @@ class Replay:
         self.placed: list[Placed] = []
         self.term_counts = TermCounts(matcher.extractor)
         self._counted = 0
+        self._members: dict[int, list[int]] = {}
+        """Positions of each cluster's records (the cannot-link check)."""
         self._confirmed: dict[str, int] = {}
         """Golden record of a confirmed person -> its cluster."""
         self._autos = [rs.auto_threshold for rs in matcher.rules.rule_sets]
@@ -161,6 +166,15 @@ class Replay:
             if ids[j] not in not_with and self.cluster[j] not in kept_apart
         ]
         result = classify(candidates) if candidates else Classification(None)
+        if result.golden_id is not None and not placed_by_person:
+            cannot, stored, tf = self.matcher.cannot_links, self.features, self.term_counts.tf
+            new = prepared.features
+
+            def allowed(golden: object, _: list[Candidate]) -> bool:
+                members = self._members.get(int(golden), ())  # type: ignore[call-overload]
+                return not cannot.rejects(new, (stored[j] for j in members), tf)
+
+            result = consistent(result, allowed)
         if placed_by_person and golden_before is not None:
             head = self._confirmed.setdefault(golden_before, position)
             result = keep_golden(result, head)
@@ -191,6 +205,7 @@ class Replay:
         self.ids.append(record_id)
         self.features.append(prepared.features)
         self.cluster.append(cluster)
+        self._members.setdefault(cluster, []).append(position)
         self.positions[record_id] = position
         self.placed.append(outcome)
 

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
+    CompoundSelect,
     Connection,
     Integer,
     Select,
@@ -52,8 +53,12 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
+    literal,
+    literal_column,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -68,7 +73,8 @@ from clientregistry.fhir.patient import (
     require_internal_identifier,
     source_record_resource,
 )
-from clientregistry.matching.classify import Classification, classify
+from clientregistry.matching.cannot_link import MAX_MEMBERS, consistent
+from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher
 from clientregistry.metrics import count_submission
@@ -145,6 +151,14 @@ _RECORDS_BY_ID = DriverQuery(
         SourceRecord.id == any_(bindparam("ids", type_=ARRAY(String)))
     ),
 )
+_MEMBERS_OF = DriverQuery(
+    select(SourceRecord.golden_id, SourceRecord.features)
+    .where(SourceRecord.golden_id.in_(json_values("ids")))
+    .order_by(SourceRecord.golden_id, SourceRecord.id),
+    postgresql=select(SourceRecord.golden_id, SourceRecord.features)
+    .where(SourceRecord.golden_id == any_(bindparam("ids", type_=ARRAY(String))))
+    .order_by(SourceRecord.golden_id, SourceRecord.id),
+)
 _IDS_PER_QUERY = 50_000
 """Values bound per query of a batch."""
 _HOLDER = select(
@@ -157,20 +171,44 @@ _REPLACES = (
 )
 
 
-def _candidate_rows(top: Select[str, int, int]) -> Select[str, str | None, Any]:
-    candidates = top.subquery()
-    return (
-        select(SourceRecord.id, SourceRecord.golden_id, SourceRecord.features)
-        .join(candidates, candidates.c.record_id == SourceRecord.id)
-        .order_by(candidates.c.shared.desc(), SourceRecord.id)
+def _candidate_rows(top: Select[str, int, int]) -> CompoundSelect[str, str | None, Any, int]:
+    candidates = top.cte("top_candidates")
+    found = select(
+        SourceRecord.id, SourceRecord.golden_id, SourceRecord.features, candidates.c.shared
+    ).join(candidates, candidates.c.record_id == SourceRecord.id)
+    holder = aliased(SourceRecord)
+    persons = select(holder.golden_id).join(candidates, candidates.c.record_id == holder.id)
+    member = aliased(SourceRecord)
+    ranked = (
+        select(
+            member.id,
+            member.golden_id,
+            member.features,
+            literal(0, Integer).label("shared"),
+            func.row_number()
+            .over(partition_by=member.golden_id, order_by=member.id)
+            .label("position"),
+        )
+        .where(
+            member.golden_id.in_(persons),
+            member.id.not_in(select(candidates.c.record_id)),
+        )
+        .subquery()
     )
+    members = select(ranked.c.id, ranked.c.golden_id, ranked.c.features, ranked.c.shared).where(
+        ranked.c.position <= MAX_MEMBERS
+    )
+    return union_all(found, members).order_by(literal_column("shared").desc(), literal_column("id"))
 
 
 _CANDIDATE_ROWS = DriverQuery(
     _candidate_rows(TOP_CANDIDATES), postgresql=_candidate_rows(TOP_CANDIDATES_ARRAY)
 )
 """The blocking candidates and their records, in one statement: parameters ``hashes`` and
-``limit``."""
+``limit``; columns id, golden id, features and blocking keys in common. After them come the
+other records of the candidates' golden records (keys in common 0; at most
+:data:`~clientregistry.matching.cannot_link.MAX_MEMBERS` of each), which are not candidates
+but are checked for cannot-links (:func:`find_matches`)."""
 _OTHERS_IN = (
     select(SourceRecord.id)
     .where(SourceRecord.golden_id == bindparam("golden"), SourceRecord.id != bindparam("record"))
@@ -475,11 +513,20 @@ def find_matches(
     broken: set[str],
     *,
     candidates: PendingRows | None = None,
+    pending_members: Mapping[str, list[Features]] | None = None,
 ) -> Classification:
     """Score ``features`` against the blocking candidates and classify them (the one candidate
     search and classification that submissions, re-matching and review all use);
     ``candidates`` are the rows of ``keys`` (:func:`send_candidates`), when the caller has
-    them."""
+    them.
+
+    The record joins a golden record only if its members do not reject it
+    (:mod:`~clientregistry.matching.cannot_link`: a different value of a unique identifier
+    system with one of them, or no match with most of them); otherwise the
+    next golden record it auto-matches is tried, and without one it stands alone, its auto
+    matches conflicts for review. The members come with the candidates (the rows of
+    :data:`_CANDIDATE_ROWS`), no query more; ``pending_members``: members not stored yet
+    (records a batch placed before this one), by golden record."""
     matcher = context.matcher
     if candidates is None:
         candidates = send_candidates(session.connection(), context, key_hashes(keys))
@@ -489,13 +536,32 @@ def find_matches(
     excluded = golden_ids_of(session, broken)
     stored = [
         (rid, golden, feats)
-        for rid, golden, feats in rows
-        if rid != record_id and rid not in broken and golden is not None and golden not in excluded
+        for rid, golden, feats, shared in rows
+        if shared
+        and rid != record_id
+        and rid not in broken
+        and golden is not None
+        and golden not in excluded
     ]
     if not stored:
         return Classification(None)
     scored = matcher.candidates(features, stored, context.term_counts.tf)
-    return classify(scored, current_golden=old_golden, broken=broken)
+    result = classify(scored, current_golden=old_golden, broken=broken)
+    if result.golden_id is None:
+        return result
+    members: dict[str, list[Features]] = {}
+    for rid, golden, feats, _ in rows:
+        if rid != record_id and golden is not None:
+            members.setdefault(golden, []).append(feats)
+    cannot, tf = matcher.cannot_links, context.term_counts.tf
+
+    def allowed(golden: Hashable, _: list[Candidate]) -> bool:
+        held = members.get(str(golden), [])
+        if pending_members is not None:
+            held = [*held, *pending_members.get(str(golden), ())]
+        return not cannot.rejects(features, held, tf)
+
+    return consistent(result, allowed)
 
 
 def send_candidates(
@@ -817,6 +883,9 @@ class Submitter:
         )
         writes = _BatchWrites(datetime.now(UTC))
         decisions = []
+        # The persons of the stored candidates, with their records (the cannot-link check),
+        # to which the records the batch places are added as they come.
+        placed = _members_of(connection, sorted({row[1] for row in rows_of.values() if row[1]}))
         for record_id, submission, top in zip(record_ids, submissions, ranked, strict=True):
             candidates = PendingRows(rows=[rows_of[r] for r in top if r in rows_of])
             result = find_matches(
@@ -828,6 +897,7 @@ class Submitter:
                 None,
                 set(),
                 candidates=candidates,
+                pending_members=placed,
             )
             placement = _place(connection, record_id, result, None)
             status = match_status(result)
@@ -845,7 +915,8 @@ class Submitter:
             )
             writes.add(submission, decision, placement, result)
             count_submission(status.value)
-            rows_of[record_id] = (record_id, placement.golden_id, submission.features)
+            rows_of[record_id] = (record_id, placement.golden_id, submission.features, 1)
+            placed.setdefault(placement.golden_id, []).append(submission.features)
             context.term_counts.add(submission.features)
             decisions.append(decision)
         writes.write(session, context, source_address, audit_detail)
@@ -896,14 +967,28 @@ def _existing_identifiers(
 
 def _candidate_rows_by_id(
     connection: Connection, record_ids: list[str]
-) -> dict[str, tuple[str, str | None, Features]]:
-    """``(id, golden id, features)`` of stored records, by id."""
-    rows: dict[str, tuple[str, str | None, Features]] = {}
+) -> dict[str, tuple[str, str | None, Features, int]]:
+    """``(id, golden id, features, 1)`` of stored records, by id (rows of
+    :data:`_CANDIDATE_ROWS`)."""
+    rows: dict[str, tuple[str, str | None, Features, int]] = {}
     for start in range(0, len(record_ids), _IDS_PER_QUERY):
         chunk = record_ids[start : start + _IDS_PER_QUERY]
         for row in _RECORDS_BY_ID.send(connection, {"ids": chunk}).all():
-            rows[row[0]] = (row[0], row[1], row[2])
+            rows[row[0]] = (row[0], row[1], row[2], 1)
     return rows
+
+
+def _members_of(connection: Connection, golden_ids: list[str]) -> dict[str, list[Features]]:
+    """The features of the records of ``golden_ids`` (at most
+    :data:`~clientregistry.matching.cannot_link.MAX_MEMBERS` of each), by golden record."""
+    members: dict[str, list[Features]] = {}
+    for start in range(0, len(golden_ids), _IDS_PER_QUERY):
+        chunk = golden_ids[start : start + _IDS_PER_QUERY]
+        for golden, features in _MEMBERS_OF.send(connection, {"ids": chunk}).all():
+            held = members.setdefault(golden, [])
+            if len(held) < MAX_MEMBERS:
+                held.append(features)
+    return members
 
 
 def _rank_candidates(
