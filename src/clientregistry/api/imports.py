@@ -262,24 +262,6 @@ def _wants_xlsx(request: Request) -> bool:
     )
 
 
-def _csv_lines(context: RegistryContext, job_id: int) -> Any:
-    with transaction(context.sessions, write=False) as session:
-        yield from import_report.csv_chunks(session, job_id)
-
-
-def _xlsx_file(context: RegistryContext, job_id: int) -> Path:
-    handle, name = tempfile.mkstemp(suffix=".xlsx", prefix=".report-")
-    os.close(handle)
-    path = Path(name)
-    try:
-        with transaction(context.sessions, write=False) as session:
-            import_report.write_xlsx(session, job_id, path)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
 @router.get(
     "/{job_id}/report",
     responses={
@@ -300,7 +282,7 @@ def report(job_id: int, request: Request, context: Context, user: AdminUser) -> 
     _audit(context, request, user, "import-report", job_id)
     stem = Path(status.file_name).stem or "import"
     if xlsx:
-        path = _xlsx_file(context, job_id)
+        path = import_report.xlsx_report(context, job_id)
         return FileResponse(
             path,
             media_type=import_report.XLSX_MEDIA_TYPE,
@@ -308,7 +290,7 @@ def report(job_id: int, request: Request, context: Context, user: AdminUser) -> 
             background=BackgroundTask(path.unlink, missing_ok=True),
         )
     return StreamingResponse(
-        _csv_lines(context, job_id),
+        import_report.csv_report(context, job_id),
         media_type=f"{import_report.CSV_MEDIA_TYPE}; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{stem}-report-{job_id}.csv"'},
     )
