@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_kit import PASSWORD, check_accessibility, screenshot, sign_in
+from browser_kit import PASSWORD, add_account, check_accessibility, screenshot, sign_in
 from playwright.sync_api import expect
 
 SYSTEMS = {
@@ -510,8 +510,9 @@ def test_a_csv_uploaded_with_a_mapping_its_progress_and_its_report(
     with zipfile.ZipFile(xlsx) as book:
         workbook = book.read("xl/workbook.xml").decode()
     assert all(f'name="{s}"' in workbook for s in ("Summary", "Rows", "To review", "Errors"))
-    # The same page in French.
-    french = signed_in("ada", locale="fr-FR")
+    # The same pages in French, for an admin whose browser asks for French.
+    add_account(ui_server, "ines", "admin")
+    french = signed_in("ines", locale="fr-FR")
     for path in (page.url.split("?")[0], f"{ui_server.base_url}/ui/imports"):
         response = french.goto(path)
         assert response is not None and response.status == 200
