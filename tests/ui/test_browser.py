@@ -317,6 +317,19 @@ MAIN_PAGES = [
 ]
 
 
+def _review_href(page: Any, queue_url: str, text: str) -> str:
+    """The address of the queue's item whose row holds ``text``, on whichever page of the
+    queue it is (oldest first: the module's earlier tests leave items before it)."""
+    page.goto(queue_url)
+    for _ in range(20):
+        row = page.locator("tr", has_text=text).get_by_role("link", name="Review")
+        if row.count():
+            return str(row.first.get_attribute("href"))
+        with page.expect_navigation():
+            page.locator("a[rel=next]").first.click()
+    raise AssertionError(f"no item of {text} in {queue_url}")
+
+
 def test_the_main_pages_are_accessible_and_photographed(
     ui_server: Any, signed_in: Callable[..., Any], new_context: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -328,9 +341,8 @@ def test_the_main_pages_are_accessible_and_photographed(
     check_accessibility(login)
     screenshot(login, "login", tmp_path)
     page = signed_in("ada")
-    page.goto(f"{ui_server.base_url}/ui/review/potential")
-    item = page.locator("tr", has_text="Grace Nakato").get_by_role("link", name="Review").first
-    pages = [*MAIN_PAGES, ("person", f"/ui/people/{golden}"), ("item", item.get_attribute("href"))]
+    item = _review_href(page, f"{ui_server.base_url}/ui/review/potential", "Grace Nakato")
+    pages = [*MAIN_PAGES, ("person", f"/ui/people/{golden}"), ("item", item)]
     for name, path in pages:
         response = page.goto(f"{ui_server.base_url}{path}")
         assert response is not None and response.status == 200, (path, response and response.status)
@@ -561,7 +573,7 @@ def test_rules_checked_tried_put_in_force_and_restored(
     row = page.locator("table.versions tr", has_text="a stricter automatic link")
     expect(row).to_contain_text("in force")
     check_accessibility(page)
-    screenshot(page, "rules-versions", tmp_path)
+    screenshot(page, "rules-in-force", tmp_path)
     page.get_by_role("button", name="Restore the previous rules").click()
     expect(page.get_by_text(re.compile(r"Rules version \d+ is in force\."))).to_be_visible(
         timeout=300_000

@@ -7,6 +7,7 @@ route                                   role    what
 POST   /admin/imports                   admin   upload (the body is the file); 202 at once
 GET    /admin/imports                   admin   imports, newest first (paged)
 GET    /admin/imports/{id}              admin   state, counts, progress
+GET    /admin/imports/{id}/rows         admin   the report's lines, a page of them (JSON)
 GET    /admin/imports/{id}/report       admin   CSV, or XLSX (by ``Accept``)
 POST   /admin/imports/{id}/cancel       admin   stop it after its current batch
 ======================================  ======  ===========================================
@@ -82,6 +83,35 @@ class ImportModel(BaseModel):
     error: str | None
     already_done: bool = False
     resumed: bool = False
+
+
+class ReportLine(BaseModel):
+    """One input row's line of an import's report (the CSV report's columns)."""
+
+    row: int
+    line: int | None
+    entry: int | None
+    patient_id: str | None
+    source_id: str | None
+    record_id: str | None
+    CRUID: str | None
+    outcome: str
+    action: str | None
+    score: float | None
+    rule_set: str | None
+    potential_matches: int | None
+    conflicts: int | None
+    error: str | None
+
+
+class ReportRows(BaseModel):
+    """A page of an import's report, and how many rows had each outcome so far."""
+
+    total: int
+    offset: int
+    limit: int
+    by_outcome: dict[str, int]
+    items: list[ReportLine]
 
 
 class ImportPage(BaseModel):
@@ -245,6 +275,31 @@ def cancel(job_id: int, request: Request, context: Context, user: AdminUser) -> 
     except jobs.JobError as error:
         raise ApiError(error.status, error.message) from None
     return _model(status)
+
+
+@router.get("/{job_id}/rows", response_model=ReportRows)
+def report_rows(
+    job_id: int,
+    request: Request,
+    context: Context,
+    user: AdminUser,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ReportRows:
+    """The import's report so far, a page of lines in input order (as JSON; the whole of it
+    is ``/report``)."""
+    try:
+        page = import_report.report_page(context, job_id, offset, limit)
+    except jobs.JobError as error:
+        raise ApiError(error.status, error.message) from None
+    _audit(context, request, user, "import-report", job_id)
+    return ReportRows(
+        total=page.total,
+        offset=offset,
+        limit=limit,
+        by_outcome=page.by_outcome,
+        items=[ReportLine.model_validate(line) for line in page.lines],
+    )
 
 
 def _wants_xlsx(request: Request) -> bool:

@@ -30,7 +30,7 @@ from clientregistry.store.enums import JobOrigin
 from clientregistry.ui.pages import Admin, FormFields, Page, upload_form
 
 router = APIRouter(prefix="/ui/imports")
-PAGE_SIZE = 100
+PAGE_SIZE = 50
 MAPPED = ("id", "given", "family", "gender", "birth_date", "phone")
 """The Patient elements a CSV column can feed (``dedupe --column element=column``)."""
 IDENTIFIER_ROWS = 2
