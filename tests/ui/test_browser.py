@@ -545,10 +545,15 @@ def test_rules_checked_tried_put_in_force_and_restored(
     page.get_by_role("link", name="Change the rules").click()
     textarea = page.get_by_label("The rules (JSON)")
     document = json.loads(textarea.input_value())
-    textarea.fill('{"rules": [{"name": "strict", "matchingType": "deterministic"}]}')
+    invalid = tmp_path / "strict.json"
+    invalid.write_text('{"rules": [{"name": "strict", "matchingType": "deterministic"}]}')
+    page.get_by_label("Or upload a rules file (it replaces the text above)").set_input_files(
+        str(invalid)
+    )
     page.get_by_role("button", name="Check and try the rules").click()
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("the decision rules are not valid")
+    expect(alert).to_contain_text("strict.json: the decision rules are not valid")
     expect(alert).to_contain_text("rules[0]")
     check_accessibility(page)
     screenshot(page, "rules-invalid", tmp_path)
@@ -562,6 +567,14 @@ def test_rules_checked_tried_put_in_force_and_restored(
     expect(page.locator("table.counts")).to_contain_text("Persons merged")
     check_accessibility(page)
     screenshot(page, "rules-dry-run", tmp_path)
+    dry_run = page.url.split("?")[0]
+    add_account(ui_server, "jules", "admin")
+    french = signed_in("jules", locale="fr-FR")
+    for path in (dry_run, f"{ui_server.base_url}/ui/rules/versions"):
+        response = french.goto(path)
+        assert response is not None and response.status == 200
+        left = _french_page_left(french, _english_messages())
+        assert left == [], f"{path}: English left on a French page: {left[:10]}"
     heading = page.get_by_role("heading", level=1).inner_text()
     version = re.search(r"\d+", heading)
     assert version is not None

@@ -471,6 +471,8 @@ def test_rules_checked_tried_put_in_force_and_restored(own_ui: Ui) -> None:
     tried = client.get(f"/ui/rules/rematches/{dry}")
     assert "What would change" in tried.text and "Persons merged" in tried.text
     version = rematch.rematch_status(context, dry).version
+    shown = client.get(f"/ui/rules/versions/{version}")
+    assert shown.status_code == 200 and "autoMatchThreshold" in shown.text
     activate = client.post(f"/ui/rules/versions/{version}/activate", data={"csrf_token": token})
     assert activate.status_code == 303
     job = int(activate.headers["location"].split("?")[0].rsplit("/", 1)[1])
