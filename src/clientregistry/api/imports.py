@@ -46,8 +46,7 @@ from clientregistry.store.models import User
 
 router = APIRouter(prefix="/admin/imports", tags=["imports"])
 
-MAX_UPLOAD_BYTES = 4 << 30
-"""The largest file an upload may send (4 GiB: several million records)."""
+MAX_UPLOAD_BYTES = imports.MAX_UPLOAD_BYTES
 
 _MEDIA = {
     "text/csv": FileFormat.CSV,

@@ -23,7 +23,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from clientregistry.api.imports import MAX_UPLOAD_BYTES
 from clientregistry.registry import import_report, imports, jobs
 from clientregistry.registry.imports import ImportOptions, ImportStatus, OnError
 from clientregistry.store.enums import JobOrigin
@@ -125,7 +124,7 @@ def _start(page: Page, fields: dict[str, str], upload: UploadFile | None) -> Res
 
 @router.post("")
 async def upload(request: Request, page: Admin) -> Response:
-    fields, file = await upload_form(page, request, MAX_UPLOAD_BYTES)
+    fields, file = await upload_form(page, request, imports.MAX_UPLOAD_BYTES)
     try:
         return await run_in_threadpool(_start, page, fields, file)
     finally:
