@@ -9,7 +9,9 @@
    150000`` writes it) in process with ``Submitter.submit`` (the real submit path), half as
    openmrs and half as dhis2; then, as a reviewer would, resolves 200 review items, breaks
    out 50 records and reverts 20 of those breaks, so that queues, histories and the audit
-   trail hold what they hold in use;
+   trail hold what they hold in use; then, as an admin would, uploads the next ``--upload``
+   Patients (an NDJSON file, through the import job use case) and tries a stricter copy of
+   the rules in a dry-run re-match, for the upload and rules pages;
 3. starts ``clientregistry serve`` (one worker), signs in through ``/ui/login`` with an
    HTTPS client without a certificate (as a browser), and requests every page kind R
    times at a fixed offered rate (``--rate`` per second, one request in flight: the time
@@ -59,7 +61,7 @@ from clientregistry.registry.submit import Submitter
 from clientregistry.security import users
 from clientregistry.settings import load_settings
 from clientregistry.store.db import transaction
-from clientregistry.store.enums import IssueKind, IssueStatus, MatchStatus, Role
+from clientregistry.store.enums import IssueKind, IssueStatus, JobOrigin, MatchStatus, Role
 from clientregistry.store.models import GoldenRecord, MatchIssue, SourceRecord
 
 HERE = Path(__file__).resolve().parent
@@ -150,6 +152,48 @@ def review_some(data_dir: Path, seed: int) -> dict[str, int]:
     finally:
         context.close()
     return done
+
+
+def bulk_jobs(data_dir: Path, extra: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """An admin's traces: an upload of ``extra`` (an NDJSON file, as openmrs, through the
+    import job use case) and a dry-run re-match under a copy of the rules, both run in
+    process, for the pages that show them."""
+    import orjson
+
+    from clientregistry.registry import imports, rematch, rules_store, rules_view
+
+    settings = load_settings(data_dir, environ={})
+    context = RegistryContext.open(settings)
+    ada = Actor("ada", Role.ADMIN, "127.0.0.1")
+    timings: dict[str, Any] = {}
+    try:
+        upload = data_dir / "bench-upload.ndjson"
+        with upload.open("wb") as fh:
+            for patient in extra:
+                fh.write(orjson.dumps({**patient, "id": f"up-{patient['id']}"}) + b"\n")
+        started = time.perf_counter()
+        job = imports.start_import(
+            context,
+            upload,
+            imports.ImportOptions(system="openmrs"),
+            origin=JobOrigin.SERVER,
+            actor="ada",
+        )
+        imports.run_import(context, job.job_id)
+        timings["import_rows"] = len(extra)
+        timings["import_seconds"] = round(time.perf_counter() - started, 1)
+        document = rules_view.rules_view(context, ada).document
+        document["rules"][0]["autoMatchThreshold"] += 1.0
+        version = rules_store.store_rules(context, ada, orjson.dumps(document), "bench")
+        started = time.perf_counter()
+        rematch_id = rematch.start_rematch(
+            context, ada, version.id, dry_run=True, origin=JobOrigin.SERVER
+        )
+        rematch.run_rematch(context, rematch_id, reload_wait=0)
+        timings["dry_run_seconds"] = round(time.perf_counter() - started, 1)
+    finally:
+        context.close()
+    return {"import": job.job_id, "rematch": rematch_id, "timings": timings}
 
 
 def sign_in(http: httpx.Client, base: str, username: str) -> None:
@@ -271,6 +315,21 @@ def pages(anonymous: httpx.Client) -> dict[str, Page]:
         ),
         "users": get("/ui/users"),
         "account": get("/ui/account"),
+        "uploads": get("/ui/imports"),
+        "upload-report": lambda http, base, rng, data: http.get(
+            f"{base}/ui/imports/{data['import'][0]}"
+        ),
+        "upload-progress": lambda http, base, rng, data: http.get(
+            f"{base}/ui/imports/{data['import'][0]}/progress"
+        ),
+        "upload-report-csv": lambda http, base, rng, data: http.get(
+            f"{base}/ui/imports/{data['import'][0]}/report.csv"
+        ),
+        "rules-edit": get("/ui/rules/edit"),
+        "rules-versions": get("/ui/rules/versions"),
+        "rules-dry-run": lambda http, base, rng, data: http.get(
+            f"{base}/ui/rules/rematches/{data['rematch'][0]}"
+        ),
     }
 
 
@@ -311,6 +370,19 @@ def measure(
     }
 
 
+def latest_jobs(data_dir: Path) -> dict[str, Any]:
+    """The newest import and re-match of a reused data directory."""
+    from clientregistry.registry import imports, rematch
+
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
+    try:
+        _, made = imports.list_imports(context, 0, 1)
+        _, tried = rematch.list_rematches(context, 0, 1)
+    finally:
+        context.close()
+    return {"import": made[0].id if made else 0, "rematch": tried[0].id if tried else 0}
+
+
 def counts(data_dir: Path) -> tuple[int, int]:
     from sqlalchemy import func, select
 
@@ -339,12 +411,17 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--reuse", type=Path, help="a data directory kept by --keep")
     parser.add_argument("--only", nargs="*", help="measure only these pages")
+    parser.add_argument(
+        "--upload", type=int, default=2000, help="Patients uploaded after the load (an import)"
+    )
     args = parser.parse_args()
 
-    patients = read_patients(args.data, args.n)
+    read = read_patients(args.data, args.n + args.upload)
+    patients, extra = read[: args.n], read[args.n :]
     port = free_port()
     load_seconds = float("nan")
     reviewed: dict[str, int] = {}
+    jobs: dict[str, Any] = {}
     if args.reuse:
         data_dir = args.reuse
     else:
@@ -367,8 +444,13 @@ def main() -> None:
             load_seconds = load(data_dir, patients, args.batch)
             print(f"loaded in {load_seconds:.0f} s; reviewing ...", file=sys.stderr)
             reviewed = review_some(data_dir, args.seed)
+            print("uploading and trying rules ...", file=sys.stderr)
+            jobs = bulk_jobs(data_dir, extra, args.seed)
         persons, records = counts(data_dir)
         data = inputs(data_dir, patients, args.seed)
+        if not jobs:
+            jobs = latest_jobs(data_dir)
+        data["import"], data["rematch"] = [jobs["import"]], [jobs["rematch"]]
         log_path = OUT / "ui_pages_server.log"
         server = start_server(data_dir, port, 1, log_path, None)
         base = f"https://127.0.0.1:{port}"
@@ -400,6 +482,7 @@ def main() -> None:
         "data": args.data.name,
         "load_seconds": round(load_seconds, 1),
         "reviewed": reviewed,
+        "bulk_jobs": jobs.get("timings"),
         "rate_per_second": args.rate,
         "target_p90_ms": TARGET_MS,
         "pages": results,

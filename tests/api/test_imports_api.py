@@ -115,6 +115,14 @@ def test_an_upload_is_imported_by_the_server_and_reported(
     record = reader.get(f"/fhir/Patient/{first['record_id']}")
     assert record.status_code == 200, record.text
     assert record.json()["link"][0]["other"]["reference"] == f"Patient/{first['CRUID']}"
+    page = admin.get(f"/admin/imports/{job['id']}/rows", params={"offset": 119, "limit": 5})
+    assert page.status_code == 200, page.text
+    lines = page.json()
+    assert lines["total"] == 121 and lines["by_outcome"]["error"] == 1
+    assert [line["row"] for line in lines["items"]] == [120, 121]
+    assert lines["items"][1]["outcome"] == "error" and lines["items"][1]["error"]
+    assert lines["items"][0]["CRUID"] == rows[119]["CRUID"]
+    assert admin.get("/admin/imports/999999/rows").status_code == 404
     workbook = admin.get(f"/admin/imports/{job['id']}/report", headers={"Accept": XLSX})
     assert workbook.status_code == 200
     assert workbook.headers["content-type"] == XLSX

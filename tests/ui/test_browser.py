@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_kit import PASSWORD, check_accessibility, screenshot, sign_in
+from browser_kit import PASSWORD, add_account, check_accessibility, screenshot, sign_in
 from playwright.sync_api import expect
 
 SYSTEMS = {
@@ -233,7 +233,7 @@ def test_a_reviewer_cannot_manage_users_or_change_rules(
 ) -> None:
     page = signed_in("rita")
     assert page.get_by_role("link", name="Users").count() == 0
-    for path in ("/ui/users",):
+    for path in ("/ui/users", "/ui/imports", "/ui/rules/edit", "/ui/rules/versions"):
         response = page.goto(f"{ui_server.base_url}{path}")
         assert response is not None and response.status == 403, path
         expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
@@ -244,6 +244,15 @@ def test_a_reviewer_cannot_manage_users_or_change_rules(
         form={"csrf_token": token, "username": "mallory", "password": PASSWORD, "role": "admin"},
     )
     assert response.status == 403
+    # The rules are shown to a reviewer read only; changing them is refused on the server.
+    page.goto(f"{ui_server.base_url}/ui/rules")
+    expect(page.get_by_role("heading", name="Decision rules", exact=True)).to_be_visible()
+    assert page.get_by_role("link", name="Change the rules").count() == 0
+    for path in ("/ui/rules/check", "/ui/rules/restore", "/ui/rules/versions/1/activate"):
+        refused = page.request.post(
+            f"{ui_server.base_url}{path}", form={"csrf_token": token, "content": "{}"}
+        )
+        assert refused.status == 403, path
 
 
 def _csrf(page: Any) -> str:
@@ -300,9 +309,25 @@ MAIN_PAGES = [
     ("rules", "/ui/rules"),
     ("pair-test", "/ui/rules/test"),
     ("users", "/ui/users"),
+    ("uploads", "/ui/imports"),
+    ("rules-edit", "/ui/rules/edit"),
+    ("rules-versions", "/ui/rules/versions"),
     ("audit", "/ui/audit"),
     ("account", "/ui/account"),
 ]
+
+
+def _review_href(page: Any, queue_url: str, text: str) -> str:
+    """The address of the queue's item whose row holds ``text``, on whichever page of the
+    queue it is (oldest first: the module's earlier tests leave items before it)."""
+    page.goto(queue_url)
+    for _ in range(20):
+        row = page.locator("tr", has_text=text).get_by_role("link", name="Review")
+        if row.count():
+            return str(row.first.get_attribute("href"))
+        with page.expect_navigation():
+            page.locator("a[rel=next]").first.click()
+    raise AssertionError(f"no item of {text} in {queue_url}")
 
 
 def test_the_main_pages_are_accessible_and_photographed(
@@ -316,9 +341,8 @@ def test_the_main_pages_are_accessible_and_photographed(
     check_accessibility(login)
     screenshot(login, "login", tmp_path)
     page = signed_in("ada")
-    page.goto(f"{ui_server.base_url}/ui/review/potential")
-    item = page.locator("tr", has_text="Grace Nakato").get_by_role("link", name="Review").first
-    pages = [*MAIN_PAGES, ("person", f"/ui/people/{golden}"), ("item", item.get_attribute("href"))]
+    item = _review_href(page, f"{ui_server.base_url}/ui/review/potential", "Grace Nakato")
+    pages = [*MAIN_PAGES, ("person", f"/ui/people/{golden}"), ("item", item)]
     for name, path in pages:
         response = page.goto(f"{ui_server.base_url}{path}")
         assert response is not None and response.status == 200, (path, response and response.status)
@@ -410,3 +434,167 @@ def test_french_pages_have_no_untranslated_strings(
     page.get_by_label("Langue des pages").select_option("en")
     page.get_by_role("button", name="Enregistrer").click()
     expect(page.get_by_role("status")).to_have_text("Your language is saved.")
+
+
+def _french_page_left(page: Any, english: list[str]) -> list[str]:
+    """English messages left on a page in French."""
+    assert page.locator("html").get_attribute("lang") == "fr"
+    text = page.evaluate("document.body.innerText")
+    labels = page.evaluate(
+        "Array.from(document.querySelectorAll('svg title, svg desc, [aria-label]'))"
+        ".map(e => e.textContent + ' ' + (e.getAttribute('aria-label') || '')).join(' ')"
+    )
+    return [m for m in english if m in text or m in labels]
+
+
+# ----------------------------------------------------------------------------- bulk upload
+
+GIVEN = ["Aisha", "Grace", "Moses", "Peter", "Ruth", "Joy", "Sarah", "John", "Betty", "Amina"]
+FAMILY = ["Kato", "Apio", "Okot", "Nakato", "Mugisha", "Atim", "Ocen", "Birungi", "Kirabo"]
+
+
+def _clinic_csv(rows: int) -> str:
+    """A clinic's CSV with its own column names; every tenth row is an earlier row's person
+    again under another id (an automatic link)."""
+    lines = ["clinic_no,first,last,sex,dob,tel"]
+    for n in range(1, rows + 1):
+        person = n - 1 if n % 10 == 0 else n
+        given, family = GIVEN[person % len(GIVEN)], FAMILY[(person // 10) % len(FAMILY)]
+        dob = f"19{50 + person % 50:02d}-{1 + person % 12:02d}-{1 + person % 28:02d}"
+        sex = "f" if person % 2 else "m"
+        lines.append(f"up-{n},{given},{family}{person},{sex},{dob},07{person:08d}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_csv_uploaded_with_a_mapping_its_progress_and_its_report(
+    ui_server: Any, signed_in: Callable[..., Any], tmp_path: Path
+) -> None:
+    import csv
+    import zipfile
+
+    rows = 2500
+    source = tmp_path / "clinic.csv"
+    source.write_text(_clinic_csv(rows), encoding="utf-8")
+    page = signed_in("ada")
+    polled: list[str] = []
+    page.on("response", lambda r: polled.append(r.url) if r.url.endswith("/progress") else None)
+    page.goto(f"{ui_server.base_url}/ui/imports")
+    page.get_by_label("File (CSV, FHIR NDJSON or a Bundle)").set_input_files(str(source))
+    page.get_by_label("Submitted as the client system").select_option("lims")
+    for element, column in {
+        "Patient id": "clinic_no",
+        "Given names": "first",
+        "Family name": "last",
+        "Gender": "sex",
+        "Birth date": "dob",
+        "Phone": "tel",
+    }.items():
+        page.get_by_label(element, exact=True).fill(column)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.get_by_role("status").first).to_contain_text("the registry is importing it")
+    expect(page.locator("progress")).to_be_visible()  # the job has barely started
+    check_accessibility(page)
+    screenshot(page, "upload-progress", tmp_path)
+    # The script polls the progress and reloads the page when the import is over.
+    expect(page.locator(".state-done")).to_be_visible(timeout=300_000)
+    assert polled, "the progress bar's script never asked for the progress"
+    assert page.locator("progress").count() == 0
+    expect(page.locator("table.report tbody tr").first).to_contain_text("up-1")
+    check_accessibility(page)
+    screenshot(page, "upload-report", tmp_path)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the report (CSV)").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    report = list(csv.DictReader(text.splitlines()))
+    assert len(report) == rows
+    assert [line["patient_id"] for line in report[:3]] == ["up-1", "up-2", "up-3"]
+    assert all(line["record_id"] and line["CRUID"] and line["outcome"] for line in report)
+    assert all(line["source_id"] == "lims" for line in report)
+    outcomes = {line["outcome"] for line in report}
+    assert {"new-person", "linked"} <= outcomes, outcomes
+    again = {line["patient_id"]: line["CRUID"] for line in report}
+    assert again["up-10"] == again["up-9"]  # the same person under two ids: one CRUID
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the report (XLSX)").click()
+    xlsx = Path(download.value.path())
+    assert xlsx.read_bytes()[:4] == b"PK\x03\x04"
+    with zipfile.ZipFile(xlsx) as book:
+        workbook = book.read("xl/workbook.xml").decode()
+    assert all(f'name="{s}"' in workbook for s in ("Summary", "Rows", "To review", "Errors"))
+    # The same pages in French, for an admin whose browser asks for French.
+    add_account(ui_server, "ines", "admin")
+    french = signed_in("ines", locale="fr-FR")
+    for path in (page.url.split("?")[0], f"{ui_server.base_url}/ui/imports"):
+        response = french.goto(path)
+        assert response is not None and response.status == 200
+        left = _french_page_left(french, _english_messages())
+        assert left == [], f"{path}: English left on a French page: {left[:10]}"
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def test_rules_checked_tried_put_in_force_and_restored(
+    ui_server: Any, signed_in: Callable[..., Any], tmp_path: Path
+) -> None:
+    import json
+
+    page = signed_in("ada")
+    page.goto(f"{ui_server.base_url}/ui/rules")
+    page.get_by_role("link", name="Change the rules").click()
+    textarea = page.get_by_label("The rules (JSON)")
+    document = json.loads(textarea.input_value())
+    invalid = tmp_path / "strict.json"
+    invalid.write_text('{"rules": [{"name": "strict", "matchingType": "deterministic"}]}')
+    page.get_by_label("Or upload a rules file (it replaces the text above)").set_input_files(
+        str(invalid)
+    )
+    page.get_by_role("button", name="Check and try the rules").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("the decision rules are not valid")
+    expect(alert).to_contain_text("strict.json: the decision rules are not valid")
+    expect(alert).to_contain_text("rules[0]")
+    check_accessibility(page)
+    screenshot(page, "rules-invalid", tmp_path)
+    document["rules"][0]["autoMatchThreshold"] += 1.0
+    textarea = page.get_by_label("The rules (JSON)")
+    textarea.fill(json.dumps(document, indent=2))
+    page.get_by_label("Note (why the change)").fill("a stricter automatic link")
+    page.get_by_role("button", name="Check and try the rules").click()
+    expect(page.get_by_role("status").first).to_contain_text("The rules are valid")
+    expect(page.get_by_role("heading", name="What would change")).to_be_visible(timeout=300_000)
+    expect(page.locator("table.counts")).to_contain_text("Persons merged")
+    check_accessibility(page)
+    screenshot(page, "rules-dry-run", tmp_path)
+    dry_run = page.url.split("?")[0]
+    add_account(ui_server, "jules", "admin")
+    french = signed_in("jules", locale="fr-FR")
+    for path in (dry_run, f"{ui_server.base_url}/ui/rules/versions"):
+        response = french.goto(path)
+        assert response is not None and response.status == 200
+        left = _french_page_left(french, _english_messages())
+        assert left == [], f"{path}: English left on a French page: {left[:10]}"
+    heading = page.get_by_role("heading", level=1).inner_text()
+    version = re.search(r"\d+", heading)
+    assert version is not None
+    page.get_by_role("button", name=f"Put version {version.group()} in force").click()
+    expect(page.get_by_text(f"Rules version {version.group()} is in force.")).to_be_visible(
+        timeout=300_000
+    )
+    page.goto(f"{ui_server.base_url}/ui/rules/versions")
+    row = page.locator("table.versions tr", has_text="a stricter automatic link")
+    expect(row).to_contain_text("in force")
+    check_accessibility(page)
+    screenshot(page, "rules-in-force", tmp_path)
+    page.get_by_role("button", name="Restore the previous rules").click()
+    expect(page.get_by_text(re.compile(r"Rules version \d+ is in force\."))).to_be_visible(
+        timeout=300_000
+    )
+    page.goto(f"{ui_server.base_url}/ui/rules/versions")
+    expect(
+        page.locator("table.versions tr", has_text="a stricter automatic link")
+    ).not_to_contain_text("in force")
+    # The audit trail holds who changed the rules.
+    page.goto(f"{ui_server.base_url}/ui/audit?agent=ada&event_type=rules-store")
+    expect(page.locator("main table")).to_contain_text("ada")

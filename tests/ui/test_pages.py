@@ -77,7 +77,18 @@ ROUTES = [
     UiRoute("POST", "/ui/review/items/999/decide", {"decision": "same"}, REVIEW, 404),
     UiRoute("GET", "/ui/review/auto/no-such-record", None, REVIEW, 404),
     UiRoute("POST", "/ui/review/auto/no-such-record/confirm", {}, REVIEW, 404),
-    UiRoute("GET", "/ui/rules", None, REVIEW, 200),
+    UiRoute("GET", "/ui/rules", None, ANYONE, 200),
+    UiRoute("GET", "/ui/rules/edit", None, ADMIN, 200),
+    UiRoute("POST", "/ui/rules/check", {"content": "{}"}, ADMIN, 400),
+    UiRoute("GET", "/ui/rules/versions", None, ADMIN, 200),
+    UiRoute("GET", "/ui/rules/versions/999", None, ADMIN, 404),
+    UiRoute("POST", "/ui/rules/versions/999/dry-run", {}, ADMIN, 404),
+    UiRoute("POST", "/ui/rules/versions/999/activate", {}, ADMIN, 404),
+    UiRoute("POST", "/ui/rules/restore", {}, ADMIN, 409),
+    UiRoute("GET", "/ui/rules/rematches/999", None, ADMIN, 404),
+    UiRoute("GET", "/ui/rules/rematches/999/progress", None, ADMIN, 404),
+    UiRoute("GET", "/ui/rules/rematches/999/report.csv", None, ADMIN, 404),
+    UiRoute("POST", "/ui/rules/rematches/999/cancel", {}, ADMIN, 404),
     UiRoute("GET", "/ui/rules/test", None, REVIEW, 200),
     UiRoute("POST", "/ui/rules/test", {"left_record": "a", "right_record": "b"}, REVIEW, 404),
     UiRoute("GET", "/ui/users", None, ADMIN, 200),
@@ -85,6 +96,13 @@ ROUTES = [
         "POST", "/ui/users", {"username": "carol", "password": "x", "role": "auditor"}, ADMIN, 400
     ),
     UiRoute("POST", "/ui/users/nobody", {"action": "disable"}, ADMIN, 404),
+    UiRoute("GET", "/ui/imports", None, ADMIN, 200),
+    UiRoute("POST", "/ui/imports", {"system": "openmrs"}, ADMIN, 400),
+    UiRoute("GET", "/ui/imports/999", None, ADMIN, 404),
+    UiRoute("GET", "/ui/imports/999/progress", None, ADMIN, 404),
+    UiRoute("GET", "/ui/imports/999/report.csv", None, ADMIN, 404),
+    UiRoute("GET", "/ui/imports/999/report.xlsx", None, ADMIN, 404),
+    UiRoute("POST", "/ui/imports/999/cancel", {}, ADMIN, 404),
     UiRoute("GET", "/ui/audit", None, AUDIT, 200),
     UiRoute("GET", "/ui/audit/999999", None, AUDIT, 404),
     UiRoute("POST", "/ui/audit/999999/revert", {}, REVIEW, 404),
@@ -345,3 +363,133 @@ def test_forms_are_bounded_and_of_one_kind(ui: Ui) -> None:
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert bad.status_code in (400, 403)
+
+
+def test_an_upload_with_a_column_mapping_and_its_report(ui: Ui) -> None:
+    """The upload page starts the import use case the command line and the admin API start
+    (run here in the test's process: no job runner), and its report comes back on the page
+    and as CSV and XLSX."""
+    import csv
+    import io
+    import zipfile
+
+    from clientregistry.registry import imports
+
+    client, token = ui.signed_in("ada")
+    form = client.get("/ui/imports")
+    assert form.status_code == 200 and 'enctype="multipart/form-data"' in form.text
+    rows = "pid,first,last,sex,dob\nu1,Moses,Kato,m,1977-07-07\nu2,Moses,Kato,m,1977-07-07\n"
+    rows += "u3,,,x,not a date\n"
+    fields = {
+        "csrf_token": token,
+        "system": "openmrs",
+        "col_id": "pid",
+        "col_given": "first",
+        "col_family": "last",
+        "col_gender": "sex",
+        "col_birth_date": "dob",
+    }
+    files = {"file": ("clinic.csv", rows.encode(), "text/csv")}
+    sent = client.post("/ui/imports", data=fields, files=files)
+    assert sent.status_code == 303, sent.text[:800]
+    job_id = int(sent.headers["location"].split("?")[0].rsplit("/", 1)[1])
+    waiting = client.get(sent.headers["location"])
+    assert "<progress" in waiting.text and 'http-equiv="refresh"' in waiting.text
+    assert client.get(f"/ui/imports/{job_id}/progress").json()["finished"] is False
+    imports.run_import(ui.context, job_id, background=False)
+    done = client.get(f"/ui/imports/{job_id}")
+    assert "<progress" not in done.text and "refresh" not in done.text
+    assert client.get(f"/ui/imports/{job_id}/progress").json()["finished"] is True
+    assert "Moses" not in done.text  # the report shows ids, not demographics
+    report = client.get(f"/ui/imports/{job_id}/report.csv")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(report.text)))
+    assert len(lines) == 3 and [line["patient_id"] for line in lines[:2]] == ["u1", "u2"]
+    stored = [line for line in lines if line["record_id"]]
+    assert len(stored) == 2 and all(line["CRUID"] for line in stored)
+    assert stored[0]["CRUID"] == stored[1]["CRUID"]  # the same person twice: linked
+    assert {line["outcome"] for line in stored} <= {"new-person", "linked"}
+    assert lines[2]["outcome"] in ("error", "skipped") and lines[2]["error"]
+    assert stored[0]["record_id"] in done.text and stored[0]["CRUID"] in done.text
+    xlsx = client.get(f"/ui/imports/{job_id}/report.xlsx")
+    assert xlsx.status_code == 200 and xlsx.content[:4] == b"PK\x03\x04"
+    with zipfile.ZipFile(io.BytesIO(xlsx.content)) as book:
+        workbook = book.read("xl/workbook.xml").decode()
+    assert all(f'name="{sheet}"' in workbook for sheet in ("Summary", "Rows", "Errors"))
+    again = client.post("/ui/imports", data=fields, files=files)
+    assert again.status_code == 303 and "done=already" in again.headers["location"]
+
+
+def test_an_upload_refused_keeps_the_form(ui: Ui) -> None:
+    client, token = ui.signed_in("ada")
+    files = {"file": ("clinic.csv", b"a,b\n1,2\n", "text/csv")}
+    fields = {"csrf_token": token, "system": "no-such-system", "col_given": "first"}
+    refused = client.post("/ui/imports", data=fields, files=files)
+    assert refused.status_code == 400 and "no-such-system" in refused.text
+    assert 'value="first"' in refused.text  # what was typed stays
+    bad_mapping = {"csrf_token": token, "id_column_1": "nin"}
+    refused = client.post("/ui/imports", data=bad_mapping, files=files)
+    assert refused.status_code == 400 and "Traceback" not in refused.text
+    empty = client.post(
+        "/ui/imports", data={"csrf_token": token}, files={"file": ("x.csv", b"", "text/csv")}
+    )
+    assert empty.status_code == 400 and "The file is empty." in empty.text
+    broken = client.post(
+        "/ui/imports",
+        content=b"--xx\r\nnonsense",
+        headers={"content-type": "multipart/form-data; boundary=xx"},
+    )
+    assert broken.status_code in (400, 403) and "Traceback" not in broken.text
+
+
+def test_rules_checked_tried_put_in_force_and_restored(own_ui: Ui) -> None:
+    """The rules pages call the use cases of ``/admin/rules`` (the re-matches run here, in
+    the test's process: no job runner)."""
+    import json
+
+    from clientregistry.registry import rematch, rules_view
+    from clientregistry.registry.actor import Actor
+
+    context = own_ui.context
+    client, token = own_ui.signed_in("ada")
+    edit = client.get("/ui/rules/edit")
+    assert edit.status_code == 200 and "potentialMatchThreshold" in edit.text
+    bad = {"csrf_token": token, "content": '{"rules": [{"name": "x", "fields": 3}]}'}
+    refused = client.post("/ui/rules/check", data=bad)
+    assert refused.status_code == 400
+    assert "the decision rules are not valid" in refused.text and "rules[0]" in refused.text
+    document = rules_view.rules_view(context, Actor("ada", Role.ADMIN)).document
+    document["rules"][0]["autoMatchThreshold"] += 0.5
+    files = {"file": ("stricter.json", json.dumps(document).encode(), "application/json")}
+    sent = client.post(
+        "/ui/rules/check", data={"csrf_token": token, "note": "stricter"}, files=files
+    )
+    assert sent.status_code == 303, sent.text[:800]
+    dry = int(sent.headers["location"].split("?")[0].rsplit("/", 1)[1])
+    assert "<progress" in client.get(sent.headers["location"]).text
+    assert rematch.run_rematch(context, dry, reload_wait=0).state.value == "done"
+    tried = client.get(f"/ui/rules/rematches/{dry}")
+    assert "What would change" in tried.text and "Persons merged" in tried.text
+    version = rematch.rematch_status(context, dry).version
+    shown = client.get(f"/ui/rules/versions/{version}")
+    assert shown.status_code == 200 and "autoMatchThreshold" in shown.text
+    activate = client.post(f"/ui/rules/versions/{version}/activate", data={"csrf_token": token})
+    assert activate.status_code == 303
+    job = int(activate.headers["location"].split("?")[0].rsplit("/", 1)[1])
+    assert rematch.run_rematch(context, job, reload_wait=0).state.value == "done"
+    assert context.in_force is not None and context.in_force.active.version == version
+    versions = client.get("/ui/rules/versions")
+    assert "stricter.json" in versions.text and "Restore the previous rules" in versions.text
+    restore = client.post("/ui/rules/restore", data={"csrf_token": token})
+    assert restore.status_code == 303
+    back = int(restore.headers["location"].split("?")[0].rsplit("/", 1)[1])
+    assert rematch.run_rematch(context, back, reload_wait=0).state.value == "done"
+    assert context.in_force is not None and context.in_force.active.version != version
+    report = client.get(f"/ui/rules/rematches/{dry}/report.csv")
+    assert report.status_code == 200 and report.text.startswith("record_id,")
+    # A reviewer reads the rules but changes nothing, whatever the form carries.
+    reviewer, reviewer_token = own_ui.signed_in("rita")
+    assert "Change the rules" not in reviewer.get("/ui/rules").text
+    for path in ("/ui/rules/check", f"/ui/rules/versions/{version}/activate", "/ui/rules/restore"):
+        denied = reviewer.post(path, data={"csrf_token": reviewer_token, "content": "{}"})
+        assert denied.status_code == 403, path

@@ -7,6 +7,7 @@ route                                   role    what
 POST   /admin/imports                   admin   upload (the body is the file); 202 at once
 GET    /admin/imports                   admin   imports, newest first (paged)
 GET    /admin/imports/{id}              admin   state, counts, progress
+GET    /admin/imports/{id}/rows         admin   the report's lines, a page of them (JSON)
 GET    /admin/imports/{id}/report       admin   CSV, or XLSX (by ``Accept``)
 POST   /admin/imports/{id}/cancel       admin   stop it after its current batch
 ======================================  ======  ===========================================
@@ -46,8 +47,7 @@ from clientregistry.store.models import User
 
 router = APIRouter(prefix="/admin/imports", tags=["imports"])
 
-MAX_UPLOAD_BYTES = 4 << 30
-"""The largest file an upload may send (4 GiB: several million records)."""
+MAX_UPLOAD_BYTES = imports.MAX_UPLOAD_BYTES
 
 _MEDIA = {
     "text/csv": FileFormat.CSV,
@@ -83,6 +83,35 @@ class ImportModel(BaseModel):
     error: str | None
     already_done: bool = False
     resumed: bool = False
+
+
+class ReportLine(BaseModel):
+    """One input row's line of an import's report (the CSV report's columns)."""
+
+    row: int
+    line: int | None
+    entry: int | None
+    patient_id: str | None
+    source_id: str | None
+    record_id: str | None
+    CRUID: str | None
+    outcome: str
+    action: str | None
+    score: float | None
+    rule_set: str | None
+    potential_matches: int | None
+    conflicts: int | None
+    error: str | None
+
+
+class ReportRows(BaseModel):
+    """A page of an import's report, and how many rows had each outcome so far."""
+
+    total: int
+    offset: int
+    limit: int
+    by_outcome: dict[str, int]
+    items: list[ReportLine]
 
 
 class ImportPage(BaseModel):
@@ -248,6 +277,31 @@ def cancel(job_id: RowId, request: Request, context: Context, user: AdminUser) -
     return _model(status)
 
 
+@router.get("/{job_id}/rows", response_model=ReportRows)
+def report_rows(
+    job_id: int,
+    request: Request,
+    context: Context,
+    user: AdminUser,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ReportRows:
+    """The import's report so far, a page of lines in input order (as JSON; the whole of it
+    is ``/report``)."""
+    try:
+        page = import_report.report_page(context, job_id, offset, limit)
+    except jobs.JobError as error:
+        raise ApiError(error.status, error.message) from None
+    _audit(context, request, user, "import-report", job_id)
+    return ReportRows(
+        total=page.total,
+        offset=offset,
+        limit=limit,
+        by_outcome=page.by_outcome,
+        items=[ReportLine.model_validate(line) for line in page.lines],
+    )
+
+
 def _wants_xlsx(request: Request) -> bool:
     accept = (request.headers.get("accept") or "").lower()
     wanted = [part.split(";")[0].strip() for part in accept.split(",")]
@@ -261,24 +315,6 @@ def _wants_xlsx(request: Request) -> bool:
         406,
         f"the report is {import_report.CSV_MEDIA_TYPE} or {import_report.XLSX_MEDIA_TYPE}",
     )
-
-
-def _csv_lines(context: RegistryContext, job_id: int) -> Any:
-    with transaction(context.sessions, write=False) as session:
-        yield from import_report.csv_chunks(session, job_id)
-
-
-def _xlsx_file(context: RegistryContext, job_id: int) -> Path:
-    handle, name = tempfile.mkstemp(suffix=".xlsx", prefix=".report-")
-    os.close(handle)
-    path = Path(name)
-    try:
-        with transaction(context.sessions, write=False) as session:
-            import_report.write_xlsx(session, job_id, path)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 @router.get(
@@ -301,7 +337,7 @@ def report(job_id: RowId, request: Request, context: Context, user: AdminUser) -
     _audit(context, request, user, "import-report", job_id)
     stem = Path(status.file_name).stem or "import"
     if xlsx:
-        path = _xlsx_file(context, job_id)
+        path = import_report.xlsx_report(context, job_id)
         return FileResponse(
             path,
             media_type=import_report.XLSX_MEDIA_TYPE,
@@ -309,7 +345,7 @@ def report(job_id: RowId, request: Request, context: Context, user: AdminUser) -
             background=BackgroundTask(path.unlink, missing_ok=True),
         )
     return StreamingResponse(
-        _csv_lines(context, job_id),
+        import_report.csv_report(context, job_id),
         media_type=f"{import_report.CSV_MEDIA_TYPE}; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{stem}-report-{job_id}.csv"'},
     )

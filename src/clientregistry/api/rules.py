@@ -38,7 +38,6 @@ from clientregistry.registry import rematch, rules_store
 from clientregistry.registry.actor import Actor, Refused
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.rematch_plan import PlanSummary
-from clientregistry.store.db import transaction
 from clientregistry.store.enums import JobOrigin
 from clientregistry.store.models import User
 
@@ -302,23 +301,6 @@ def cancel(job_id: RowId, request: Request, context: Context, user: AdminUser) -
         raise _refused(error) from None
 
 
-def _report_chunks(context: RegistryContext, job_id: int) -> Any:
-    import csv
-    import io
-
-    with transaction(context.sessions, write=False) as session:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(rematch.REPORT_COLUMNS)
-        for n, line in enumerate(rematch.report_lines(session, job_id), start=1):
-            writer.writerow(["" if value is None else value for value in line])
-            if n % 2000 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-
 @router.get(
     "/rematches/{job_id}/report",
     responses={200: {"content": {"text/csv": {}}, "description": "A line per change"}},
@@ -328,7 +310,7 @@ def report(job_id: RowId, request: Request, context: Context, user: AdminUser) -
     _status(context, job_id)
     _audit(context, request, user, job_id)
     return StreamingResponse(
-        _report_chunks(context, job_id),
+        rematch.report_csv(context, job_id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="rematch-{job_id}.csv"'},
     )

@@ -12,8 +12,11 @@ of a million rows takes little memory (the workbook is written row by row, on di
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,7 +25,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clientregistry.registry import jobs
+from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.imports import ImportStatus, status_of
+from clientregistry.store.db import transaction
 from clientregistry.store.enums import JobKind, RowOutcome
 from clientregistry.store.models import ImportRow, SourceRecord
 
@@ -63,10 +68,14 @@ OUTCOME_LABELS = {
 
 
 def report_rows(
-    session: Session, job_id: int, outcomes: Sequence[RowOutcome] = ()
+    session: Session,
+    job_id: int,
+    outcomes: Sequence[RowOutcome] = (),
+    offset: int = 0,
+    limit: int | None = None,
 ) -> Iterator[list[Any]]:
     """The report's lines of import ``job_id`` in input order (only those of ``outcomes``,
-    when given)."""
+    when given; ``limit`` lines from ``offset``, when given)."""
     statement = (
         select(
             ImportRow.row,
@@ -90,6 +99,8 @@ def report_rows(
     )
     if outcomes:
         statement = statement.where(ImportRow.outcome.in_(list(outcomes)))
+    if offset or limit is not None:
+        statement = statement.offset(offset).limit(limit)
     for row in session.execute(statement.execution_options(yield_per=5000)):
         (number, line, entry, input_id, system, record_id, golden, outcome) = row[:8]
         created, score, rule_set, potential, conflicts, message = row[8:]
@@ -247,3 +258,60 @@ def _rows_sheets(workbook: Any, name: str, lines: Iterator[list[Any]], bold: Any
     if sheet is None:
         sheet = workbook.add_worksheet(name)
         sheet.write_row(0, 0, COLUMNS, bold)
+
+
+# ----------------------------------------------------------------------------- use cases
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPage:
+    """Part of an import's report, for a page: the import, ``limit`` lines from
+    ``offset``, and how many rows had each outcome so far."""
+
+    status: ImportStatus
+    offset: int
+    limit: int
+    lines: list[dict[str, Any]]
+    by_outcome: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_outcome.values())
+
+
+def report_page(context: RegistryContext, job_id: int, offset: int, limit: int) -> ReportPage:
+    """Import ``job_id`` and ``limit`` lines of its report from ``offset`` (each a mapping
+    of :data:`COLUMNS`); a :class:`~clientregistry.registry.jobs.JobError` 404 when there is
+    no such import."""
+    with transaction(context.sessions, write=False) as session:
+        status = _job(session, job_id)
+        lines = [
+            dict(zip(COLUMNS, line, strict=True))
+            for line in report_rows(session, job_id, offset=offset, limit=limit)
+        ]
+        counts = outcome_counts(session, job_id)
+    return ReportPage(
+        status, offset, limit, lines, {outcome.value: n for outcome, n in counts.items()}
+    )
+
+
+def csv_report(context: RegistryContext, job_id: int) -> Iterator[str]:
+    """The report of import ``job_id`` as pieces of CSV text, read in one transaction (the
+    admin API and the web UI stream it)."""
+    with transaction(context.sessions, write=False) as session:
+        yield from csv_chunks(session, job_id)
+
+
+def xlsx_report(context: RegistryContext, job_id: int) -> Path:
+    """The report of import ``job_id`` as an XLSX workbook in a temporary file (the caller
+    removes it once sent)."""
+    handle, name = tempfile.mkstemp(suffix=".xlsx", prefix=".report-")
+    os.close(handle)
+    path = Path(name)
+    try:
+        with transaction(context.sessions, write=False) as session:
+            write_xlsx(session, job_id, path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path

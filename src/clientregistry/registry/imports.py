@@ -71,6 +71,10 @@ small enough that a server sharing the database waits at most a fraction of a se
 
 MAX_BATCH = 5000
 
+MAX_UPLOAD_BYTES = 4 << 30
+"""The largest file the server takes in an upload (4 GiB: several million records), from
+the admin API or the web UI."""
+
 IN_PROCESS_ROWS = 2000
 """Files of fewer rows (about) are read in this process (a second one costs ~0.5 s)."""
 
@@ -806,6 +810,7 @@ def wait_for(context: RegistryContext, job_id: int, timeout: float = 60.0) -> Im
 
 __all__ = [
     "DEFAULT_BATCH",
+    "MAX_UPLOAD_BYTES",
     "FileFormat",
     "ImportCounts",
     "ImportOptions",

@@ -989,6 +989,25 @@ def write_report(session: Session, job_id: int, out: TextIO) -> None:
         writer.writerow(["" if value is None else value for value in line])
 
 
+def report_csv(context: RegistryContext, job_id: int, lines_per_chunk: int = 2000) -> Iterator[str]:
+    """The changes of re-match ``job_id`` as pieces of CSV text, read in one transaction (the
+    admin API and the web UI stream it)."""
+    import io
+
+    with transaction(context.sessions, write=False) as session:
+        jobs.require(session, job_id, JobKind.REMATCH)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(REPORT_COLUMNS)
+        for n, line in enumerate(report_lines(session, job_id), start=1):
+            writer.writerow(["" if value is None else value for value in line])
+            if n % lines_per_chunk == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+
 def versions_spec(context: RegistryContext, version_id: int) -> MatcherSpec:
     with transaction(context.sessions, write=False) as session:
         return version_spec(session, context.settings, version_id, ())

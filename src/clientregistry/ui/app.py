@@ -12,6 +12,7 @@ from clientregistry.ui import (
     routes_account,
     routes_admin,
     routes_dashboard,
+    routes_imports,
     routes_people,
     routes_review,
     routes_rules,
@@ -58,6 +59,7 @@ def mount(app: FastAPI) -> None:
         routes_people,
         routes_review,
         routes_rules,
+        routes_imports,
         routes_admin,
     ):
         app.include_router(module.router, include_in_schema=False)

@@ -21,6 +21,9 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from clientregistry.api.deps import request_context
 from clientregistry.registry import reviewing
@@ -256,6 +259,35 @@ async def login_fields(request: Request) -> dict[str, str]:
     """A dependency: the sign-in form (anyone may send it: at most
     :data:`MAX_LOGIN_FORM_BYTES`)."""
     return await _read_form(request, MAX_LOGIN_FORM_BYTES)
+
+
+async def upload_form(
+    page: Page, request: Request, limit: int, max_field: int = 1024
+) -> tuple[dict[str, str], UploadFile | None]:
+    """A form that may carry a file (``multipart/form-data``; the same form without its
+    file, urlencoded, is read too, to be refused after its CSRF check): its text fields
+    (stripped, at most ``max_field`` characters each) and its file (``file``), at most
+    ``limit`` bytes in all. A 400, 413 or 415 page otherwise."""
+    title = page._("That did not work")
+    problem = PageError(400, title, page._("Send the page's form."))
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media not in ("multipart/form-data", FORM):
+        raise PageError(415, title, problem.message)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > (limit if media != FORM else MAX_FORM_BYTES):
+        raise PageError(413, title, page._("The file is too large."))
+    try:
+        form = await request.form(max_files=1, max_fields=50, max_part_size=max_field + 1024)
+    except (MultiPartException, HTTPException):
+        raise problem from None
+    fields: dict[str, str] = {}
+    upload: UploadFile | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields[key] = value.strip()[:max_field]
+        elif key == "file":
+            upload = value
+    return fields, upload
 
 
 FormFields = Annotated[dict[str, str], Depends(form_fields)]

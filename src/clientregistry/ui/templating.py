@@ -18,7 +18,7 @@ from clientregistry.ui import charts
 from clientregistry.ui.i18n import LANGUAGES, Texts, translations
 from clientregistry.ui.vocabulary import word
 
-STATIC_VERSION = "1"
+STATIC_VERSION = "2"
 """Bumped when the stylesheet or script change (their URLs carry it; they are cached)."""
 
 

@@ -64,6 +64,40 @@ WORDS: Final[dict[str, dict[str, str]]] = {
     },
     "matching": {"probabilistic": N_("probabilistic"), "deterministic": N_("deterministic")},
     "agent": {"system": N_("system"), "user": N_("person")},
+    "element": {
+        "id": N_("Patient id"),
+        "given": N_("Given names"),
+        "family": N_("Family name"),
+        "gender": N_("Gender"),
+        "birth_date": N_("Birth date"),
+        "phone": N_("Phone"),
+    },
+    "job": {
+        "queued": N_("waiting to start"),
+        "running": N_("running"),
+        "interrupted": N_("interrupted"),
+        "done": N_("done"),
+        "failed": N_("failed"),
+        "cancelled": N_("stopped"),
+    },
+    "phase": {
+        "pending": N_("getting ready"),
+        "convert": N_("preparing the records"),
+        "switch": N_("switching to the new rules"),
+        "plan": N_("matching every record again"),
+        "apply": N_("applying the changes"),
+        "finish": N_("finishing"),
+        "catch-up": N_("catching up with new submissions"),
+        "cleanup": N_("cleaning up"),
+    },
+    "outcome": {
+        "new-person": N_("new person"),
+        "linked": N_("linked (automatic match)"),
+        "potential": N_("potential match"),
+        "conflict": N_("conflict"),
+        "error": N_("error"),
+        "skipped": N_("skipped"),
+    },
 }
 
 
