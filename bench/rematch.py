@@ -4,7 +4,8 @@ same records, in one run.
 ``python bench/rematch.py --records N [--database sqlite|postgresql] [--rounds R]``:
 
 1. imports ``bench/out/synthetic_<N>.ndjson`` into a fresh registry (``bench/import.py
-   --keep``; PostgreSQL: a fresh database, dropped at the end);
+   --keep``; PostgreSQL: a fresh database, dropped at the end), or takes the registry an
+   earlier ``bench/import.py --keep`` made (``--import-result``: the file of its JSON line);
 2. then, R times, alternately: ``clientregistry dedupe`` of the file (its clusters to a
    temporary file) and ``clientregistry rematch --rules <the built-in rules> --dry-run`` on
    the registry, each as a subprocess, timed from start to end, with the peak of the summed
@@ -62,8 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--import-result",
+        type=Path,
+        help="a registry imported already: the JSON line `bench/import.py --keep` printed (its "
+        "data directory is used, then removed with its database)",
+    )
     args = parser.parse_args(argv)
     path = bench_import.dataset(args.records)
+    if args.import_result is not None:
+        imported = json.loads(args.import_result.read_text().strip().splitlines()[-1])
+        return compare(args, path, imported)
     loaded = subprocess.run(
         [
             sys.executable,
@@ -80,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         capture_output=True,
         text=True,
     )
-    imported = json.loads(loaded.stdout.strip().splitlines()[-1])
+    return compare(args, path, json.loads(loaded.stdout.strip().splitlines()[-1]))
+
+
+def compare(args: argparse.Namespace, path: Path, imported: dict[str, Any]) -> int:
+    """Dedupe and the dry run, alternately, on the registry ``imported`` made."""
     data_dir = Path(imported["data_dir"])
+    load_before = [round(x, 1) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="rematch-bench-"))
     dedupe, dry_runs = [], []
     try:
@@ -109,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-        if args.database == "postgresql":
+        if imported["database"] == "postgresql":
             name = f"cr_import_{data_dir.name.rsplit('_', 1)[1]}"
             bench_import.pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     dedupe_median = statistics.median(r["seconds"] for r in dedupe)
     dry_median = statistics.median(r["seconds"] for r in dry_runs)
     result = {
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "database": args.database,
+        "database": imported["database"],
         "records": args.records,
         "import": imported,
         "dedupe": dedupe,
@@ -125,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "dry_run_median_s": dry_median,
         "ratio": round(dry_median / dedupe_median, 2),
         "changes_reported": changes,
-        "load": [round(x, 1) for x in os.getloadavg()],
+        "load_before": load_before,
+        "load_after": [round(x, 1) for x in os.getloadavg()],
     }
     line = json.dumps(result)
     print(line)

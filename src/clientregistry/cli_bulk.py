@@ -44,6 +44,23 @@ DataDirOption = Annotated[
 ]
 
 
+class Engine(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
+def _require_spark() -> None:
+    from clientregistry.spark.session import SparkUnavailable, require_pyspark
+
+    try:
+        require_pyspark()
+    except SparkUnavailable as error:
+        from rich.markup import escape
+
+        _err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 class OnError(StrEnum):
     skip = "skip"
     stop = "stop"
@@ -281,6 +298,22 @@ def rematch_command(
         Path | None,
         typer.Option("--report", help="CSV of every change (default: rematch-<job>.csv)."),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="Match on this machine (local), or on Apache Spark (spark: dry runs only; "
+            "needs clientregistry[spark]).",
+        ),
+    ] = Engine.local,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master",
+            help="With --engine spark: the cluster's master URL (default: local[*], this "
+            "machine's cores).",
+        ),
+    ] = None,
 ) -> None:
     """Match every record again under new decision rules: report the difference (persons
     merged and split, records moving, review items), or put the rules in force.
@@ -296,6 +329,14 @@ def rematch_command(
 
     if (rules is None) == (version is None):
         raise _fail("give the new rules: --rules FILE, or --version N (a stored version)")
+    if engine is Engine.spark:
+        if not dry_run:
+            raise _fail(
+                "--engine spark makes dry runs only (--dry-run): apply the rules without it"
+            )
+        _require_spark()
+    elif spark_master is not None:
+        raise _fail("--spark-master goes with --engine spark")
     if rules is not None and not rules.is_file():
         raise _fail(f"{rules}: no such file")
     context = _open(data_dir)
@@ -315,13 +356,20 @@ def rematch_command(
                 version = rules_store.store_rules(context, actor, rules.read_bytes(), rules.name).id
             assert version is not None
             job_id = rematch.start_rematch(
-                context, actor, version, dry_run=dry_run, origin=JobOrigin.CLI
+                context,
+                actor,
+                version,
+                dry_run=dry_run,
+                origin=JobOrigin.CLI,
+                engine=engine.value,
+                spark_master=spark_master,
             )
         except Refused as error:
             raise _fail(error.message) from None
         _err.print(
             f"re-match {job_id}: rules version {version}"
             + (" (dry run)" if dry_run else ", to be put in force")
+            + (f", on Spark ({spark_master or 'local[*]'})" if engine is Engine.spark else "")
         )
         status = _run_rematch(context, job_id)
         _print_rematch(status)

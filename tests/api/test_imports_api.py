@@ -152,6 +152,47 @@ def test_uploads_that_cannot_work_are_refused(admin: httpx.Client) -> None:
     assert admin.get("/admin/imports/1/report", headers={"Accept": "image/png"}).status_code == 406
 
 
+def test_a_running_import_is_cancelled_after_its_batch_and_keeps_what_it_stored(
+    registry_server: RegistryServer, admin: httpx.Client
+) -> None:
+    patients = tagged(people(3000, seed=23), "cx")
+    with _engine(registry_server.data_dir) as engine, engine.connect() as connection:
+        before = connection.scalar(
+            select(func.count())
+            .select_from(SourceRecord)
+            .where(SourceRecord.client_system == "dhis2")
+        )
+    response = admin.post("/admin/imports?system=dhis2", content=ndjson(patients), headers=NDJSON)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 120
+    while admin.get(f"/admin/imports/{job_id}").json()["counts"]["rows"] == 0:
+        assert time.monotonic() < deadline, registry_server.log()
+        time.sleep(0.05)
+    cancelled = admin.post(f"/admin/imports/{job_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancel_requested"]
+    ended = wait_done(admin, job_id)
+    assert ended["state"] == "cancelled", ended
+    rows = ended["counts"]["rows"]
+    assert 0 < rows < 3000, ended
+    # nothing moves after the end; every row handled is stored and reported, in order
+    assert admin.get(f"/admin/imports/{job_id}").json()["counts"]["rows"] == rows
+    report = admin.get(f"/admin/imports/{job_id}/report")
+    reported = list(csv.DictReader(io.StringIO(report.text)))
+    assert [int(row["row"]) for row in reported] == list(range(1, rows + 1))
+    with _engine(registry_server.data_dir) as engine, engine.connect() as connection:
+        stored = connection.scalar(
+            select(func.count())
+            .select_from(SourceRecord)
+            .where(SourceRecord.client_system == "dhis2")
+        )
+    assert stored == before + rows  # what it stored stays; nothing after the cancel
+    # a finished import cannot be cancelled again; one that does not exist is not found
+    assert admin.post(f"/admin/imports/{job_id}/cancel").status_code == 409
+    assert admin.post("/admin/imports/999999/cancel").status_code == 404
+
+
 # ----------------------------------------------------------------------------- restarts
 
 

@@ -396,3 +396,74 @@ def test_imports_killed_at_random_points_end_as_an_uninterrupted_one(
     assert job.state is JobState.DONE
     assert numbers == list(range(1, 601))
     assert created == 600  # each record audited once: no batch was committed twice
+
+
+# ----------------------------------------------------------------------------- on a terminal
+
+
+def _on_a_terminal(command: list[str], env: dict[str, str], timeout: float = 300) -> str:
+    """Run ``command`` with a pseudo-terminal as its stdout and stderr; what it wrote."""
+    import pty
+    import select as poll
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = poll.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the terminal closed: the command ended
+                    break
+                if not chunk:
+                    break
+                out.extend(chunk)
+            elif process.poll() is not None:
+                break
+        assert process.wait(timeout=30) == 0, out.decode(errors="replace")
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    return out.decode(errors="replace")
+
+
+def test_on_a_terminal_a_progress_bar_then_a_summary(data_dir: Path, tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "p.ndjson", people(3000, seed=13))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    env.pop("CI", None)
+    shown = _on_a_terminal(
+        [
+            str(CLI),
+            "import",
+            str(path),
+            "--system",
+            "openmrs",
+            "--data-dir",
+            str(data_dir),
+            "--batch-size",
+            "50",
+        ],
+        env,
+    )
+    plain = _without_escapes(shown)
+    # the bar: records done of the total, the rate, the time left
+    assert "/3000" in plain.replace(",", "") and "rec/s" in plain, plain
+    assert "\x1b[" in shown  # drawn and redrawn in place
+    # the summary
+    assert "3,000 rows, 3,000 records created" in plain, plain
+    assert "new persons" in plain and "auto links" in plain and "0 errors" in plain, plain
+    assert "rows/s" in plain
+
+
+def _without_escapes(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")

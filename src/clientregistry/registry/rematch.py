@@ -117,6 +117,11 @@ SAFETY = timedelta(seconds=5)
 """How far before the rules became pending the switch looks for records to convert again
 (clocks of several machines differ a little)."""
 
+ENGINE_LOCAL = "local"
+"""The re-match's records matched in this process (and its reader process)."""
+ENGINE_SPARK = "spark"
+"""The re-match's records matched on Apache Spark (dry runs only)."""
+
 PHASES = ("pending", "convert", "switch", "plan", "apply", "finish", "catch-up", "cleanup")
 
 _INSERT_CHANGES = DriverInsert(insert(RematchChange))
@@ -193,14 +198,26 @@ def start_rematch(
     *,
     dry_run: bool,
     origin: JobOrigin,
+    engine: str = ENGINE_LOCAL,
+    spark_master: str | None = None,
 ) -> int:
     """A re-match of the registry under rules version ``version_id`` (a dry run, or the job
     that puts them in force); an unfinished one of the same kind is continued. Refused
-    (409) while another change of rules is under way."""
+    (409) while another change of rules is under way.
+
+    ``engine`` ``spark`` matches the records on Apache Spark (local mode, or the cluster at
+    ``spark_master``): a dry run only (:mod:`clientregistry.registry.rematch_spark`)."""
+    if engine not in (ENGINE_LOCAL, ENGINE_SPARK):
+        raise JobError(400, f"unknown engine {engine!r} (local or spark)")
+    if engine == ENGINE_SPARK and not dry_run:
+        raise JobError(
+            400, "the Spark engine makes dry runs only: apply the rules without --engine spark"
+        )
     with transaction(context.sessions) as session:
         if session.get(RulesVersion, version_id) is None:
             raise JobError(404, f"no rules version {version_id}")
-        fingerprint = hashlib.sha256(f"{version_id}|{dry_run}".encode()).hexdigest()
+        key = f"{version_id}|{dry_run}" + ("" if engine == ENGINE_LOCAL else f"|{engine}")
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()
         unfinished = session.scalars(
             select(BulkJob)
             .where(BulkJob.kind == JobKind.REMATCH, BulkJob.state.in_(jobs.UNFINISHED))
@@ -229,6 +246,11 @@ def start_rematch(
                 "version": version_id,
                 "dry_run": dry_run,
                 "source_address": actor.source_address,
+                **(
+                    {}
+                    if engine == ENGINE_LOCAL
+                    else {"engine": engine, "spark_master": spark_master}
+                ),
             },
             progress={},
             cursor={"phase": "plan" if dry_run else "pending"},
@@ -538,7 +560,21 @@ class RematchRunner:
             broken, resolved = human_decisions(session)
             issues = open_issues_by_record(session)
             snapshot = jobs.now()
-        done = replay(context.settings.database, spec, broken, resolved, on_progress=self.replayed)
+        if self.params.get("engine") == ENGINE_SPARK:
+            from clientregistry.registry.rematch_spark import replay_on_spark
+
+            done = replay_on_spark(
+                context.settings.database,
+                spec,
+                broken,
+                resolved,
+                master=self.params.get("spark_master"),
+                on_progress=self.replayed,
+            )
+        else:
+            done = replay(
+                context.settings.database, spec, broken, resolved, on_progress=self.replayed
+            )
         changes, summary = plan_changes(done, issues)
         with transaction(context.sessions) as session:
             for start in range(0, len(changes), 5000):
