@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Request
 
+from clientregistry.api.tls import REFUSED_EVENT
 from clientregistry.registry import audit
 from clientregistry.registry.context import RegistryContext
 from clientregistry.store.db import transaction
@@ -90,7 +91,7 @@ def audit_refused_handshake(context: RegistryContext, peer: str | None, reason: 
                 session,
                 action=AuditAction.EXECUTE,
                 outcome=4,
-                interaction="tls-refused",
+                interaction=REFUSED_EVENT,
                 agent="unauthenticated",
                 agent_kind=AgentKind.SYSTEM,
                 source_address=peer,
