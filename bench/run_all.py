@@ -1,7 +1,8 @@
 """The matching benchmark: accuracy, blocking recall, speed and memory, side by side with Splink.
 
-``python bench/run_all.py [--sets febrl1 febrl2 febrl3 febrl4 opencr synthetic_100k]
-[--no-splink] [--train]`` builds any missing data set (``bench/datasets.py``), then for each:
+``python bench/run_all.py [--sets febrl1 ... compound_10k] [--no-splink] [--train]`` builds
+any missing data set (``bench/datasets.py``: FEBRL 1-4, OpenCR's CSV, the synthetic set, the
+census and register, the typo-heavy healthcare and the compound-name sets), then for each:
 
 * runs ``clientregistry dedupe`` as a separate process (timed end to end, peak RSS from the
   kernel) and scores the clusters with ``clientregistry evaluate``'s pairwise metrics;
@@ -34,7 +35,17 @@ from clientregistry.batch.readers import SourceRecord, read_patients  # noqa: E4
 from clientregistry.matching.matcher import Matcher  # noqa: E402
 from clientregistry.matching.rules import default_rules  # noqa: E402
 
-DEFAULT_SETS = ("febrl1", "febrl2", "febrl3", "febrl4", "opencr", "synthetic_100k")
+DEFAULT_SETS = (
+    "febrl1",
+    "febrl2",
+    "febrl3",
+    "febrl4",
+    "opencr",
+    "synthetic_100k",
+    "census_register",
+    "healthcare_10k",
+    "compound_10k",
+)
 
 
 def ensure_dataset(name: str) -> tuple[Path, Path]:
@@ -133,14 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({name: row}), flush=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(
-        "\n| set | F1 | precision | recall | blocking recall | s | rec/s | peak MB |"
-        " Splink F1 | Splink s | Splink MB |"
+        "\n| set | F1 | precision | recall | --train F1 (P / R) | blocking recall | s | rec/s |"
+        " peak MB | Splink F1 | Splink s | Splink MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, row in results["sets"].items():
         o, b, s = row["ours"], row["blocking"], row.get("splink", {})
+        t = row.get("ours_trained")
+        trained = "-" if t is None else f"{t['f1']:.4f} ({t['precision']:.4f} / {t['recall']:.4f})"
         print(
-            f"| {name} | {o['f1']:.4f} | {o['precision']:.4f} | {o['recall']:.4f} | "
+            f"| {name} | {o['f1']:.4f} | {o['precision']:.4f} | {o['recall']:.4f} | {trained} | "
             f"{b['blocking_recall']:.4f} | {o['seconds']} | {o['records_per_second']:,.0f} | "
             f"{o['peak_rss_mb']} | {s.get('f1', '-')} | {s.get('seconds', '-')} | "
             f"{s.get('peak_rss_mb', '-')} |"

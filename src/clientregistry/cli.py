@@ -572,6 +572,7 @@ def train_command(
 def _registry_features(data_dir: Path) -> tuple[Matcher, list[Any]]:
     """The matcher of a registry's rules in force and its records' stored features."""
     from sqlalchemy import select
+    from sqlalchemy.orm import Session
 
     from clientregistry.registry.rules_in_force import read_in_force
     from clientregistry.settings import load_settings
@@ -584,18 +585,15 @@ def _registry_features(data_dir: Path) -> tuple[Matcher, list[Any]]:
         raise _fail(str(error)) from None
     engine = create_engine_for(settings.database)
     try:
-        with engine.connect() as connection:
-            from sqlalchemy.orm import Session
-
-            with Session(bind=connection) as session:
-                spec = read_in_force(session, settings).active
-                features = list(
-                    session.scalars(
-                        select(SourceRecord.features)
-                        .where(SourceRecord.replaced_by.is_(None))
-                        .order_by(SourceRecord.id)
-                    )
+        with engine.connect() as connection, Session(bind=connection) as session:
+            spec = read_in_force(session, settings).active
+            features = list(
+                session.scalars(
+                    select(SourceRecord.features)
+                    .where(SourceRecord.replaced_by.is_(None))
+                    .order_by(SourceRecord.id)
                 )
+            )
     except ClientRegistryError as error:
         raise _fail(str(error)) from None
     finally:
