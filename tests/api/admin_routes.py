@@ -119,6 +119,7 @@ ROUTES: list[Route] = [
     Route("GET", "/admin/imports", None, ADMIN, 200),
     Route("GET", "/admin/imports/999999", None, ADMIN, 404),
     Route("GET", "/admin/imports/999999/report", None, ADMIN, 404),
+    Route("GET", "/admin/imports/999999/rows", None, ADMIN, 404),
     Route("POST", "/admin/imports/999999/cancel", None, ADMIN, 404),
     Route("POST", "/admin/rules/check", {"rules": []}, ADMIN, 200),
     Route("POST", "/admin/rules/versions", {"rules": []}, ADMIN, 400),

@@ -77,7 +77,9 @@ def test_a_system_is_issued_granted_and_revoked_without_a_restart(
         return client.post("/fhir/Patient", content=_patient(fhir.token()), headers=JSON_HEADERS)
 
     def search(client: httpx.Client) -> httpx.Response:
-        query = {"identifier": f"{EMR_SYSTEM}|emr-search"}
+        # A search by demographics: a search by identifier alone is open to every system
+        # (answered without demographics, the CRUID look-up), so it would not tell.
+        query = {"family": "Zawadi", "birthdate": "1991-03-04"}
         return client.get("/fhir/Patient", params=query, headers={"Accept": FHIR_JSON})
 
     out = _cli(server, "certs", "issue", "emr4")

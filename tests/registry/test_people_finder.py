@@ -73,6 +73,12 @@ def test_pages(desk: Registry) -> None:
     assert page.total == 3 and not page.capped
 
 
+def test_no_criteria_is_an_empty_page_not_a_refusal(desk: Registry) -> None:
+    _fill(desk)
+    page = find_people(desk.context, RITA, PeopleQuery(), 0, 20)
+    assert page.items == [] and page.total == 0
+
+
 @pytest.mark.parametrize(
     ("criteria", "code"),
     [

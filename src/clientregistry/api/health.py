@@ -58,11 +58,30 @@ def _head() -> str | None:
     return head_revision()
 
 
+_FILE_SEEN: dict[Path, tuple[int, int]] = {}
+"""The SQLite file each database path named when readiness first looked (device, inode)."""
+
+
+def _same_file(path: Path) -> bool:
+    """Whether ``path`` is still the SQLite file this process first found there.
+
+    A file moved or deleted away can come back empty at once: another process of the server
+    (the checkpointer, the job runner) opening the path creates a new file, which would read
+    as a schema problem rather than the database gone.
+    """
+    try:
+        found = path.stat()
+    except OSError:
+        return False
+    identity = (found.st_dev, found.st_ino)
+    return _FILE_SEEN.setdefault(path, identity) == identity
+
+
 def _check_database(context: RegistryContext) -> str | None:
     """``database`` or ``schema`` when that check fails (logged), else None."""
     path = sqlite_file(context.settings.database)
-    if path is not None and not path.is_file():  # open connections would go on regardless
-        log.warning("readiness: the database file %s is gone", path)
+    if path is not None and not _same_file(path):  # open connections would go on regardless
+        log.warning("readiness: the database file %s is gone or was replaced", path)
         return "database"
     try:
         with translate_errors(), context.engine.connect() as connection:

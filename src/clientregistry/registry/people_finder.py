@@ -126,7 +126,7 @@ def _checked(query: PeopleQuery, context: RegistryContext) -> dict[str, str]:
         raise _refuse("identifier_system goes with an identifier value", "bad-identifier")
     if set(given) == {"gender"}:
         raise _refuse("a gender alone finds half the registry: add another criterion", "gender")
-    if set(given) <= {"gender", "system"}:
+    if given and set(given) <= {"gender", "system"}:
         raise _refuse(
             "a source system alone lists every person it knows: add another criterion",
             "system-alone",
