@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +23,8 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+
+from clientregistry import cli_common
 
 if TYPE_CHECKING:
     from clientregistry.registry.context import RegistryContext
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 # The database layer is imported inside the commands: `clientregistry` starts in a fraction
 # of a second for every other command.
 
-_out = Console()
-_err = Console(stderr=True)
+_out = cli_common.out
+_err = cli_common.err
 
 DataDirOption = Annotated[
     Path | None,

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from clientregistry import cli_common
 from clientregistry.batch.readers import CsvMapping
 from clientregistry.errors import InvalidRecord
 from clientregistry.matching.rules import DecisionRules
@@ -23,7 +23,7 @@ from clientregistry.spark.session import SparkUnavailable, require_pyspark
 if TYPE_CHECKING:
     from clientregistry.spark.run import SparkRun
 
-err = Console(stderr=True)
+err = cli_common.err
 
 
 def _fail(message: str, code: int) -> typer.Exit:
