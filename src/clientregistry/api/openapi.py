@@ -73,6 +73,16 @@ ROUTE_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/admin/users"): (409,),
     ("GET", "/auth/oidc/login"): (502,),
     ("POST", "/admin/rules/test"): (404,),
+    # routes that read their body themselves (an upload, a rules file): FastAPI sees no body
+    ("POST", "/admin/imports"): (409, 413, 415),
+    ("GET", "/admin/imports/{job_id}/report"): (406,),
+    ("POST", "/admin/imports/{job_id}/cancel"): (409,),
+    ("POST", "/admin/rules/check"): (413, 415),
+    ("POST", "/admin/rules/versions"): (413, 415),
+    ("POST", "/admin/rules/restore"): (409,),
+    ("POST", "/admin/rules/versions/{version_id}/dry-run"): (409,),
+    ("POST", "/admin/rules/versions/{version_id}/activate"): (409,),
+    ("POST", "/admin/rematches/{job_id}/cancel"): (409,),
 }
 """Statuses particular routes answer beyond what their dependencies and parameters imply."""
 
