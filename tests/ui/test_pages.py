@@ -441,6 +441,17 @@ def test_an_upload_refused_keeps_the_form(ui: Ui) -> None:
     )
     assert broken.status_code in (400, 403) and "Traceback" not in broken.text
 
+    def chunks():  # no Content-Length: a chunked body, of any size
+        yield b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+        yield b"a,b\n" * 1000
+
+    undeclared = client.post(
+        "/ui/imports",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=xx"},
+    )
+    assert undeclared.status_code == 411 and "Traceback" not in undeclared.text
+
 
 def test_rules_checked_tried_put_in_force_and_restored(own_ui: Ui) -> None:
     """The rules pages call the use cases of ``/admin/rules`` (the re-matches run here, in

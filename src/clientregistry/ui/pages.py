@@ -267,14 +267,19 @@ async def upload_form(
     """A form that may carry a file (``multipart/form-data``; the same form without its
     file, urlencoded, is read too, to be refused after its CSRF check): its text fields
     (stripped, at most ``max_field`` characters each) and its file (``file``), at most
-    ``limit`` bytes in all. A 400, 413 or 415 page otherwise."""
+    ``limit`` bytes in all, declared in ``Content-Length`` (the server reads no more than that).
+    A 400, 411, 413 or 415 page otherwise."""
     title = page._("That did not work")
     problem = PageError(400, title, page._("Send the page's form."))
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if media not in ("multipart/form-data", FORM):
         raise PageError(415, title, problem.message)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > (limit if media != FORM else MAX_FORM_BYTES):
+    if not declared.isdigit():
+        # A browser always declares a form's length; a body of undeclared length (chunked)
+        # would be spooled to disk whatever its size.
+        raise PageError(411, title, problem.message)
+    if int(declared) > (limit if media != FORM else MAX_FORM_BYTES):
         raise PageError(413, title, page._("The file is too large."))
     try:
         form = await request.form(max_files=1, max_fields=50, max_part_size=max_field + 1024)
