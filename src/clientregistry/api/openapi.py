@@ -68,6 +68,7 @@ ROUTE_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/admin/records/{record_id}/break"): (409,),
     ("POST", "/admin/records/{record_id}/unbreak"): (409,),
     ("POST", "/admin/records/{record_id}/join"): (409,),
+    ("POST", "/admin/records/{record_id}/confirm"): (409,),
     ("POST", "/admin/audit/{event_id}/revert"): (409,),
     ("POST", "/admin/match/dry-run"): (400, 413, 415, 422),
     ("POST", "/admin/users"): (409,),
