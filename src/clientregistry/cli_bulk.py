@@ -58,8 +58,7 @@ def _require_spark() -> None:
     except SparkUnavailable as error:
         from rich.markup import escape
 
-        _err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(escape(str(error))) from None
 
 
 class OnError(StrEnum):
@@ -67,9 +66,7 @@ class OnError(StrEnum):
     stop = "stop"
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
+_fail = cli_common.fail
 
 
 def _actor() -> str:
