@@ -31,7 +31,7 @@ from clientregistry.cli_audit import audit_app
 from clientregistry.cli_backup import backup_app
 from clientregistry.cli_bulk import register as register_bulk_commands
 from clientregistry.cli_certs import certs_app
-from clientregistry.cli_common import err, out
+from clientregistry.cli_common import err, fail, out
 from clientregistry.cli_serve import serve_app
 from clientregistry.cli_systems import systems_app
 from clientregistry.cli_users import users_app
@@ -118,11 +118,6 @@ class _Summarised(Protocol):
     def matcher(self) -> Matcher: ...
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 def _where(path: Path, error: InvalidRecord) -> str:
     """``FILE:LINE: message`` (or ``FILE: message`` where there is no line)."""
     line = f":{error.line}" if error.line is not None else ""
@@ -155,12 +150,12 @@ def _read_single(path: Path) -> dict[str, Any]:
     try:
         document = orjson.loads(path.read_bytes())
     except OSError as error:
-        raise _fail(f"{path}: cannot read: {error.strerror}") from None
+        raise fail(f"{path}: cannot read: {error.strerror}") from None
     except orjson.JSONDecodeError as error:
-        raise _fail(f"{path}: not JSON: {error}") from None
+        raise fail(f"{path}: not JSON: {error}") from None
     if not isinstance(document, dict) or document.get("resourceType") != "Patient":
         kind = document.get("resourceType") if isinstance(document, dict) else type(document)
-        raise _fail(f"{path}: expected a FHIR Patient, found resourceType {kind!r}")
+        raise fail(f"{path}: expected a FHIR Patient, found resourceType {kind!r}")
     return document
 
 
@@ -203,7 +198,7 @@ def _records(
     for result in results:
         if isinstance(result, InvalidRecord):
             if on_error is OnError.stop:
-                raise _fail(_where(path, result), code=1)
+                raise fail(_where(path, result), code=1)
             skipped.append(result)
             continue
         yield result
@@ -274,11 +269,11 @@ def dedupe(
     """
     _setup_logging(verbose)
     if not (input_path.is_file() or (engine is Engine.spark and input_path.is_dir())):
-        raise _fail(f"{input_path}: no such file")
+        raise fail(f"{input_path}: no such file")
     try:
         mapping = CsvMapping().with_overrides(column or [])
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     rules = _load_rules(rules_path)
     systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
     if engine is Engine.spark:
@@ -310,7 +305,7 @@ def dedupe(
                 matcher, input_path, mapping, rules_path, on_error, skipped, total
             )
     except OSError as error:
-        raise _fail(f"{input_path}: {error}") from None
+        raise fail(f"{input_path}: {error}") from None
     dedup.stats.skipped = len(skipped)
     dedup.stats.finished = time.perf_counter()
     potential_path = dedup.write(output)
@@ -340,7 +335,7 @@ def _dedupe_streaming(
         for item in records:
             if isinstance(item, InvalidRecord):
                 if on_error is OnError.stop:
-                    raise _fail(_where(input_path, item), 1)
+                    raise fail(_where(input_path, item), 1)
                 skipped.append(item)
                 continue
             try:
@@ -352,7 +347,7 @@ def _dedupe_streaming(
                     record_id=item.record_id,
                 )
                 if on_error is OnError.stop:
-                    raise _fail(_where(input_path, located), 1) from None
+                    raise fail(_where(input_path, located), 1) from None
                 skipped.append(located)
                 continue
             if dedup.stats.records % 1000 == 0:
@@ -377,7 +372,7 @@ def _dedupe_trained(
         if record.record_id in seen:
             error = InvalidRecord(f"duplicate Patient id {record.record_id!r}", line=record.line)
             if on_error is OnError.stop:
-                raise _fail(_where(input_path, error), 1)
+                raise fail(_where(input_path, error), 1)
             skipped.append(error)
             continue
         seen.add(record.record_id)
@@ -385,7 +380,7 @@ def _dedupe_trained(
     try:
         result = train(matcher, [features for _, features in records])
     except ValueError as error:
-        raise _fail(f"cannot train on {input_path}: {error}") from None
+        raise fail(f"cannot train on {input_path}: {error}") from None
     err.print(
         f"trained: u from {result.random_pairs:,} random pairs, m by EM over "
         f"{result.candidate_pairs:,} pairs in {len(result.sessions)} sessions"
@@ -449,7 +444,7 @@ def evaluate(
     try:
         scores = evaluate_files(clusters, truth)
     except ClientRegistryError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     print(json.dumps(scores.to_json(), indent=2))
     if scores.missing_from_truth:
         err.print(f"[yellow]warning:[/] {scores.missing_from_truth} records are not in the truth")
@@ -489,10 +484,10 @@ def train_command(
 
     skipped: list[InvalidRecord] = []
     if (input_path is None) == (data_dir is None):
-        raise _fail("give the records to train on: INPUT, or --data-dir DIR (a registry)")
+        raise fail("give the records to train on: INPUT, or --data-dir DIR (a registry)")
     if data_dir is not None:
         if rules_path is not None or record_id_system is not None:
-            raise _fail(
+            raise fail(
                 "--data-dir trains the registry's rules in force: no --rules / --record-id-system"
             )
         matcher, features = _registry_features(data_dir)
@@ -501,7 +496,7 @@ def train_command(
         assert input_path is not None
         rules = _load_rules(rules_path)
         if not any(rs.probabilistic for rs in rules.rule_sets):
-            raise _fail(f"{rules.source}: no probabilistic rule set to train")
+            raise fail(f"{rules.source}: no probabilistic rule set to train")
         systems = record_id_system if record_id_system is not None else DEFAULT_RECORD_ID_SYSTEMS
         matcher = Matcher(rules, record_id_systems=systems)
         try:
@@ -510,14 +505,14 @@ def train_command(
                 for record in _records(input_path, CsvMapping(), on_error, skipped)
             ]
         except OSError as error:
-            raise _fail(f"{input_path}: {error}") from None
+            raise fail(f"{input_path}: {error}") from None
         where = str(input_path)
     if not any(rs.probabilistic for rs in matcher.rules.rule_sets):
-        raise _fail(f"{matcher.rules.source}: no probabilistic rule set to train")
+        raise fail(f"{matcher.rules.source}: no probabilistic rule set to train")
     try:
         result = train(matcher, features)
     except ValueError as error:
-        raise _fail(f"cannot train on {where}: {error}") from None
+        raise fail(f"cannot train on {where}: {error}") from None
     output.write_text(json.dumps(result.rules.to_json(), indent=2) + "\n", encoding="utf-8")
     table = Table(title=f"m and u learned from {len(features):,} records")
     for name in ("rule set", "field", "level", "m", "u", "weight log10(m/u)"):
@@ -582,7 +577,7 @@ def _registry_features(data_dir: Path) -> tuple[Matcher, list[Any]]:
     try:
         settings = load_settings(data_dir)
     except ConfigError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     engine = create_engine_for(settings.database)
     try:
         with engine.connect() as connection, Session(bind=connection) as session:
@@ -595,7 +590,7 @@ def _registry_features(data_dir: Path) -> tuple[Matcher, list[Any]]:
                 )
             )
     except ClientRegistryError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     finally:
         engine.dispose()
     return spec.build(), features
@@ -611,7 +606,7 @@ def rules_check(
     try:
         content = path.read_bytes()
     except OSError as error:
-        raise _fail(f"{path}: cannot read file: {error.strerror}") from None
+        raise fail(f"{path}: cannot read file: {error.strerror}") from None
     checked = check_rules(content, str(path))  # the same check as the admin API's
     lines = checked.messages()
     if not checked.ok:
@@ -633,7 +628,7 @@ def demo(
     """Deduplicate the bundled demo patients and show the clusters."""
     source = Path(__file__).resolve().parent / "demo" / "patients.ndjson"
     if not source.is_file():
-        raise _fail(f"demo data missing: {source}")
+        raise fail(f"demo data missing: {source}")
     matcher = Matcher(default_rules(), record_id_systems=DEFAULT_RECORD_ID_SYSTEMS)
     dedup = Deduplicator(matcher)
     names: dict[str, str] = {}
