@@ -309,13 +309,20 @@ def test_default_rules_load() -> None:
     assert rs.probabilistic
     assert rs.potential_threshold == 103
     assert rs.auto_threshold == 105
-    grouped = {f.name for f in rs.fields if f.group == "location"}
-    assert grouped == {"phone", "addressLine", "city", "postalCode"}
+    assert {f.name for f in rs.fields if f.group == "household"} == {
+        "family",
+        "phone",
+        "addressLine",
+    }
+    assert {f.name for f in rs.fields if f.group == "location"} == {"city", "postalCode"}
     names = [f.name for f in rs.fields]
     assert "identifier" in names
     assert rs.fields[names.index("identifier")].is_identifier_set
     assert len(rs.fields[names.index("given")].levels) >= 3
     assert rs.fields[names.index("given")].levels[0].term_frequency
+    assert rs.fields[names.index("given")].words == "first"
+    assert rs.fields[names.index("middle")].words == "rest"
+    assert rs.fields[names.index("middle")].null_one == "moderate"
     assert rs.fields[names.index("postalCode")].value_type == "code"
     assert rs.blocking[0] == ("identifier",)
     assert rs.max_score() > rs.auto_threshold

@@ -20,7 +20,8 @@ def test_the_default_rules_read_as_they_are(desk: Registry) -> None:
     assert [level.algorithm for level in given.levels][:2] == ["exact", "jaro-winkler-similarity"]
     assert given.levels[0].term_frequency and given.levels[0].weight > 0
     assert given.else_weight is not None and given.else_weight < 0
-    assert fields["phone"].group == "location"
+    assert fields["phone"].group == fields["family"].group == "household"
+    assert fields["postalCode"].group == "location"
     assert view.blocking_keys and view.document["rules"][0]["name"] == rule_set.name
     assert [g.fields for g in view.blocking_groups][:3] == [
         ["identifier"],

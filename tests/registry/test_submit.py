@@ -56,7 +56,7 @@ GRACE = {
 }
 SARAH = {**GRACE, "name": [{"family": "Okello", "given": ["Sarah"]}]}
 """Grace's family name, birth date and gender with another given name: a potential match of
-Grace under the default rules (about 104.9; potential ≥ 103, auto ≥ 105)."""
+Grace under the default rules (about 104.6; potential ≥ 103, auto ≥ 105)."""
 PETER = {
     "name": [{"family": "Mugisha", "given": ["Peter"]}],
     "birthDate": "1955-11-30",

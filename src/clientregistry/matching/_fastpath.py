@@ -200,7 +200,12 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
         remaining[i] = remaining[i + 1] + max(_max_contribution(rs, fields[i]), best_null)
     groups = sorted({f.group for f in fields if f.group is not None})
     group_var = {group: f"g{i}" for i, group in enumerate(groups)}
-    held = "".join(f" + {v}" for v in group_var.values())
+    share = rs.group_share
+    # a group adds its strongest agreement (g) and a share of the others (s: all of them)
+    if share:
+        held = "".join(f" + {v} + {share!r} * (s{v[1:]} - {v})" for v in group_var.values())
+    else:
+        held = "".join(f" + {v}" for v in group_var.values())
 
     w = _Writer()
     w.line(0, "def score(a, b, tf):")
@@ -217,6 +222,8 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
     w.line(1, f"total = {BASE_SCORE if probabilistic else 0.0!r}")
     for variable in group_var.values():
         w.line(1, f"{variable} = 0.0")
+        if share:
+            w.line(1, f"s{variable[1:]} = 0.0")
     for i, f in enumerate(fields):
         slot = extractor.slot(f)
         others = {
@@ -244,8 +251,14 @@ def compile_rule_set(rs: RuleSet, extractor: FeatureExtractor) -> RuleSetScore:
             _nulls(w, f, null_one, null_both, compare)
         if f.group is not None:
             variable = group_var[f.group]
-            w.line(1, f"if w > {variable}:")
-            w.line(2, f"{variable} = w")
+            if share:
+                w.line(1, "if w > 0.0:")
+                w.line(2, f"s{variable[1:]} += w")
+                w.line(2, f"if w > {variable}:")
+                w.line(3, f"{variable} = w")
+            else:
+                w.line(1, f"if w > {variable}:")
+                w.line(2, f"{variable} = w")
             w.line(1, "elif w < 0.0:")
             w.line(2, "total += w")
         else:

@@ -103,6 +103,7 @@ _RULE_KEYS = {
     "nullHandlingBothFields",
     "name",
     "blocking",
+    "groupShare",
     "__comments",
 }
 
@@ -199,6 +200,10 @@ class RuleSet:
     phonetic_blocks: tuple[Field, ...] = ()
     blocking: tuple[tuple[str, ...], ...] = ()
     """Explicit blocking key groups (field names); empty means derive them from the weights."""
+    group_share: float = 0.0
+    """Extension (``groupShare``): what share of a group's agreements other than the strongest
+    still counts (0: the strongest alone; 1: all, as if ungrouped). Agreement of correlated
+    fields is weaker evidence than the sum of their weights, but not worthless."""
 
     @property
     def probabilistic(self) -> bool:
@@ -207,6 +212,7 @@ class RuleSet:
     def max_score(self) -> float:
         """The highest score any pair can reach under this rule set."""
         best: dict[str, float] = {}
+        rest: dict[str, float] = {}
         total = BASE_SCORE if self.probabilistic else 0.0
         for f in self.fields:
             top = max_contribution(self, f)
@@ -214,7 +220,9 @@ class RuleSet:
                 total += top
             else:
                 best[f.group] = max(best.get(f.group, 0.0), top)
-        return total + sum(best.values())
+                rest[f.group] = rest.get(f.group, 0.0) + top
+        share = self.group_share
+        return total + sum(b + share * (rest[g] - b) for g, b in best.items())
 
 
 def max_contribution(rs: RuleSet, f: Field) -> float:
@@ -379,8 +387,18 @@ class _Parser:
                         f"{level.swapped_with!r} is not another field of this rule set",
                     )
         blocking = self.blocking(where, raw.get("blocking"), names)
+        share = self.number(where, raw, "groupShare", low=0.0, high=1.0)
         rule_set = RuleSet(
-            index, str(name), mtype, scored, filters, potential, auto, phonetic, blocking
+            index,
+            str(name),
+            mtype,
+            scored,
+            filters,
+            potential,
+            auto,
+            phonetic,
+            blocking,
+            0.0 if share is None else share,
         )
         if rule_set.max_score() < potential:
             self.warnings.append(
@@ -787,6 +805,8 @@ def _rule_set_json(rs: RuleSet) -> dict[str, Any]:
     }
     if rs.blocking:
         out["blocking"] = [list(group) for group in rs.blocking]
+    if rs.group_share:
+        out["groupShare"] = rs.group_share
     if rs.filters:
         out["filters"] = {flt.name: _filter_json(flt) for flt in rs.filters}
     return out
@@ -807,6 +827,7 @@ def replace_field(rules: DecisionRules, rule_index: int, new_field: Field) -> De
         rs.auto_threshold,
         rs.phonetic_blocks,
         rs.blocking,
+        rs.group_share,
     )
     return DecisionRules(tuple(rule_sets), rules.source, rules.warnings)
 

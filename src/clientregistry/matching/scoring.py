@@ -277,6 +277,7 @@ class Scorer:
         probabilistic = rs.probabilistic
         total = BASE_SCORE if probabilistic else 0.0
         group_best: dict[str, float] = {}
+        group_sum: dict[str, float] = {}
         for slot, f in fields:
             va = a[slot]
             vb = b[slot]
@@ -284,7 +285,7 @@ class Scorer:
                 handling = f.null_both if (not va and not vb) else f.null_one
                 if handling is not None:
                     add = null_contribution(f, handling, probabilistic)
-                    total += _grouped(f, add, group_best)
+                    total += _grouped(f, add, group_best, group_sum)
                     if notes is not None:
                         notes.append(
                             FieldResult(
@@ -317,7 +318,7 @@ class Scorer:
                 level_name = "agree" if agrees else "disagree"
                 if notes is not None:
                     similarity = _similarity(f, va, vb)
-            total += _grouped(f, add, group_best)
+            total += _grouped(f, add, group_best, group_sum)
             if notes is not None:
                 notes.append(
                     FieldResult(
@@ -331,14 +332,21 @@ class Scorer:
                         add,
                     )
                 )
+        share = rs.group_share
         if notes is not None and group_best:
-            _credit_groups(rs, notes, group_best)
-        return total + sum(group_best.values())
+            _credit_groups(rs, notes, group_best, share)
+        return total + sum(
+            best + share * (group_sum[group] - best) if share else best
+            for group, best in group_best.items()
+        )
 
 
-def _credit_groups(rs: RuleSet, notes: list[FieldResult], group_best: dict[str, float]) -> None:
+def _credit_groups(
+    rs: RuleSet, notes: list[FieldResult], group_best: dict[str, float], share: float
+) -> None:
     """Rewrite grouped fields' notes so contributions add up to the score: the strongest
-    agreement of each group keeps its weight, the others show 0 and say why."""
+    agreement of each group keeps its weight, the others show their share of it (0 unless
+    the rule set's ``groupShare`` says otherwise) and say why."""
     group_of = {f.name: f.group for f in rs.fields}
     credited: set[str] = set()
     for i, note in enumerate(notes):
@@ -348,17 +356,23 @@ def _credit_groups(rs: RuleSet, notes: list[FieldResult], group_best: dict[str, 
         if group not in credited and note.contribution == group_best.get(group):
             credited.add(group)
             continue
-        notes[i] = dataclasses.replace(
-            note, contribution=0.0, level=f"{note.level}; group {group} counted once"
-        )
+        if share:
+            why = f"{note.level}; group {group}, counted at {share:g}"
+        else:
+            why = f"{note.level}; group {group} counted once"
+        notes[i] = dataclasses.replace(note, contribution=note.contribution * share, level=why)
 
 
-def _grouped(f: Field, add: float, group_best: dict[str, float]) -> float:
-    """What a field adds now: grouped agreements are held back, only the best one counts."""
+def _grouped(
+    f: Field, add: float, group_best: dict[str, float], group_sum: dict[str, float]
+) -> float:
+    """What a field adds now: grouped agreements are held back (the best one counts in full,
+    the others at the rule set's ``groupShare``)."""
     if f.group is None or add <= 0.0:
         return add
     if add > group_best.get(f.group, 0.0):
         group_best[f.group] = add
+    group_sum[f.group] = group_sum.get(f.group, 0.0) + add
     return 0.0
 
 
