@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clientregistry.errors import ClientRegistryError
 from clientregistry.store.db import (
+    CACHE_KIB,
     alembic_config,
     begin_immediate,
     create_engine_for,
@@ -120,6 +121,9 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+            # Durability is not traded for speed: NORMAL (1) syncs at every checkpoint.
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -CACHE_KIB
     finally:
         engine.dispose()
 
