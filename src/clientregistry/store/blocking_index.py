@@ -132,8 +132,7 @@ class DatabaseBlockingIndex:
 
     def add_many(self, records: Iterable[tuple[str, Sequence[int]]]) -> None:
         """:meth:`add_hashes` for several records, in one statement."""
-        pairs = sorted((h, record_id) for record_id, hashes in records for h in hashes)
-        rows = [{"key_hash": h, "record_id": record_id} for h, record_id in pairs]
+        rows = sorted((h, record_id) for record_id, hashes in records for h in hashes)
         if not rows:
             return
         self._session.flush()
@@ -143,7 +142,7 @@ class DatabaseBlockingIndex:
                 insert_for(self._session, BlockingKey).on_conflict_do_nothing()
             )
             _INSERT_IGNORE[dialect_name(self._session)] = statement
-        statement.execute(self._session.connection(), rows)
+        statement.execute_tuples(self._session.connection(), ("key_hash", "record_id"), rows)
 
     def postings(self, hashes: Sequence[int]) -> dict[int, list[str]]:
         """The records under each of ``hashes`` (those that have any), in no order."""
