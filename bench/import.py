@@ -14,12 +14,13 @@
    ``timeline`` of ``[seconds, rows, main CPU s, reader CPU s]``, from which the CPU cost per
    record over the run (its growth) is read;
 5. prints one JSON line (records, seconds, records/s, CPU of the import's processes, split
-   between the main process and the rest, peak RSS, the timeline, the import's summary, the
+   between the main process (and, of that, its main thread: the rest is SQLite's background
+   checkpointer) and the rest, peak RSS, the timeline, the import's summary, the
    machine's load average before and after) and appends it to
    ``bench/out/import_results.jsonl``.
 
 Records per second count from the command's start to its end (start-up, counting the file's
-lines and hashing it included). Run heavy sizes under ``flock /work/.bench.lock``. Not a test:
+lines and hashing it included). Run heavy sizes under ``flock /tmp/bench.lock``. Not a test:
 figures depend on the machine and its load (recorded).
 """
 
@@ -91,10 +92,12 @@ def pg_admin(url: str, statement: str) -> None:
         connection.execute(statement)  # type: ignore[arg-type]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of process ``pid`` so far (0 when it is gone)."""
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User and system CPU of process ``pid`` (or of its thread ``thread``) so far (0 when it
+    is gone)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -142,6 +145,7 @@ def run_import(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
     cpu: dict[int, float] = {}
+    main_thread = 0.0
     timeline: list[list[float]] = []
     next_read = started + TIMELINE_SECONDS
     while process.poll() is None:
@@ -149,6 +153,7 @@ def run_import(
         peak = max(peak, sum(rss_kb(pid) for pid in found))
         for pid in found:
             cpu[pid] = max(cpu.get(pid, 0.0), cpu_seconds(pid))
+        main_thread = max(main_thread, cpu_seconds(process.pid, process.pid))
         if time.perf_counter() >= next_read:
             next_read += TIMELINE_SECONDS
             rows = rows_done(data_dir, database_url)
@@ -171,6 +176,7 @@ def run_import(
         "seconds": round(seconds, 1),
         "cpu_seconds": round(total_cpu, 1),
         "cpu_main_seconds": round(main_cpu, 1),
+        "cpu_main_thread_seconds": round(main_thread, 1),
         "cpu_reader_seconds": round(sum(cpu.values()) - main_cpu, 1),
         "timeline": timeline,
         "peak_rss_mb": round(peak / 1024),
