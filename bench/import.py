@@ -16,7 +16,9 @@
 5. prints one JSON line (records, seconds, records/s, CPU of the import's processes, split
    between the main process (and, of that, its main thread: the rest is SQLite's background
    checkpointer) and the rest, peak RSS, the timeline, the import's summary, the
-   machine's load average before and after) and appends it to
+   machine's load average before and after; on PostgreSQL also the CPU of the server
+   processes serving the import's database, sampled every 5 s, so their last seconds are
+   missed) and appends it to
    ``bench/out/import_results.jsonl``.
 
 Records per second count from the command's start to its end (start-up, counting the file's
@@ -125,6 +127,25 @@ def rows_done(data_dir: Path, database_url: str) -> int | None:
     return int(progress.get("counts", {}).get("rows", 0))
 
 
+def backend_pids(database_url: str) -> list[int]:
+    """PostgreSQL: the server processes serving the import's database (this machine's)."""
+    if not database_url:
+        return []
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    admin = url.set(database="postgres").render_as_string(False)
+    try:
+        with psycopg.connect(admin, connect_timeout=2, autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (url.database,)
+            ).fetchall()
+    except Exception:
+        return []
+    return [int(pid) for (pid,) in found]
+
+
 def run_import(
     data_dir: Path, path: Path, batch_size: int, extra: list[str], database_url: str = ""
 ) -> dict[str, Any]:
@@ -146,6 +167,7 @@ def run_import(
     peak = 0
     cpu: dict[int, float] = {}
     main_thread = 0.0
+    server: dict[int, float] = {}
     timeline: list[list[float]] = []
     next_read = started + TIMELINE_SECONDS
     while process.poll() is None:
@@ -156,6 +178,8 @@ def run_import(
         main_thread = max(main_thread, cpu_seconds(process.pid, process.pid))
         if time.perf_counter() >= next_read:
             next_read += TIMELINE_SECONDS
+            for pid in backend_pids(database_url):
+                server[pid] = max(server.get(pid, 0.0), cpu_seconds(pid))
             rows = rows_done(data_dir, database_url)
             if rows is not None:
                 main_cpu = cpu.get(process.pid, 0.0)
@@ -177,6 +201,7 @@ def run_import(
         "cpu_seconds": round(total_cpu, 1),
         "cpu_main_seconds": round(main_cpu, 1),
         "cpu_main_thread_seconds": round(main_thread, 1),
+        "cpu_postgresql_seconds": round(sum(server.values()), 1) if database_url else None,
         "cpu_reader_seconds": round(sum(cpu.values()) - main_cpu, 1),
         "timeline": timeline,
         "peak_rss_mb": round(peak / 1024),
