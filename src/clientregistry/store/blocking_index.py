@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     literal_column,
     select,
 )
@@ -93,6 +94,8 @@ _DELETE_RECORD = DriverStatement(
     delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
 )
 _INSERT_IGNORE: dict[str, DriverInsert] = {}
+_INSERT = DriverInsert(insert(BlockingKey))
+_COLUMNS = ("key_hash", "record_id")
 """``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
 
 
@@ -142,7 +145,16 @@ class DatabaseBlockingIndex:
                 insert_for(self._session, BlockingKey).on_conflict_do_nothing()
             )
             _INSERT_IGNORE[dialect_name(self._session)] = statement
-        statement.execute_tuples(self._session.connection(), ("key_hash", "record_id"), rows)
+        statement.execute_tuples(self._session.connection(), _COLUMNS, rows)
+
+    def add_new(self, records: Iterable[tuple[str, Sequence[int]]]) -> None:
+        """:meth:`add_many` for records that have no keys yet (created in this transaction),
+        each with distinct hashes (:func:`key_hashes`): a plain insert, which PostgreSQL
+        runs without the speculative insertion of ``ON CONFLICT`` for every row."""
+        rows = sorted((h, record_id) for record_id, hashes in records for h in hashes)
+        if rows:
+            self._session.flush()
+            _INSERT.execute_tuples(self._session.connection(), _COLUMNS, rows)
 
     def postings(self, hashes: Sequence[int]) -> dict[int, list[str]]:
         """The records under each of ``hashes`` (those that have any), in no order."""
