@@ -94,9 +94,10 @@ _DELETE_RECORD = DriverStatement(
     delete(BlockingKey).where(BlockingKey.record_id == bindparam("record"))
 )
 _INSERT_IGNORE: dict[str, DriverInsert] = {}
-_INSERT = DriverInsert(insert(BlockingKey))
-_COLUMNS = ("key_hash", "record_id")
 """``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
+_INSERT = DriverInsert(insert(BlockingKey))
+"""A plain ``INSERT`` (keys of records that have none yet)."""
+_COLUMNS = ("key_hash", "record_id")
 
 
 def key_hash(key: str) -> int:

@@ -214,7 +214,9 @@ class DriverQuery:
     reads (and the transaction's ``BEGIN``) go in one round trip: read the rows
     (:meth:`PendingRows.all`) after the block. ``postgresql`` is the statement to run there
     when it differs (an array instead of an expanding ``IN``, which the driver cannot take);
-    elsewhere the statement runs through SQLAlchemy at once.
+    elsewhere the statement runs at once, on the driver's cursor too (through SQLAlchemy when
+    it has an expanding ``IN`` or no transaction has begun). Array parameters go to
+    PostgreSQL in binary (see :func:`_binary_arrays`).
     """
 
     def __init__(
