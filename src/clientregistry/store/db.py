@@ -203,12 +203,6 @@ def _ping_idle_connections(engine: Engine, after: float) -> None:
             raise
 
 
-CACHE_KIB = 128 << 10
-"""SQLite's page cache per connection (KiB; pages are taken as used). A submission writes
-random leaves of the blocking-key and search-token indexes; with SQLite's default 2 MB cache a
-registry of 100,000 records reads most of them back from the file for every batch."""
-
-
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int, wal_autocheckpoint: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -225,8 +219,6 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, wal_autocheckpoint: 
             cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
             # After a checkpoint, a log that grew large is cut back to 64 MB.
             cursor.execute(f"PRAGMA journal_size_limit={64 << 20}")
-            # The page cache (SQLite's default: 2 MB) holds the index pages writes land on.
-            cursor.execute(f"PRAGMA cache_size={-(CACHE_KIB)}")
         finally:
             cursor.close()
 
@@ -249,6 +241,20 @@ def is_sqlite(session_or_engine: Session | Engine | Connection) -> bool:
         else session_or_engine
     )
     return bind.dialect.name == "sqlite"
+
+
+BULK_CACHE_KIB = 128 << 10
+"""SQLite's page cache (KiB) for a connection that writes in bulk (:func:`widen_cache`)."""
+
+
+def widen_cache(session: Session) -> None:
+    """SQLite: give the session's connection a page cache of :data:`BULK_CACHE_KIB` (for as long
+    as the connection lives; pages are taken as used). An import's batch writes random leaves
+    of the blocking-key and search-token indexes; with SQLite's default 2 MB a large registry
+    reads most of them back from the file for every batch. Only bulk writers ask for it, so
+    that a server's pooled connections (up to fifteen a worker) keep the default."""
+    if is_sqlite(session):
+        session.connection().exec_driver_sql(f"PRAGMA cache_size={-BULK_CACHE_KIB}")
 
 
 # ----------------------------------------------------------------------------- sessions
