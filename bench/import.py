@@ -9,18 +9,27 @@
 3. runs ``clientregistry import FILE --system openmrs`` as a subprocess and, every 0.2 s,
    sums the resident memory of it and its reader process (``/proc/<pid>/status``): the peak
    of that sum is "peak RSS (all processes)"; PostgreSQL's own backends are not counted;
-4. prints one JSON line (records, seconds, records/s, CPU of the import's processes, peak
-   RSS, the import's summary, the machine's load average before and after) and appends it to
+4. every 5 s reads the job's rows so far (its ``bulk_job`` row) and the CPU so far of the
+   import's main process (matching and writing) and of the others (the reader): the
+   ``timeline`` of ``[seconds, rows, main CPU s, reader CPU s]``, from which the CPU cost per
+   record over the run (its growth) is read;
+5. prints one JSON line (records, seconds, records/s, CPU of the import's processes, split
+   between the main process (and, of that, its main thread: the rest is SQLite's background
+   checkpointer) and the rest, peak RSS, the timeline, the import's summary, the
+   machine's load average before and after; on PostgreSQL also the CPU of the server
+   processes serving the import's database, sampled every 5 s, so their last seconds are
+   missed) and appends it to
    ``bench/out/import_results.jsonl``.
 
 Records per second count from the command's start to its end (start-up, counting the file's
-lines and hashing it included). Run heavy sizes under ``flock /work/.bench.lock``. Not a test:
+lines and hashing it included). Run heavy sizes under ``flock /tmp/bench.lock``. Not a test:
 figures depend on the machine and its load (recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 RESULTS = OUT / "import_results.jsonl"
 CLI = Path(sys.executable).with_name("clientregistry")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TIMELINE_SECONDS = 5.0
+"""How often the import's rows and CPU so far are read (the cost per record over the run)."""
 
 
 def synthetic_name(n_records: int) -> str:
@@ -82,7 +94,61 @@ def pg_admin(url: str, statement: str) -> None:
         connection.execute(statement)  # type: ignore[arg-type]
 
 
-def run_import(data_dir: Path, path: Path, batch_size: int, extra: list[str]) -> dict[str, Any]:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User and system CPU of process ``pid`` (or of its thread ``thread``) so far (0 when it
+    is gone)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rows_done(data_dir: Path, database_url: str) -> int | None:
+    """The import's rows so far, as its job's progress says (None when not readable)."""
+    try:
+        if database_url:
+            import psycopg
+
+            with psycopg.connect(database_url, connect_timeout=2) as connection:
+                found = connection.execute("SELECT progress FROM bulk_job").fetchone()
+        else:
+            import sqlite3
+
+            uri = f"file:{data_dir / 'registry.db'}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1)) as connection:
+                found = connection.execute("SELECT progress FROM bulk_job").fetchone()
+    except Exception:
+        return None
+    if not found:
+        return None
+    progress = found[0] if isinstance(found[0], dict) else json.loads(found[0] or "{}")
+    return int(progress.get("counts", {}).get("rows", 0))
+
+
+def backend_pids(database_url: str) -> list[int]:
+    """PostgreSQL: the server processes serving the import's database (this machine's)."""
+    if not database_url:
+        return []
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    admin = url.set(database="postgres").render_as_string(False)
+    try:
+        with psycopg.connect(admin, connect_timeout=2, autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (url.database,)
+            ).fetchall()
+    except Exception:
+        return []
+    return [int(pid) for (pid,) in found]
+
+
+def run_import(
+    data_dir: Path, path: Path, batch_size: int, extra: list[str], database_url: str = ""
+) -> dict[str, Any]:
     command = [
         str(CLI),
         "import",
@@ -99,20 +165,45 @@ def run_import(data_dir: Path, path: Path, batch_size: int, extra: list[str]) ->
     usage_before = os.times()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
+    cpu: dict[int, float] = {}
+    main_thread = 0.0
+    server: dict[int, float] = {}
+    timeline: list[list[float]] = []
+    next_read = started + TIMELINE_SECONDS
     while process.poll() is None:
-        peak = max(peak, sum(rss_kb(pid) for pid in descendants(process.pid)))
+        found = descendants(process.pid)
+        peak = max(peak, sum(rss_kb(pid) for pid in found))
+        for pid in found:
+            cpu[pid] = max(cpu.get(pid, 0.0), cpu_seconds(pid))
+        main_thread = max(main_thread, cpu_seconds(process.pid, process.pid))
+        if time.perf_counter() >= next_read:
+            next_read += TIMELINE_SECONDS
+            for pid in backend_pids(database_url):
+                server[pid] = max(server.get(pid, 0.0), cpu_seconds(pid))
+            rows = rows_done(data_dir, database_url)
+            if rows is not None:
+                main_cpu = cpu.get(process.pid, 0.0)
+                others = sum(v for pid, v in cpu.items() if pid != process.pid)
+                elapsed = time.perf_counter() - started
+                timeline.append([round(elapsed, 1), rows, round(main_cpu, 2), round(others, 2)])
         time.sleep(0.2)
     _, err = process.communicate()
     seconds = time.perf_counter() - started
     usage_after = os.times()
     if process.returncode != 0:
         raise SystemExit(f"import failed ({process.returncode}):\n{err.decode()}")
-    cpu = (usage_after.children_user - usage_before.children_user) + (
+    total_cpu = (usage_after.children_user - usage_before.children_user) + (
         usage_after.children_system - usage_before.children_system
     )
+    main_cpu = cpu.get(process.pid, 0.0)
     return {
         "seconds": round(seconds, 1),
-        "cpu_seconds": round(cpu, 1),
+        "cpu_seconds": round(total_cpu, 1),
+        "cpu_main_seconds": round(main_cpu, 1),
+        "cpu_main_thread_seconds": round(main_thread, 1),
+        "cpu_postgresql_seconds": round(sum(server.values()), 1) if database_url else None,
+        "cpu_reader_seconds": round(sum(cpu.values()) - main_cpu, 1),
+        "timeline": timeline,
         "peak_rss_mb": round(peak / 1024),
         "summary": err.decode().strip().splitlines()[-2:],
     }
@@ -144,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         load_before = os.getloadavg()
-        measured = run_import(data_dir, path, args.batch_size, [])
+        measured = run_import(data_dir, path, args.batch_size, [], database_url)
         load_after = os.getloadavg()
     finally:
         if not args.keep:

@@ -61,6 +61,17 @@ def test_add_candidates_remove(session: Session, make_record: MakeRecord) -> Non
     assert session.scalar(select(func.count()).select_from(BlockingKey)) == 3
 
 
+def test_add_new_records_in_one_statement(session: Session, make_record: MakeRecord) -> None:
+    _records(session, make_record, 3)
+    index = DatabaseBlockingIndex(session)
+    index.add_new([("r000", key_hashes(["a", "b"])), ("r001", key_hashes(["b"])), ("r002", [])])
+    assert index.candidates(["b"], 10) == CandidateSet(["r000", "r001"], False, 2)
+    assert index.candidates(["a"], 10) == CandidateSet(["r000"], False, 1)
+    assert session.scalar(select(func.count()).select_from(BlockingKey)) == 3
+    index.add_new([])
+    assert session.scalar(select(func.count()).select_from(BlockingKey)) == 3
+
+
 def test_cap(session: Session, make_record: MakeRecord) -> None:
     ids = _records(session, make_record, 8)
     index = DatabaseBlockingIndex(session)

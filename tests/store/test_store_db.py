@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clientregistry.errors import ClientRegistryError
 from clientregistry.store.db import (
+    BULK_CACHE_KIB,
     alembic_config,
     begin_immediate,
     create_engine_for,
@@ -22,6 +23,7 @@ from clientregistry.store.db import (
     migrate,
     session_factory,
     transaction,
+    widen_cache,
 )
 from clientregistry.store.errors import Busy, Conflict, StoreError
 from clientregistry.store.models import Base, GoldenRecord, SourceRecord
@@ -120,8 +122,21 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+            # Durability is not traded for speed: NORMAL (1) syncs at every checkpoint.
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+            # SQLite's own page cache (2 MB) for every connection; bulk writers widen theirs.
+            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
     finally:
         engine.dispose()
+
+
+def test_a_bulk_writer_widens_its_connection_cache(factory: sessionmaker[Session]) -> None:
+    with factory() as session:
+        widen_cache(session)  # (PostgreSQL: nothing to do, and no error)
+        if session.get_bind().dialect.name == "sqlite":
+            found = session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+            assert found == -BULK_CACHE_KIB
+        session.commit()
 
 
 def test_store_errors_are_registry_errors() -> None:

@@ -50,7 +50,7 @@ from clientregistry.registry.import_rows import (
 from clientregistry.registry.jobs import JobCancelled, JobError
 from clientregistry.registry.rules_in_force import generation_of
 from clientregistry.registry.submit import Decision, Submission, Submitter, prepare_submission
-from clientregistry.store.db import transaction
+from clientregistry.store.db import transaction, widen_cache
 from clientregistry.store.driver import DriverInsert
 from clientregistry.store.enums import (
     AgentKind,
@@ -540,6 +540,7 @@ class ImportRunner:
         try:
             with transaction(context.sessions) as session:
                 lock_registry(session)  # (PostgreSQL: before reading what the batch decides on)
+                widen_cache(session)
                 generation = generation_of(session)
                 if generation != context.generation:
                     raise _RulesMoved(generation)

@@ -1124,7 +1124,7 @@ class _BatchWrites:
             _INSERT_TOKENS.execute(connection, self.tokens)
             _INSERT_LINK.execute(connection, self.links)
             _INSERT_ISSUES.execute(connection, self.issues)
-            DatabaseBlockingIndex(session).add_many(self.keys)
+            DatabaseBlockingIndex(session).add_new(self.keys)
             bump_many(session, counts)
             audit.record_submissions(session, self.audited, source_address, audit_detail)
 

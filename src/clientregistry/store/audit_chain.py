@@ -176,17 +176,23 @@ def _linked_insert() -> Insert:
 
 _LINKED_INSERT = _linked_insert()
 _LINKED_PLANS: dict[str, Any] = {}
+_LINK_HERE_FROM = 8
+"""From this many rows on, PostgreSQL's are linked here too (:func:`link_rows`: one round trip
+to read and lock the head, then one statement for all the rows), not one statement each that
+moves the head by one (an import's batch: hundreds of updates of the head's row, each its own
+statement on the server)."""
 
 
 def insert_linked(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``audit_event`` rows (every column of :data:`CHAINED_COLUMNS`), in this order,
     each linked into the chain, on ``connection``'s transaction (through the driver, so inside
-    :func:`~clientregistry.store.driver.pipelined` too). On PostgreSQL the server links them
-    (:func:`_linked_insert`, no round trip of its own); elsewhere :func:`link_rows` does."""
+    :func:`~clientregistry.store.driver.pipelined` too). On PostgreSQL the server links a few
+    (:func:`_linked_insert`, no round trip of its own); elsewhere, and for many,
+    :func:`link_rows` does."""
     if not rows:
         return
     dialect = connection.dialect
-    if dialect.name != "postgresql":
+    if dialect.name != "postgresql" or len(rows) >= _LINK_HERE_FROM:
         link_rows(connection, rows)
         _INSERT.execute(connection, rows)
         return

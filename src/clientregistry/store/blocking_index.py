@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     literal_column,
     select,
 )
@@ -94,6 +95,9 @@ _DELETE_RECORD = DriverStatement(
 )
 _INSERT_IGNORE: dict[str, DriverInsert] = {}
 """``INSERT … ON CONFLICT DO NOTHING`` per dialect name, built once."""
+_INSERT = DriverInsert(insert(BlockingKey))
+"""A plain ``INSERT`` (keys of records that have none yet)."""
+_COLUMNS = ("key_hash", "record_id")
 
 
 def key_hash(key: str) -> int:
@@ -132,8 +136,7 @@ class DatabaseBlockingIndex:
 
     def add_many(self, records: Iterable[tuple[str, Sequence[int]]]) -> None:
         """:meth:`add_hashes` for several records, in one statement."""
-        pairs = sorted((h, record_id) for record_id, hashes in records for h in hashes)
-        rows = [{"key_hash": h, "record_id": record_id} for h, record_id in pairs]
+        rows = sorted((h, record_id) for record_id, hashes in records for h in hashes)
         if not rows:
             return
         self._session.flush()
@@ -143,7 +146,16 @@ class DatabaseBlockingIndex:
                 insert_for(self._session, BlockingKey).on_conflict_do_nothing()
             )
             _INSERT_IGNORE[dialect_name(self._session)] = statement
-        statement.execute(self._session.connection(), rows)
+        statement.execute_tuples(self._session.connection(), _COLUMNS, rows)
+
+    def add_new(self, records: Iterable[tuple[str, Sequence[int]]]) -> None:
+        """:meth:`add_many` for records that have no keys yet (created in this transaction),
+        each with distinct hashes (:func:`key_hashes`): a plain insert, which PostgreSQL
+        runs without the speculative insertion of ``ON CONFLICT`` for every row."""
+        rows = sorted((h, record_id) for record_id, hashes in records for h in hashes)
+        if rows:
+            self._session.flush()
+            _INSERT.execute_tuples(self._session.connection(), _COLUMNS, rows)
 
     def postings(self, hashes: Sequence[int]) -> dict[int, list[str]]:
         """The records under each of ``hashes`` (those that have any), in no order."""

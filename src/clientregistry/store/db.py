@@ -243,6 +243,20 @@ def is_sqlite(session_or_engine: Session | Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+BULK_CACHE_KIB = 128 << 10
+"""SQLite's page cache (KiB) for a connection that writes in bulk (:func:`widen_cache`)."""
+
+
+def widen_cache(session: Session) -> None:
+    """SQLite: give the session's connection a page cache of :data:`BULK_CACHE_KIB` (for as long
+    as the connection lives; pages are taken as used). An import's batch writes random leaves
+    of the blocking-key and search-token indexes; with SQLite's default 2 MB a large registry
+    reads most of them back from the file for every batch. Only bulk writers ask for it, so
+    that a server's pooled connections (up to fifteen a worker) keep the default."""
+    if is_sqlite(session):
+        session.connection().exec_driver_sql(f"PRAGMA cache_size={-BULK_CACHE_KIB}")
+
+
 # ----------------------------------------------------------------------------- sessions
 
 

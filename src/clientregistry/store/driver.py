@@ -143,6 +143,33 @@ class DriverInsert:
         dialect = connection.dialect
         columns = tuple(batch[0])
         arrays = len(batch) > 1 and dialect.name == "postgresql"
+        plan = self._plan(dialect, columns, arrays)
+        if arrays:
+            params = [plan.row({name: [row[name] for row in batch] for name in columns})]
+        else:
+            params = plan.rows(batch)
+        _run(connection, plan.sql, params)
+
+    def execute_tuples(
+        self, connection: Connection, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """:meth:`execute` for rows given as sequences of the values of ``columns``, in that
+        order (many rows of few columns: no mapping to build for each)."""
+        if not rows:
+            return
+        dialect = connection.dialect
+        arrays = len(rows) > 1 and dialect.name == "postgresql"
+        plan = self._plan(dialect, columns, arrays)
+        if arrays:
+            transposed = zip(*rows, strict=True)
+            values = {name: list(column) for name, column in zip(columns, transposed, strict=True)}
+            _run(connection, plan.sql, [plan.row(values)])
+        elif plan.direct == () and plan.positional == columns:
+            _run(connection, plan.sql, list(rows))  # (the driver takes them as they are)
+        else:
+            self.execute(connection, [dict(zip(columns, row, strict=True)) for row in rows])
+
+    def _plan(self, dialect: Dialect, columns: tuple[str, ...], arrays: bool) -> _Plan:
         key = (dialect.name + ("[]" if arrays else ""), columns)
         plan = self._plans.get(key)
         if plan is None:
@@ -151,11 +178,7 @@ class DriverInsert:
             if arrays:
                 plan = _binary_arrays(plan, columns)
             self._plans[key] = plan
-        if arrays:
-            params = [plan.row({name: [row[name] for row in batch] for name in columns})]
-        else:
-            params = plan.rows(batch)
-        _run(connection, plan.sql, params)
+        return plan
 
     def _unnest(self, columns: tuple[str, ...]) -> Insert:
         """The statement as ``INSERT … SELECT … FROM unnest(<one array per column>)``
@@ -191,7 +214,9 @@ class DriverQuery:
     reads (and the transaction's ``BEGIN``) go in one round trip: read the rows
     (:meth:`PendingRows.all`) after the block. ``postgresql`` is the statement to run there
     when it differs (an array instead of an expanding ``IN``, which the driver cannot take);
-    elsewhere the statement runs through SQLAlchemy at once.
+    elsewhere the statement runs at once, on the driver's cursor too (through SQLAlchemy when
+    it has an expanding ``IN`` or no transaction has begun). Array parameters go to
+    PostgreSQL in binary (see :func:`_binary_arrays`).
     """
 
     def __init__(
@@ -204,17 +229,25 @@ class DriverQuery:
         self._postgresql = statement if postgresql is None else postgresql
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._processors: list[Callable[[Any], Any] | None] | None = None
+        self._local: dict[tuple[str, ...], _Plan | None] = {}
+        """Plans for other databases (SQLite) by parameter names; None: the statement has an
+        expanding ``IN``, so it runs through SQLAlchemy."""
+        self._local_processors: list[Callable[[Any], Any] | None] | None = None
 
     def send(self, connection: Connection, params: Mapping[str, Any]) -> PendingRows:
         dialect = connection.dialect
         if dialect.name != "postgresql":
-            return PendingRows(
-                rows=[tuple(row) for row in connection.execute(self._executable, params)]
-            )
+            return self._run_here(connection, params)
         names = tuple(params)
         plan = self._plans.get(names)
         if plan is None:
-            plan = self._plans[names] = _compile(self._postgresql, dialect, names)
+            plan = _compile(self._postgresql, dialect, names)
+            arrays = tuple(
+                name
+                for name, bind in plan.compiled.binds.items()
+                if isinstance(bind.type, ARRAY) and name in params
+            )
+            plan = self._plans[names] = _binary_arrays(plan, arrays)
         if self._processors is None:
             self._processors = [
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -228,6 +261,43 @@ class DriverQuery:
             cursor.close()
             raise
         return PendingRows(cursor=cursor, processors=self._processors, dialect=dialect)
+
+    def _run_here(self, connection: Connection, params: Mapping[str, Any]) -> PendingRows:
+        """SQLite: run at once on the driver's cursor (SQLAlchemy's result rows cost more than
+        the query for the many rows of a batch's postings), or through SQLAlchemy when the
+        statement cannot go to the driver or no transaction has begun yet (the driver's
+        cursor would read outside one)."""
+        dialect = connection.dialect
+        names = tuple(params)
+        plan = self._local.get(names, _UNKNOWN)
+        if plan is _UNKNOWN:
+            try:
+                plan = _compile(cast(SelectBase, self._executable), dialect, names)
+            except ValueError:
+                plan = None
+            self._local[names] = plan
+        if not isinstance(plan, _Plan) or not connection.in_transaction():
+            return PendingRows(
+                rows=[tuple(row) for row in connection.execute(self._executable, params)]
+            )
+        if self._local_processors is None:
+            self._local_processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in cast(SelectBase, self._executable).selected_columns
+            ]
+        cursor = _cursor(connection)
+        try:
+            with _as_sqlalchemy_errors(dialect, plan.sql, params):
+                cursor.execute(plan.sql, plan.row(params))
+        except BaseException:
+            cursor.close()
+            raise
+        pending = PendingRows(cursor=cursor, processors=self._local_processors, dialect=dialect)
+        pending.all()
+        return pending
+
+
+_UNKNOWN: Any = object()
 
 
 class PendingRows:
