@@ -6,6 +6,11 @@ a time range, one entity (``Patient/<id>``) or a person (a golden record: its ow
 those of the source records it holds now). A link action's event is ``revertible`` while it
 succeeded and carries its change log; its ``detail`` holds each record's state before and
 after.
+
+A page is read by offset, or after a known event (``before``/``after`` an id: keyset paging,
+what the web UI's pager follows, as cheap on the thousandth page as on the first). The total
+can be bounded (``count_limit``): past it the page says "more than" instead of counting every
+event of a trail that grows with every submission and read.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
@@ -52,6 +57,10 @@ class AuditPage(BaseModel):
     offset: int
     limit: int
     items: list[AuditItem]
+    total_capped: bool = Field(
+        default=False,
+        description="More events than ``total`` pass the filters (a bounded count)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +106,7 @@ def _conditions(session: Session, query: AuditQuery) -> list[ColumnElement[bool]
     if query.event_type is not None:
         conditions.append(AuditEvent.event_type == query.event_type)
     if query.outcome is not None:
-        conditions.append(AuditEvent.outcome == query.outcome)
+        conditions.extend(_outcome(query.outcome))
     for bound, is_start in ((query.since, True), (query.until, False)):
         if bound is None:
             continue
@@ -118,23 +127,62 @@ def _conditions(session: Session, query: AuditQuery) -> list[ColumnElement[bool]
     return conditions
 
 
+def _outcome(outcome: int) -> list[ColumnElement[bool]]:
+    """An outcome filter; a failure's also names the condition of the partial index
+    ``ix_audit_event_failures`` (failures are few: that index holds them only), so that
+    SQLite sees it applies."""
+    if outcome == 0:
+        return [AuditEvent.outcome == 0]
+    return [AuditEvent.outcome == outcome, AuditEvent.outcome != 0]
+
+
+def _count(
+    session: Session, conditions: list[ColumnElement[bool]], count_limit: int | None
+) -> tuple[int, bool]:
+    """How many events pass ``conditions`` (at most ``count_limit``), and whether more do."""
+    if count_limit is None:
+        total = session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions))
+        return int(total or 0), False
+    first = select(AuditEvent.id).where(*conditions).limit(count_limit + 1).subquery()
+    total = int(session.scalar(select(func.count()).select_from(first)) or 0)
+    return min(total, count_limit), total > count_limit
+
+
 def audit_page(
-    context: RegistryContext, actor: Actor, query: AuditQuery, offset: int, limit: int
+    context: RegistryContext,
+    actor: Actor,
+    query: AuditQuery,
+    offset: int,
+    limit: int,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    count_limit: int | None = None,
 ) -> AuditPage:
-    """Audit events passing ``query``, newest first."""
+    """Audit events passing ``query``, newest first: from ``offset``, or the ``limit`` events
+    just older than event ``before`` (or just newer than event ``after``), ``offset`` then
+    only numbering the page. With ``count_limit`` the total is counted up to it."""
     with transaction(context.sessions, write=False) as session:
         conditions = _conditions(session, query)
-        total = session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions))
-        events = session.scalars(
-            select(AuditEvent)
-            .where(*conditions)
-            .order_by(AuditEvent.id.desc())
-            .offset(offset)
-            .limit(limit)
-        ).all()
+        total, capped = _count(session, conditions, count_limit)
+        order = AuditEvent.id.desc()
+        skip = offset
+        if before is not None:
+            conditions.append(AuditEvent.id < before)
+            skip = 0
+        elif after is not None:
+            conditions.append(AuditEvent.id > after)
+            order, skip = AuditEvent.id.asc(), 0
+        events = list(
+            session.scalars(
+                select(AuditEvent).where(*conditions).order_by(order).offset(skip).limit(limit)
+            ).all()
+        )
+        if before is None and after is not None:
+            events.reverse()
         items = [audit_item(e) for e in events]
     audit_read(context, actor, Reading("audit-read", detail={"offset": offset}))
-    return AuditPage(total=int(total or 0), offset=offset, limit=limit, items=items)
+    return AuditPage(total=total, offset=offset, limit=limit, items=items, total_capped=capped)
 
 
 def audit_event(context: RegistryContext, actor: Actor, event_id: int) -> AuditDetail:
