@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from desk import RITA
+from sqlalchemy import text
 from test_links import AISHA, JOHN, Registry, patient
 
 from clientregistry.registry import reviewing
@@ -65,3 +68,49 @@ def test_old_figures_are_answered_while_new_ones_are_computed(
         assert time.monotonic() < deadline, "the figures were not computed again"
         time.sleep(0.05)
     assert fresh.records == 1 and fresh.generated_at > first.generated_at
+
+
+def test_a_new_period_reads_the_new_events_only(
+    desk: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail's counts are kept and extended by the events chained since (a period not
+    asked for yet is a filter of them); the registry's figures are the kept ones until
+    they are refreshed."""
+    from clientregistry.registry import statistics as module
+
+    month = statistics(desk.context, RITA, 30)
+    assert month.records == 0 and month.submissions == []
+    desk.submit("openmrs", patient("openmrs", "1", *AISHA))
+    desk.submit("dhis2", patient("dhis2", "2", *AISHA))
+    read: list[Any] = []
+    counting = module.TrailCounts._count
+
+    def count(self: Any, session: Any, *new: Any) -> None:
+        read.append([str(c) for c in new])
+        counting(self, session, *new)
+
+    monkeypatch.setattr(module.TrailCounts, "_count", count)
+    week = statistics(desk.context, RITA, 7)
+    today = datetime.now(UTC).date()
+    assert {(d.series, d.count) for d in week.submissions} == {("openmrs", 1), ("dhis2", 1)}
+    assert {d.day for d in week.submissions} == {today}
+    assert week.records == 0  # the registry's figures: kept, refreshed in the background
+    assert len(read) == 1 and any(">" in c for c in read[0])  # only past the last link read
+    kept = module._kept(desk.context)
+    with desk.context.engine.connect() as connection:
+        last = connection.execute(text("SELECT max(chain_seq) FROM audit_event")).scalar()
+    assert kept.trail.seq == last - 1  # all but the dashboard's own read, audited after
+    fresh = compute(desk.context, 7)
+    assert [d.model_dump() for d in fresh.submissions] == [d.model_dump() for d in week.submissions]
+    assert [d.model_dump() for d in fresh.outcomes] == [d.model_dump() for d in week.outcomes]
+
+
+def test_a_web_ui_page_starts_the_first_figures(desk: Registry) -> None:
+    from clientregistry.registry import statistics as module
+
+    module.warm(desk.context)
+    deadline = time.monotonic() + 10
+    while module._kept(desk.context).figures is None:
+        assert time.monotonic() < deadline, "the first figures were not computed"
+        time.sleep(0.05)
+    assert module.DEFAULT_DAYS in module._kept(desk.context).periods
