@@ -389,6 +389,8 @@ class Kind:
     page: Page
     download: bool = False
     """A download whose time grows with the file (reported apart from the target)."""
+    needs: str | None = None
+    """``import`` or ``rematch``: the kind of job it shows (skipped when there is none)."""
 
 
 def pages() -> dict[str, Kind]:
@@ -523,17 +525,23 @@ def pages() -> dict[str, Kind]:
         "account": Kind("auditor", get("/ui/account")),
         "users": Kind("admin", get("/ui/users")),
         "uploads": Kind("admin", get("/ui/imports")),
-        "upload-report": Kind("admin", get(import_job, imported)),
-        "upload-progress": Kind("admin", get(import_job + "/progress", imported)),
-        "upload-report-csv": Kind("admin", get(import_job + "/report.csv", imported), True),
+        "upload-report": Kind("admin", get(import_job, imported), needs="import"),
+        "upload-progress": Kind("admin", get(import_job + "/progress", imported), needs="import"),
+        "upload-report-csv": Kind(
+            "admin", get(import_job + "/report.csv", imported), True, needs="import"
+        ),
         "rules-edit": Kind("admin", get("/ui/rules/edit")),
         "rules-versions": Kind("admin", get("/ui/rules/versions")),
         "rules-version": Kind(
             "admin", get("/ui/rules/versions/{version}", pick("versions", "version"))
         ),
-        "rules-dry-run": Kind("admin", get(rematch_job, rematched)),
-        "rules-dry-run-progress": Kind("admin", get(rematch_job + "/progress", rematched)),
-        "rules-dry-run-csv": Kind("admin", get(rematch_job + "/report.csv", rematched), True),
+        "rules-dry-run": Kind("admin", get(rematch_job, rematched), needs="rematch"),
+        "rules-dry-run-progress": Kind(
+            "admin", get(rematch_job + "/progress", rematched), needs="rematch"
+        ),
+        "rules-dry-run-csv": Kind(
+            "admin", get(rematch_job + "/report.csv", rematched), True, needs="rematch"
+        ),
     }
 
 
@@ -700,6 +708,8 @@ def main() -> None:
             for name, kind in pages().items():
                 if args.only and name not in args.only:
                     continue
+                if kind.needs and not data[kind.needs][0]:
+                    continue  # no such job in this registry (--prepare --no-rematch)
                 results[name] = measure(
                     clients[kind.role],
                     base,

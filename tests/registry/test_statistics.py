@@ -110,7 +110,45 @@ def test_a_web_ui_page_starts_the_first_figures(desk: Registry) -> None:
 
     module.warm(desk.context)
     deadline = time.monotonic() + 10
-    while module._kept(desk.context).figures is None:
+    while module.DEFAULT_DAYS not in module._kept(desk.context).periods:
         assert time.monotonic() < deadline, "the first figures were not computed"
         time.sleep(0.05)
-    assert module.DEFAULT_DAYS in module._kept(desk.context).periods
+    assert module._kept(desk.context).figures is not None
+    kept = statistics(desk.context, RITA, module.DEFAULT_DAYS)
+    assert kept is module._kept(desk.context).periods[module.DEFAULT_DAYS][1]  # not computed
+
+
+def test_the_new_events_are_read_by_their_place_in_the_chain(desk: Registry) -> None:
+    """The trail's counts read the new events' range of ``chain_seq`` (an index), never the
+    event type's index (which would read every submission ever made, at every request)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from clientregistry.registry.statistics import TrailCounts
+
+    desk.submit("openmrs", patient("openmrs", "1", *AISHA))
+    plans: list[str] = []
+
+    def explain(connection: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "chain_seq >" not in statement or "GROUP BY" not in statement:
+            return
+        raw = cursor.connection
+        if connection.dialect.name == "sqlite":
+            rows = raw.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
+        else:
+            explain_cursor = raw.cursor()
+            explain_cursor.execute("SET LOCAL enable_seqscan = off")
+            explain_cursor.execute("EXPLAIN " + statement, parameters)
+            rows = explain_cursor.fetchall()
+        plans.append(" | ".join(str(row[-1]) for row in rows))
+
+    event.listen(Engine, "before_cursor_execute", explain)
+    try:
+        with desk.context.sessions() as session:
+            TrailCounts().catch_up(session)
+    finally:
+        event.remove(Engine, "before_cursor_execute", explain)
+    assert len(plans) == 3
+    for plan in plans:
+        assert "ix_audit_event_chain_seq" in plan, plan
+        assert "ix_audit_event_event_type" not in plan, plan
