@@ -311,6 +311,8 @@ def _ids(session: Any, column: Any, *where: Any, n: int = 500) -> list[Any]:
 
 def inputs(data_dir: Path, seed: int) -> dict[str, list[Any]]:
     """What the pages are asked about, drawn from the registry at random."""
+    from sqlalchemy import select
+
     from clientregistry.registry.people import source_records
     from clientregistry.registry.rules_store import list_versions
 
@@ -335,6 +337,10 @@ def inputs(data_dir: Path, seed: int) -> dict[str, list[Any]]:
                 SourceRecord.human_adjudicated.is_(False),
             )
             events = _ids(session, AuditEvent.id)
+            # the last event of page 999 of the trail: where page 1,000's pager link starts
+            deep = session.scalar(
+                select(AuditEvent.id).order_by(AuditEvent.id.desc()).offset(49_949).limit(1)
+            )
             agents = sorted(set(_ids(session, AuditEvent.agent, n=5000)))
             event_types = sorted(set(_ids(session, AuditEvent.event_type, n=5000)))
         versions = [v.id for v in list_versions(context, ada)]
@@ -375,6 +381,7 @@ def inputs(data_dir: Path, seed: int) -> dict[str, list[Any]]:
         "agents": agents,
         "event_types": event_types,
         "versions": versions or [0],
+        "deep": [deep or 0],
     }
 
 
@@ -458,6 +465,10 @@ def pages() -> dict[str, Kind]:
     def entity(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
         return {"entity": f"Patient/{rng.choice(data['records'])}"}
 
+    def page_1000(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+        # as the pager's "Next" link of page 999 asks for it (an offset alone before it had one)
+        return {"offset": 49950, "before": data["deep"][0]}
+
     people = "/ui/people"
     return {
         "login": Kind("anonymous", get("/ui/login")),
@@ -514,7 +525,8 @@ def pages() -> dict[str, Kind]:
         "pair-test": Kind("reviewer", pair),
         "audit": Kind("auditor", get("/ui/audit")),
         "audit-page-2": Kind("auditor", get("/ui/audit", fixed(offset=50))),
-        "audit-page-1000": Kind("auditor", get("/ui/audit", fixed(offset=49950))),
+        "audit-page-1000": Kind("auditor", get("/ui/audit", page_1000)),
+        "audit-offset-49950": Kind("auditor", get("/ui/audit", fixed(offset=49950))),
         "audit-by-agent": Kind("auditor", get("/ui/audit", pick("agents", "agent"))),
         "audit-by-event-type": Kind("auditor", get("/ui/audit", pick("event_types", "event_type"))),
         "audit-failures": Kind("auditor", get("/ui/audit", fixed(outcome="4"))),
