@@ -163,3 +163,20 @@ def test_the_audit_filters_read_their_indexes(registry: Registry) -> None:
         "ORDER BY id DESC LIMIT 50",
     )
     assert "ix_audit_event_event_type" in kinds, kinds
+
+
+def test_a_days_range_lists_the_same_entries_newest_first(registry: Registry) -> None:
+    from datetime import UTC, datetime, time, timedelta
+
+    today = datetime.now(UTC).date()
+    start = datetime.combine(today, time.min, UTC)
+    query = AuditQuery(since=start, until=start + timedelta(days=1))
+    ranged = audit_trail.audit_page(registry.context, OTTO, query, 0, 40, count_limit=100)
+    everything = audit_trail.audit_page(registry.context, OTTO, AuditQuery(), 0, 41)
+    older = everything.items[1:]  # the first: the ranged page's own read, audited after it
+    assert [i.id for i in ranged.items] == [i.id for i in older]
+    assert [i.event_type for i in ranged.items] == [i.event_type for i in older]
+    assert ranged.total_capped and ranged.total == 100
+    page = registry.auditor().get(f"/ui/audit?since={today}&until={today}")
+    assert page.status_code == 200 and "More than 10,000" not in page.text
+    assert len(_ids(page.text)) == 50
