@@ -397,7 +397,7 @@ class Kind:
     download: bool = False
     """A download whose time grows with the file (reported apart from the target)."""
     needs: str | None = None
-    """``import`` or ``rematch``: the kind of job it shows (skipped when there is none)."""
+    """``import``, ``rematch`` or ``versions``: what it shows (skipped when there is none)."""
 
 
 def pages() -> dict[str, Kind]:
@@ -545,7 +545,9 @@ def pages() -> dict[str, Kind]:
         "rules-edit": Kind("admin", get("/ui/rules/edit")),
         "rules-versions": Kind("admin", get("/ui/rules/versions")),
         "rules-version": Kind(
-            "admin", get("/ui/rules/versions/{version}", pick("versions", "version"))
+            "admin",
+            get("/ui/rules/versions/{version}", pick("versions", "version")),
+            needs="versions",
         ),
         "rules-dry-run": Kind("admin", get(rematch_job, rematched), needs="rematch"),
         "rules-dry-run-progress": Kind(
