@@ -152,3 +152,33 @@ def test_the_new_events_are_read_by_their_place_in_the_chain(desk: Registry) -> 
     for plan in plans:
         assert "ix_audit_event_chain_seq" in plan, plan
         assert "ix_audit_event_event_type" not in plan, plan
+
+
+def test_periods_share_the_registrys_figures(
+    desk: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two periods cost one computation of the registry-wide figures: asked for the first
+    time, and refreshed when stale while those figures are still fresh."""
+    from clientregistry.registry import statistics as module
+
+    computed: list[datetime] = []
+    real = module._registry_figures
+
+    def counting(*args: Any) -> Any:
+        computed.append(datetime.now(UTC))
+        return real(*args)
+
+    monkeypatch.setattr(module, "_registry_figures", counting)
+    statistics(desk.context, RITA, 30)
+    statistics(desk.context, RITA, 7)
+    assert len(computed) == 1
+    kept = module._kept(desk.context)
+    for days, (_, answer) in list(kept.periods.items()):
+        kept.periods[days] = (time.monotonic() - 1000, answer)  # stale answers
+    statistics(desk.context, RITA, 30)
+    statistics(desk.context, RITA, 7)
+    deadline = time.monotonic() + 10
+    while any(t < time.monotonic() - 100 for t, _ in kept.periods.values()):
+        assert time.monotonic() < deadline, "the stale periods were not refreshed"
+        time.sleep(0.05)
+    assert len(computed) == 1  # both refreshed from the figures still fresh

@@ -449,9 +449,13 @@ def _refresh_figures(context: RegistryContext, kept: _Kept) -> tuple[float, Regi
 
 
 def _refresh(context: RegistryContext, days: int) -> None:
-    """Compute the registry's figures again and put the period's answer together anew."""
+    """Compute the registry's figures again (unless another period's refresh just did) and
+    put the period's answer together anew."""
     kept = _kept(context)
-    figures = _refresh_figures(context, kept)
+    with _KEPT_LOCK:
+        figures = kept.figures
+    if figures is None or time.monotonic() - figures[0] > CACHE_SECONDS:
+        figures = _refresh_figures(context, kept)
     with transaction(context.sessions, write=False) as session:
         kept.trail.catch_up(session)
     answer = (figures[0], _assemble(figures[1], kept.trail, days))
