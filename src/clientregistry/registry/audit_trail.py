@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from clientregistry.registry.actor import Actor, Reading, Refused, audit_read, not_found
@@ -161,33 +161,59 @@ def audit_page(
 ) -> AuditPage:
     """Audit events passing ``query``, newest first: from ``offset``, or the ``limit`` events
     just older than event ``before`` (or just newer than event ``after``), ``offset`` then
-    only numbering the page. With ``count_limit`` the total is counted up to it."""
+    only numbering the page. With ``count_limit`` the total is counted up to it.
+
+    Newest first is by id; with a time range, by the time recorded (then id): the range's
+    index then yields a page in order, where ordering by id would sort every event of the
+    range (a day's range held every submission of a bulk import)."""
     with transaction(context.sessions, write=False) as session:
         conditions = _conditions(session, query)
         total, capped = _count(session, conditions, count_limit)
-        order = AuditEvent.id.desc()
+        by_time = query.since is not None or query.until is not None
+        key = (AuditEvent.recorded, AuditEvent.id) if by_time else (AuditEvent.id,)
+        newest_first = True
         skip = offset
-        if before is not None:
-            conditions.append(AuditEvent.id < before)
-            skip = 0
-        elif after is not None:
-            conditions.append(AuditEvent.id > after)
-            order, skip = AuditEvent.id.asc(), 0
+        if before is not None or after is not None:
+            anchor = before if before is not None else after
+            assert anchor is not None
+            newest_first, skip = before is not None, 0
+            conditions.append(_beyond(session, key, anchor, older=newest_first))
+        order = [c.desc() if newest_first else c.asc() for c in key]
         # The page's ids first, then its events: an index holding the filtered column (and
         # the id) answers the first step alone, where reading whole events (each with its
         # FHIR resource) to sort them would read every event of a day's range.
         ids = list(
             session.scalars(
-                select(AuditEvent.id).where(*conditions).order_by(order).offset(skip).limit(limit)
+                select(AuditEvent.id).where(*conditions).order_by(*order).offset(skip).limit(limit)
             )
         )
-        if before is None and after is not None:
+        if not newest_first:
             ids.reverse()
         found = {e.id: e for e in session.scalars(select(AuditEvent).where(AuditEvent.id.in_(ids)))}
         events = [found[i] for i in ids]
         items = [audit_item(e) for e in events]
     audit_read(context, actor, Reading("audit-read", detail={"offset": offset}))
     return AuditPage(total=total, offset=offset, limit=limit, items=items, total_capped=capped)
+
+
+def _beyond(
+    session: Session, key: tuple[Any, ...], anchor: int, *, older: bool
+) -> ColumnElement[bool]:
+    """Events after event ``anchor`` in the page order ``key`` (older ones, or newer)."""
+    if len(key) == 1:
+        return AuditEvent.id < anchor if older else AuditEvent.id > anchor
+    moment = session.scalar(select(AuditEvent.recorded).where(AuditEvent.id == anchor))
+    if moment is None:  # no such event: by id alone
+        return AuditEvent.id < anchor if older else AuditEvent.id > anchor
+    if older:
+        return or_(
+            AuditEvent.recorded < moment,
+            and_(AuditEvent.recorded == moment, AuditEvent.id < anchor),
+        )
+    return or_(
+        AuditEvent.recorded > moment,
+        and_(AuditEvent.recorded == moment, AuditEvent.id > anchor),
+    )
 
 
 def audit_event(context: RegistryContext, actor: Actor, event_id: int) -> AuditDetail:
