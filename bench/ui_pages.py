@@ -376,7 +376,7 @@ def inputs(data_dir: Path, seed: int) -> dict[str, list[Any]]:
         "records": [r.id for r in stored],
         "potential": potential or [0],
         "conflict": conflict or [0],
-        "auto": auto or ["none"],
+        "auto": auto or [""],
         "events": events,
         "agents": agents,
         "event_types": event_types,
@@ -397,7 +397,8 @@ class Kind:
     download: bool = False
     """A download whose time grows with the file (reported apart from the target)."""
     needs: str | None = None
-    """``import``, ``rematch`` or ``versions``: what it shows (skipped when there is none)."""
+    """The input it shows (``import``, ``rematch``, ``versions``, ``potential`` ...): the page
+    is skipped when the registry has none."""
 
 
 def pages() -> dict[str, Kind]:
@@ -514,12 +515,16 @@ def pages() -> dict[str, Kind]:
         "auto-queue-page-100": Kind("reviewer", get("/ui/review/auto", fixed(offset=4950))),
         "potential-next": Kind("reviewer", get("/ui/review/potential/next")),
         "potential-item": Kind(
-            "reviewer", get("/ui/review/items/{issue}", pick("potential", "issue"))
+            "reviewer",
+            get("/ui/review/items/{issue}", pick("potential", "issue")),
+            needs="potential",
         ),
         "conflict-item": Kind(
-            "reviewer", get("/ui/review/items/{issue}", pick("conflict", "issue"))
+            "reviewer", get("/ui/review/items/{issue}", pick("conflict", "issue")), needs="conflict"
         ),
-        "auto-item": Kind("reviewer", get("/ui/review/auto/{record}", pick("auto", "record"))),
+        "auto-item": Kind(
+            "reviewer", get("/ui/review/auto/{record}", pick("auto", "record")), needs="auto"
+        ),
         "rules": Kind("reviewer", get("/ui/rules")),
         "pair-form": Kind("reviewer", get("/ui/rules/test")),
         "pair-test": Kind("reviewer", pair),
