@@ -1,31 +1,45 @@
 """The web UI's page times at 100,000 persons: every page a data manager opens, over HTTPS.
 
-``python bench/ui_pages.py [--n N] [--data PATH] [--requests R] [--rate HZ]`` does:
+Two ways to get a registry to measure:
 
-1. ``init_data_dir`` a fresh SQLite data directory under ``bench/out/`` (``--database-url``
-   for PostgreSQL), adds a reviewer and an admin account;
-2. loads the first N Patients of the data set (default ``bench/out/synthetic_150k.ndjson``:
-   150,000 records of about 102,000 persons; ``python bench/datasets.py synthetic --n
-   150000`` writes it) in process with ``Submitter.submit`` (the real submit path), half as
-   openmrs and half as dhis2; then, as a reviewer would, resolves 200 review items, breaks
-   out 50 records and reverts 20 of those breaks, so that queues, histories and the audit
-   trail hold what they hold in use; then, as an admin would, uploads the next ``--upload``
-   Patients (an NDJSON file, through the import job use case) and tries a stricter copy of
-   the rules in a dry-run re-match, for the upload and rules pages;
-3. starts ``clientregistry serve`` (one worker), signs in through ``/ui/login`` with an
-   HTTPS client without a certificate (as a browser), and requests every page kind R
-   times at a fixed offered rate (``--rate`` per second, one request in flight: the time
-   of one page, not of a queue of them) after a warm-up; inputs (names, birth dates,
-   identifiers, persons, review items) are drawn at random with a fixed seed;
-4. prints one JSON line (p50/p90/p99/max per page, statuses, persons, records, load rate,
-   machine load) and appends it to ``bench/out/ui_pages_results.jsonl``. The target: every
-   page's p90 under 200 ms.
+* ``python bench/ui_pages.py --prepare DIR [--database-url URL]`` builds a registry meant to
+  be kept and measured again (``/work/bench-data/ui100k-sqlite`` for the 100,000-person
+  runs): ``clientregistry init``, a third client system ``lab`` (``certs issue``), the
+  accounts ``rita`` (reviewer), ``ada`` (admin) and ``otto`` (auditor); the data set
+  (default ``bench/out/synthetic_150k.ndjson``: 150,000 records of 102,243 persons; ``python
+  bench/datasets.py synthetic --n 150000`` writes it) split 2:2:1 into openmrs, dhis2 and lab
+  files, each loaded with the bulk command ``clientregistry import FILE --system NAME`` (the
+  real import path: checks, matching, links, audit); then, as a reviewer would, 200 review
+  items resolved, 50 records broken out and 20 of those breaks reverted; and, as an admin
+  would, a dry-run re-match under a stricter copy of the rules (``--no-rematch`` skips it).
+  Run it inside ``flock /tmp/bench.lock`` (about 6 minutes per 150,000 records and more for
+  the re-match).
+* without ``--data-dir``: a fresh registry under ``bench/out/`` loaded in process with
+  ``Submitter.submit`` (``--n`` Patients, half as openmrs and half as dhis2, ~115 records/s),
+  the reviewer's traces, an upload of ``--upload`` more Patients and the dry-run re-match;
+  removed at the end unless ``--keep``.
 
-The dashboard's figures are cached for 15 s per process; ``dashboard-cold`` measures it with
-the cache emptied (``?days=`` cycling through periods not asked for in the last 15 s: each
-request computes the figures).
+``python bench/ui_pages.py --data-dir DIR`` then measures: it starts ``clientregistry serve``
+(one worker), signs in through ``/ui/login`` as each role (HTTPS clients without a
+certificate, as browsers) and requests every page, and the JSON, fragments and downloads
+those pages fetch, ``--requests`` times each at a fixed offered rate (``--rate`` per second,
+one request in flight: the time of one page, not of a queue of them) after a warm-up. Each
+page is requested by the least role allowed to open it (reviewer, auditor or admin). Inputs
+(names with and without a typo, birth dates, identifiers, persons, records, review items,
+audit events) are drawn from the registry itself at random with a fixed seed.
 
-Not a test: run on demand (inside ``flock /work/.bench.lock`` on a shared machine); the
+It prints one JSON line (p50/p90/p99/max per page, statuses, persons, records, machine load
+before and after) and appends it to ``bench/out/ui_pages_results.jsonl``. The target: every
+page's p90 under 200 ms (downloads, whose time grows with the file, are reported apart).
+
+The dashboard's figures are kept per process (``registry.statistics``: the trail's counts
+extended by the new events, the registry-wide figures refreshed in the background once 15 s
+old); ``dashboard-cold`` cycles ``?days=`` through the four periods (only the first request
+of each, in the warm-up, lacks its figures; the rest measure kept figures being refreshed
+in the background meanwhile). What computing them from scratch costs, as a server's first
+figures do, is measured apart, in process (``dashboard_compute_ms``).
+
+Not a test: run on demand (inside ``flock /tmp/bench.lock`` on a shared machine); the
 figures depend on the machine and its load, which are recorded.
 """
 
@@ -39,9 +53,11 @@ import random
 import re
 import shutil
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +78,7 @@ from clientregistry.security import users
 from clientregistry.settings import load_settings
 from clientregistry.store.db import transaction
 from clientregistry.store.enums import IssueKind, IssueStatus, JobOrigin, MatchStatus, Role
-from clientregistry.store.models import GoldenRecord, MatchIssue, SourceRecord
+from clientregistry.store.models import AuditEvent, GoldenRecord, MatchIssue, SourceRecord
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -71,8 +87,12 @@ SYSTEMS = {
     "openmrs": "http://clientregistry.org/openmrs",
     "dhis2": "http://clientregistry.org/dhis2",
 }
+SPLIT = ("openmrs", "openmrs", "dhis2", "dhis2", "lab")
+"""Which system loads the i-th record of the data set (i modulo 5), with ``--prepare``."""
+ACCOUNTS = {"rita": Role.REVIEWER, "ada": Role.ADMIN, "otto": Role.AUDITOR}
 PASSWORD = "a benchmark password"
 TARGET_MS = 200.0
+CLI = [sys.executable, "-m", "clientregistry.cli"]
 
 
 def stored_form(patient: dict[str, Any], system: str) -> dict[str, Any]:
@@ -160,11 +180,9 @@ def bulk_jobs(data_dir: Path, extra: list[dict[str, Any]], seed: int) -> dict[st
     process, for the pages that show them."""
     import orjson
 
-    from clientregistry.registry import imports, rematch, rules_store, rules_view
+    from clientregistry.registry import imports
 
-    settings = load_settings(data_dir, environ={})
-    context = RegistryContext.open(settings)
-    ada = Actor("ada", Role.ADMIN, "127.0.0.1")
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
     timings: dict[str, Any] = {}
     try:
         upload = data_dir / "bench-upload.ndjson"
@@ -182,6 +200,68 @@ def bulk_jobs(data_dir: Path, extra: list[dict[str, Any]], seed: int) -> dict[st
         imports.run_import(context, job.job_id)
         timings["import_rows"] = len(extra)
         timings["import_seconds"] = round(time.perf_counter() - started, 1)
+    finally:
+        context.close()
+    rematch_id, timings["dry_run_seconds"] = dry_run(data_dir)
+    return {"import": job.job_id, "rematch": rematch_id, "timings": timings}
+
+
+def prepare(
+    data_dir: Path, data: Path, database_url: str, seed: int, rematch: bool
+) -> dict[str, Any]:
+    """Build a registry to keep: init, a third system, accounts, the data set loaded with
+    the bulk import command (three systems), a reviewer's traces, a dry-run re-match."""
+    if data_dir.exists():
+        raise SystemExit(f"{data_dir} exists: --prepare builds a new registry")
+    env = {**os.environ, "CR_DATABASE_URL": database_url} if database_url else dict(os.environ)
+    env.pop("CR_DATA_DIR", None)
+
+    def cli(*args: str, stdin: str | None = None) -> None:
+        subprocess.run(
+            [*CLI, *args, "--data-dir", str(data_dir)],
+            input=stdin,
+            text=True,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    init = ["init", "--hostname", "localhost", "--hostname", "127.0.0.1"]
+    cli(*init, *(["--database-url", database_url] if database_url else []))
+    cli("certs", "issue", "lab")
+    for name, role in ACCOUNTS.items():
+        cli("users", "add", name, "--role", role.value, stdin=PASSWORD + "\n")
+    parts = {system: data_dir / f"load-{system}.ndjson" for system in dict.fromkeys(SPLIT)}
+    files = {system: path.open("wb") for system, path in parts.items()}
+    with data.open("rb") as source:
+        for i, line in enumerate(source):
+            files[SPLIT[i % len(SPLIT)]].write(line)
+    for fh in files.values():
+        fh.close()
+    timings: dict[str, Any] = {}
+    for system, path in parts.items():
+        started = time.perf_counter()
+        print(f"importing {path.name} as {system} ...", file=sys.stderr)
+        cli("import", str(path), "--system", system)
+        timings[f"import_{system}_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"  {timings[f'import_{system}_seconds']} s", file=sys.stderr)
+    reviewed = review_some(data_dir, seed)
+    if rematch:
+        print("dry-run re-match ...", file=sys.stderr)
+        timings["dry_run_seconds"] = dry_run(data_dir)[1]
+    return {"reviewed": reviewed, "timings": timings}
+
+
+def dry_run(data_dir: Path) -> tuple[int, float]:
+    """A dry-run re-match under a stricter copy of the rules (for the rules pages): its job
+    id and seconds."""
+    import orjson
+
+    from clientregistry.registry import rematch, rules_store, rules_view
+
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
+    ada = Actor("ada", Role.ADMIN, "127.0.0.1")
+    try:
         document = rules_view.rules_view(context, ada).document
         document["rules"][0]["autoMatchThreshold"] += 1.0
         version = rules_store.store_rules(context, ada, orjson.dumps(document), "bench")
@@ -190,10 +270,9 @@ def bulk_jobs(data_dir: Path, extra: list[dict[str, Any]], seed: int) -> dict[st
             context, ada, version.id, dry_run=True, origin=JobOrigin.SERVER
         )
         rematch.run_rematch(context, rematch_id, reload_wait=0)
-        timings["dry_run_seconds"] = round(time.perf_counter() - started, 1)
+        return rematch_id, round(time.perf_counter() - started, 1)
     finally:
         context.close()
-    return {"import": job.job_id, "rematch": rematch_id, "timings": timings}
 
 
 def sign_in(http: httpx.Client, base: str, username: str) -> None:
@@ -207,63 +286,151 @@ def sign_in(http: httpx.Client, base: str, username: str) -> None:
     assert answer.status_code in (200, 303) and "cr_session" in http.cookies, answer.text[:500]
 
 
-def inputs(data_dir: Path, patients: list[dict[str, Any]], seed: int) -> dict[str, list[Any]]:
-    settings = load_settings(data_dir, environ={})
-    context = RegistryContext.open(settings)
+def typo(word: str, rng: random.Random) -> str:
+    """``word`` with two neighbouring letters swapped (a fuzzy search's input)."""
+    if len(word) < 4:
+        return word
+    i = rng.randrange(1, len(word) - 2)
+    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+
+
+def _name(resource: dict[str, Any]) -> tuple[str, str] | None:
+    for name in resource.get("name") or []:
+        given = (name.get("given") or [""])[0]
+        family = name.get("family") or ""
+        if given and family:
+            return given, family
+    return None
+
+
+def _ids(session: Any, column: Any, *where: Any, n: int = 500) -> list[Any]:
+    from sqlalchemy import func, select
+
+    return list(session.scalars(select(column).where(*where).order_by(func.random()).limit(n)))
+
+
+def inputs(data_dir: Path, seed: int) -> dict[str, list[Any]]:
+    """What the pages are asked about, drawn from the registry at random."""
+    from sqlalchemy import select
+
+    from clientregistry.registry.people import source_records
+    from clientregistry.registry.rules_store import list_versions
+
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
     rng = random.Random(seed)
+    ada = Actor("ada", Role.ADMIN, "127.0.0.1")
     try:
         with transaction(context.sessions, write=False) as session:
-            goldens = list(
-                session.scalars(
-                    GoldenRecord.__table__.select()
-                    .with_only_columns(GoldenRecord.id)
-                    .where(GoldenRecord.active.is_(True))
-                    .limit(20000)
-                )
+            record_ids = _ids(session, SourceRecord.id, n=1000)
+            stored = source_records(session, [SourceRecord.id.in_(record_ids)])
+            open_issue = MatchIssue.status == IssueStatus.OPEN
+            potential = _ids(
+                session, MatchIssue.id, open_issue, MatchIssue.kind == IssueKind.POTENTIAL
             )
-            issues = list(
-                session.scalars(
-                    MatchIssue.__table__.select()
-                    .with_only_columns(MatchIssue.id)
-                    .where(
-                        MatchIssue.status == IssueStatus.OPEN,
-                        MatchIssue.kind == IssueKind.POTENTIAL,
-                    )
-                    .limit(5000)
-                )
+            conflict = _ids(
+                session, MatchIssue.id, open_issue, MatchIssue.kind == IssueKind.CONFLICT
             )
-            records = list(
-                session.scalars(
-                    SourceRecord.__table__.select().with_only_columns(SourceRecord.id).limit(20000)
-                )
+            auto = _ids(
+                session,
+                SourceRecord.id,
+                SourceRecord.match_status == MatchStatus.AUTO,
+                SourceRecord.human_adjudicated.is_(False),
             )
+            events = _ids(session, AuditEvent.id)
+            # the last event of page 999 of the trail: where page 1,000's pager link starts
+            deep = session.scalar(
+                select(AuditEvent.id).order_by(AuditEvent.id.desc()).offset(49_949).limit(1)
+            )
+            agents = sorted(set(_ids(session, AuditEvent.agent, n=5000)))
+            event_types = sorted(set(_ids(session, AuditEvent.event_type, n=5000)))
+        versions = [v.id for v in list_versions(context, ada)]
     finally:
         context.close()
-    named = [p for p in patients if p.get("name") and p.get("birthDate")]
+    rng.shuffle(stored)
+    named = [(r, n) for r in stored if (n := _name(r.resource))]
+    national = [
+        (i["system"], i["value"])
+        for r in stored
+        for i in r.resource.get("identifier") or []
+        if i.get("system") and i.get("value") and "clientregistry.org" not in i["system"]
+    ]
     return {
-        "names": [
-            f"{' '.join(p['name'][0].get('given', [])[:1])} {p['name'][0].get('family', '')}"
-            for p in rng.sample(named, 500)
+        "names": [f"{g} {f}" for _, (g, f) in named],
+        "typos": [f"{g} {typo(f, rng)}" for _, (g, f) in named],
+        "families": [f for _, (_, f) in named],
+        "name_dates": [
+            (f"{g} {f}", r.resource["birthDate"])
+            for r, (g, f) in named
+            if r.resource.get("birthDate")
         ],
-        "birth_dates": [p["birthDate"] for p in rng.sample(named, 500)],
-        "identifiers": [p["id"] for p in rng.sample(patients, 500)],
-        "goldens": rng.sample(goldens, min(500, len(goldens))),
-        "issues": rng.sample(issues, min(500, len(issues))) if issues else [],
-        "records": rng.sample(records, min(1000, len(records))),
+        "name_genders": [
+            (f"{g} {f}", r.resource["gender"])
+            for r, (g, f) in named
+            if r.resource.get("gender") in ("male", "female")
+        ],
+        "birth_dates": [r.resource["birthDate"] for r in stored if r.resource.get("birthDate")],
+        "internal_ids": [r.internal_value for r in stored],
+        "names_systems": [(f"{g} {f}", r.client_system) for r, (g, f) in named],
+        "national_ids": national or [("", "")],
+        "goldens": [r.golden_id for r in stored if r.golden_id],
+        "records": [r.id for r in stored],
+        "potential": potential or [0],
+        "conflict": conflict or [0],
+        "auto": auto or [""],
+        "events": events,
+        "agents": agents,
+        "event_types": event_types,
+        "versions": versions or [0],
+        "deep": [deep or 0],
     }
 
 
-Page = Callable[[httpx.Client, str, random.Random, dict[str, list[Any]]], httpx.Response]
+Page = Callable[[httpx.Client, str, random.Random, dict[str, Any]], httpx.Response]
 
 
-def pages(anonymous: httpx.Client) -> dict[str, Page]:
-    def get(path: str) -> Page:
-        return lambda http, base, rng, data: http.get(f"{base}{path}")
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A page (or a request a page makes) and the account that opens it."""
 
-    def csrf(http: httpx.Client, base: str) -> str:
-        found = re.search(r'name="csrf_token" value="([^"]+)"', http.get(f"{base}/ui/account").text)
-        assert found is not None
-        return found.group(1)
+    role: str
+    page: Page
+    download: bool = False
+    """A download whose time grows with the file (reported apart from the target)."""
+    needs: str | None = None
+    """The input it shows (``import``, ``rematch``, ``versions``, ``potential`` ...): the page
+    is skipped when the registry has none."""
+
+
+def pages() -> dict[str, Kind]:
+    Draw = Callable[[random.Random, dict[str, Any]], dict[str, Any]]
+
+    def get(path: str, draw: Draw | None = None) -> Page:
+        """GET ``path``; ``draw`` gives its ``{placeholders}`` and query parameters."""
+
+        def request(http: httpx.Client, base: str, rng: random.Random, data: Any) -> httpx.Response:
+            values = draw(rng, data) if draw else {}
+            url = path.format(**values)
+            query = {k: v for k, v in values.items() if "{" + k + "}" not in path}
+            return http.get(f"{base}{url}", params=query or None)
+
+        return request
+
+    def pick(key: str, *names: str) -> Draw:
+        """One item of ``data[key]`` as the parameter ``names[0]``; a tuple's parts as the
+        parameters ``names``."""
+
+        def draw(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+            item = rng.choice(data[key])
+            parts = item if len(names) > 1 else (item,)
+            return dict(zip(names, parts, strict=True))
+
+        return draw
+
+    def fixed(**values: Any) -> Draw:
+        return lambda rng, data: values
+
+    def year(**more: Any) -> Draw:
+        return lambda rng, data: {"birth_date": str(rng.randint(1940, 2010)), **more}
 
     cycle = iter(range(10**9))
 
@@ -277,58 +444,122 @@ def pages(anonymous: httpx.Client) -> dict[str, Page]:
 
     def pair(http: httpx.Client, base: str, rng: random.Random, data: Any) -> httpx.Response:
         if "csrf" not in token:
-            token["csrf"] = csrf(http, base)
+            found = re.search(
+                r'name="csrf_token" value="([^"]+)"', http.get(f"{base}/ui/account").text
+            )
+            assert found is not None
+            token["csrf"] = found.group(1)
         left, right = rng.sample(data["records"], 2)
         form = {"csrf_token": token["csrf"], "left_record": left, "right_record": right}
         return http.post(f"{base}/ui/rules/test", data=form)
 
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    import_job = "/ui/imports/{job}"
+    rematch_job = "/ui/rules/rematches/{job}"
+
+    def imported(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+        return {"job": data["import"][0]}
+
+    def rematched(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+        return {"job": data["rematch"][0]}
+
+    def entity(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+        return {"entity": f"Patient/{rng.choice(data['records'])}"}
+
+    def page_1000(rng: random.Random, data: dict[str, Any]) -> dict[str, Any]:
+        # as the pager's "Next" link of page 999 asks for it (an offset alone before it had one)
+        return {"offset": 49950, "before": data["deep"][0]}
+
+    people = "/ui/people"
     return {
-        "login": lambda http, base, rng, data: anonymous.get(f"{base}/ui/login"),
-        "dashboard": get("/ui/"),
-        "dashboard-cold": dashboard_cold,
-        "find-by-name": lambda http, base, rng, data: http.get(
-            f"{base}/ui/people", params={"name": rng.choice(data["names"])}
+        "login": Kind("anonymous", get("/ui/login")),
+        "static-css": Kind("anonymous", get("/ui/static/app.css")),
+        "static-js": Kind("anonymous", get("/ui/static/app.js")),
+        "dashboard": Kind("reviewer", get("/ui/")),
+        "dashboard-cold": Kind("reviewer", dashboard_cold),
+        "people-form": Kind("reviewer", get(people)),
+        "find-by-name": Kind("reviewer", get(people, pick("names", "name"))),
+        "find-by-name-typo": Kind("reviewer", get(people, pick("typos", "name"))),
+        "find-by-family-name": Kind("reviewer", get(people, pick("families", "name"))),
+        "find-by-name-and-birth-date": Kind(
+            "reviewer", get(people, pick("name_dates", "name", "birth_date"))
         ),
-        "find-by-birth-date": lambda http, base, rng, data: http.get(
-            f"{base}/ui/people", params={"birth_date": rng.choice(data["birth_dates"])}
+        "find-by-name-and-gender": Kind(
+            "reviewer", get(people, pick("name_genders", "name", "gender"))
         ),
-        "find-by-identifier": lambda http, base, rng, data: http.get(
-            f"{base}/ui/people", params={"identifier": rng.choice(data["identifiers"])}
+        "find-by-name-and-system": Kind(
+            "reviewer", get(people, pick("names_systems", "name", "system"))
         ),
-        "find-by-name-and-system": lambda http, base, rng, data: http.get(
-            f"{base}/ui/people", params={"name": rng.choice(data["names"]), "system": "dhis2"}
+        "find-by-birth-date": Kind("reviewer", get(people, pick("birth_dates", "birth_date"))),
+        "find-by-birth-year": Kind("reviewer", get(people, year())),
+        "find-by-birth-year-page-5": Kind("reviewer", get(people, year(offset=100))),
+        "find-by-identifier": Kind("reviewer", get(people, pick("internal_ids", "identifier"))),
+        "find-by-identifier-and-system": Kind(
+            "reviewer",
+            get(people, pick("national_ids", "identifier_system", "identifier")),
         ),
-        "person": lambda http, base, rng, data: http.get(
-            f"{base}/ui/people/{rng.choice(data['goldens'])}"
+        "find-by-cruid": Kind("reviewer", get(people, pick("goldens", "cruid"))),
+        "person": Kind("reviewer", get("/ui/people/{golden}", pick("goldens", "golden"))),
+        "record": Kind("reviewer", get("/ui/records/{record}", pick("records", "record"))),
+        "record-fhir": Kind(
+            "reviewer", get("/ui/records/{record}/fhir", pick("records", "record"))
         ),
-        "review-overview": get("/ui/review"),
-        "potential-queue": get("/ui/review/potential"),
-        "auto-queue": get("/ui/review/auto"),
-        "review-item": lambda http, base, rng, data: http.get(
-            f"{base}/ui/review/items/{rng.choice(data['issues'] or [0])}"
+        "record-version": Kind(
+            "reviewer", get("/ui/records/{record}/versions/1", pick("records", "record"))
         ),
-        "rules": get("/ui/rules"),
-        "pair-test": pair,
-        "audit": get("/ui/audit"),
-        "audit-by-person": lambda http, base, rng, data: http.get(
-            f"{base}/ui/audit", params={"person": rng.choice(data["goldens"])}
+        "review-overview": Kind("reviewer", get("/ui/review")),
+        "potential-queue": Kind("reviewer", get("/ui/review/potential")),
+        "potential-queue-page-10": Kind("reviewer", get("/ui/review/potential", fixed(offset=450))),
+        "conflict-queue": Kind("reviewer", get("/ui/review/conflict")),
+        "auto-queue": Kind("reviewer", get("/ui/review/auto")),
+        "auto-queue-page-100": Kind("reviewer", get("/ui/review/auto", fixed(offset=4950))),
+        "potential-next": Kind("reviewer", get("/ui/review/potential/next")),
+        "potential-item": Kind(
+            "reviewer",
+            get("/ui/review/items/{issue}", pick("potential", "issue")),
+            needs="potential",
         ),
-        "users": get("/ui/users"),
-        "account": get("/ui/account"),
-        "uploads": get("/ui/imports"),
-        "upload-report": lambda http, base, rng, data: http.get(
-            f"{base}/ui/imports/{data['import'][0]}"
+        "conflict-item": Kind(
+            "reviewer", get("/ui/review/items/{issue}", pick("conflict", "issue")), needs="conflict"
         ),
-        "upload-progress": lambda http, base, rng, data: http.get(
-            f"{base}/ui/imports/{data['import'][0]}/progress"
+        "auto-item": Kind(
+            "reviewer", get("/ui/review/auto/{record}", pick("auto", "record")), needs="auto"
         ),
-        "upload-report-csv": lambda http, base, rng, data: http.get(
-            f"{base}/ui/imports/{data['import'][0]}/report.csv"
+        "rules": Kind("reviewer", get("/ui/rules")),
+        "pair-form": Kind("reviewer", get("/ui/rules/test")),
+        "pair-test": Kind("reviewer", pair),
+        "audit": Kind("auditor", get("/ui/audit")),
+        "audit-page-2": Kind("auditor", get("/ui/audit", fixed(offset=50))),
+        "audit-page-1000": Kind("auditor", get("/ui/audit", page_1000)),
+        "audit-offset-49950": Kind("auditor", get("/ui/audit", fixed(offset=49950))),
+        "audit-by-agent": Kind("auditor", get("/ui/audit", pick("agents", "agent"))),
+        "audit-by-event-type": Kind("auditor", get("/ui/audit", pick("event_types", "event_type"))),
+        "audit-failures": Kind("auditor", get("/ui/audit", fixed(outcome="4"))),
+        "audit-today": Kind("auditor", get("/ui/audit", fixed(since=today, until=today))),
+        "audit-by-person": Kind("auditor", get("/ui/audit", pick("goldens", "person"))),
+        "audit-by-entity": Kind("auditor", get("/ui/audit", entity)),
+        "audit-event": Kind("auditor", get("/ui/audit/{event}", pick("events", "event"))),
+        "account": Kind("auditor", get("/ui/account")),
+        "users": Kind("admin", get("/ui/users")),
+        "uploads": Kind("admin", get("/ui/imports")),
+        "upload-report": Kind("admin", get(import_job, imported), needs="import"),
+        "upload-progress": Kind("admin", get(import_job + "/progress", imported), needs="import"),
+        "upload-report-csv": Kind(
+            "admin", get(import_job + "/report.csv", imported), True, needs="import"
         ),
-        "rules-edit": get("/ui/rules/edit"),
-        "rules-versions": get("/ui/rules/versions"),
-        "rules-dry-run": lambda http, base, rng, data: http.get(
-            f"{base}/ui/rules/rematches/{data['rematch'][0]}"
+        "rules-edit": Kind("admin", get("/ui/rules/edit")),
+        "rules-versions": Kind("admin", get("/ui/rules/versions")),
+        "rules-version": Kind(
+            "admin",
+            get("/ui/rules/versions/{version}", pick("versions", "version")),
+            needs="versions",
+        ),
+        "rules-dry-run": Kind("admin", get(rematch_job, rematched), needs="rematch"),
+        "rules-dry-run-progress": Kind(
+            "admin", get(rematch_job + "/progress", rematched), needs="rematch"
+        ),
+        "rules-dry-run-csv": Kind(
+            "admin", get(rematch_job + "/report.csv", rematched), True, needs="rematch"
         ),
     }
 
@@ -383,6 +614,21 @@ def latest_jobs(data_dir: Path) -> dict[str, Any]:
     return {"import": made[0].id if made else 0, "rematch": tried[0].id if tried else 0}
 
 
+def dashboard_compute_ms(data_dir: Path) -> float:
+    """What computing the dashboard's figures from scratch costs (in process, once): what a
+    server's first figures cost, off the request path since they are computed in the
+    background when the first page of the web UI is asked for."""
+    from clientregistry.registry import statistics
+
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
+    try:
+        started = time.perf_counter()
+        statistics.compute(context, 30)
+        return round((time.perf_counter() - started) * 1000, 1)
+    finally:
+        context.close()
+
+
 def counts(data_dir: Path) -> tuple[int, int]:
     from sqlalchemy import func, select
 
@@ -398,9 +644,35 @@ def counts(data_dir: Path) -> tuple[int, int]:
     return int(persons or 0), int(records or 0)
 
 
+def fresh(args: argparse.Namespace, port: int) -> tuple[Path, dict[str, Any]]:
+    """A registry loaded in process (the first ``--n`` Patients), with a reviewer's and an
+    admin's traces."""
+    read = read_patients(args.data, args.n + args.upload)
+    patients, extra = read[: args.n], read[args.n :]
+    data_dir = OUT / f"ui_pages_data_{args.n}_{os.getpid()}"
+    init_data_dir(
+        data_dir, hostnames=["localhost", "127.0.0.1"], port=port, database_url=args.database_url
+    )
+    context = RegistryContext.open(load_settings(data_dir, environ={}))
+    with transaction(context.sessions) as session:
+        for name, role in ACCOUNTS.items():
+            users.add_user(session, name, PASSWORD, role)
+    context.close()
+    print(f"loading {args.n:,} Patients ...", file=sys.stderr)
+    load_seconds = load(data_dir, patients, args.batch)
+    print(f"loaded in {load_seconds:.0f} s; reviewing ...", file=sys.stderr)
+    reviewed = review_some(data_dir, args.seed)
+    print("uploading and trying rules ...", file=sys.stderr)
+    jobs = bulk_jobs(data_dir, extra, args.seed)
+    return data_dir, {"load_seconds": round(load_seconds, 1), "reviewed": reviewed, **jobs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--n", type=int, default=150_000)
+    parser.add_argument("--data-dir", "--reuse", type=Path, help="a registry to measure")
+    parser.add_argument("--prepare", type=Path, help="build a registry to keep here, and stop")
+    parser.add_argument("--no-rematch", action="store_true", help="--prepare: no dry run")
+    parser.add_argument("--n", type=int, default=150_000, help="without --data-dir: records")
     parser.add_argument("--data", type=Path, default=OUT / "synthetic_150k.ndjson")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--requests", type=int, default=100)
@@ -408,87 +680,95 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="requests per second offered")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--database-url", default="", help="postgresql://… (default SQLite)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory")
-    parser.add_argument("--reuse", type=Path, help="a data directory kept by --keep")
+    parser.add_argument("--keep", action="store_true", help="keep a fresh data directory")
     parser.add_argument("--only", nargs="*", help="measure only these pages")
+    parser.add_argument("--label", default="", help="a note stored with the result")
     parser.add_argument(
-        "--upload", type=int, default=2000, help="Patients uploaded after the load (an import)"
+        "--upload", type=int, default=2000, help="Patients uploaded after a fresh load"
     )
     args = parser.parse_args()
 
-    read = read_patients(args.data, args.n + args.upload)
-    patients, extra = read[: args.n], read[args.n :]
-    port = free_port()
-    load_seconds = float("nan")
-    reviewed: dict[str, int] = {}
-    jobs: dict[str, Any] = {}
-    if args.reuse:
-        data_dir = args.reuse
-    else:
-        data_dir = OUT / f"ui_pages_data_{args.n}_{os.getpid()}"
-        init_data_dir(
-            data_dir,
-            hostnames=["localhost", "127.0.0.1"],
-            port=port,
-            database_url=args.database_url,
+    if args.prepare:
+        done = prepare(args.prepare, args.data, args.database_url, args.seed, not args.no_rematch)
+        persons, records = counts(args.prepare)
+        print(
+            json.dumps(
+                {"prepared": str(args.prepare), "persons": persons, "records": records, **done}
+            )
         )
-        context = RegistryContext.open(load_settings(data_dir, environ={}))
-        with transaction(context.sessions) as session:
-            users.add_user(session, "rita", PASSWORD, Role.REVIEWER)
-            users.add_user(session, "ada", PASSWORD, Role.ADMIN)
-        context.close()
+        return
+    loadavg_before = os.getloadavg()
+    port = free_port()
+    loaded: dict[str, Any] = {}
+    if args.data_dir:
+        data_dir = args.data_dir
+    else:
+        data_dir, loaded = fresh(args, port)
     server = None
     try:
-        if not args.reuse:
-            print(f"loading {args.n:,} Patients ...", file=sys.stderr)
-            load_seconds = load(data_dir, patients, args.batch)
-            print(f"loaded in {load_seconds:.0f} s; reviewing ...", file=sys.stderr)
-            reviewed = review_some(data_dir, args.seed)
-            print("uploading and trying rules ...", file=sys.stderr)
-            jobs = bulk_jobs(data_dir, extra, args.seed)
         persons, records = counts(data_dir)
-        data = inputs(data_dir, patients, args.seed)
-        if not jobs:
-            jobs = latest_jobs(data_dir)
+        compute_ms = dashboard_compute_ms(data_dir)
+        data = inputs(data_dir, args.seed)
+        jobs = loaded if "import" in loaded else latest_jobs(data_dir)
         data["import"], data["rematch"] = [jobs["import"]], [jobs["rematch"]]
         log_path = OUT / "ui_pages_server.log"
         server = start_server(data_dir, port, 1, log_path, None)
         base = f"https://127.0.0.1:{port}"
         wait_ready(server, base, data_dir / "certs", 1, log_path)
-        context = ssl.create_default_context(cafile=str(data_dir / "certs" / "ca.pem"))
+        tls = ssl.create_default_context(cafile=str(data_dir / "certs" / "ca.pem"))
+        clients = {
+            role: httpx.Client(verify=tls, timeout=60.0)
+            for role in ("anonymous", "reviewer", "auditor", "admin")
+        }
         results: dict[str, Any] = {}
-        with (
-            httpx.Client(verify=context, timeout=60.0) as http,
-            httpx.Client(verify=context, timeout=60.0) as anonymous,
-        ):
-            sign_in(http, base, "ada")
-            for name, page in pages(anonymous).items():
+        try:
+            for name, role in ACCOUNTS.items():
+                sign_in(clients[role.value], base, name)
+            for name, kind in pages().items():
                 if args.only and name not in args.only:
                     continue
+                if kind.needs and not data[kind.needs][0]:
+                    continue  # no such job in this registry (--prepare --no-rematch)
                 results[name] = measure(
-                    http, base, page, data, args.requests, args.warmup, args.rate, args.seed
+                    clients[kind.role],
+                    base,
+                    kind.page,
+                    data,
+                    args.requests,
+                    args.warmup,
+                    args.rate,
+                    args.seed,
                 )
+                results[name]["role"] = kind.role
+                results[name]["download"] = kind.download
                 print(f"  {name}: {results[name]}", file=sys.stderr)
+        finally:
+            for http in clients.values():
+                http.close()
     finally:
         if server is not None:
             server.stop()
-        if not args.keep and not args.reuse:
+        if not args.keep and not args.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
+    timed = {k: r for k, r in results.items() if not r["download"]}
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "database": "postgresql" if args.database_url else "sqlite",
+        "label": args.label,
+        "database": "postgresql" if args.database_url or _is_postgres(data_dir) else "sqlite",
+        "data_dir": str(data_dir),
         "records": records,
         "persons": persons,
-        "data": args.data.name,
-        "load_seconds": round(load_seconds, 1),
-        "reviewed": reviewed,
-        "bulk_jobs": jobs.get("timings"),
+        "loaded": {k: v for k, v in loaded.items() if k not in ("import", "rematch")},
+        "dashboard_compute_ms": compute_ms,
+        "requests": args.requests,
         "rate_per_second": args.rate,
         "target_p90_ms": TARGET_MS,
         "pages": results,
-        "meets_target": all(r["p90_ms"] <= TARGET_MS for r in results.values()),
-        "slowest_p90": max(results.items(), key=lambda kv: kv[1]["p90_ms"])[0] if results else None,
-        "loadavg": os.getloadavg(),
+        "meets_target": all(r["p90_ms"] <= TARGET_MS for r in timed.values()),
+        "over_target": sorted(k for k, r in timed.items() if r["p90_ms"] > TARGET_MS),
+        "slowest_p90": max(timed.items(), key=lambda kv: kv[1]["p90_ms"])[0] if timed else None,
+        "loadavg_before": loadavg_before,
+        "loadavg_after": os.getloadavg(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
@@ -497,6 +777,10 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     with RESULTS.open("a") as fh:
         fh.write(line + "\n")
+
+
+def _is_postgres(data_dir: Path) -> bool:
+    return load_settings(data_dir, environ={}).database.startswith("postgresql")
 
 
 if __name__ == "__main__":

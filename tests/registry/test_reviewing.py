@@ -84,6 +84,27 @@ def test_confirming_an_automatic_link_takes_it_off_the_queue(desk: Registry) -> 
     assert not desk.record(a.record_id).human_adjudicated
 
 
+def test_the_automatic_links_queue_shows_each_records_link_and_person(desk: Registry) -> None:
+    """The page's links and persons' sizes are read for the whole page at once: each item
+    still has its own record's newest link and its own person's size."""
+    context = desk.context
+    desk.submit("openmrs", patient("openmrs", "1", *AISHA))
+    b = desk.submit("dhis2", patient("dhis2", "2", *AISHA))
+    c = desk.submit("lims", patient("lims", "3", *AISHA))
+    desk.submit("openmrs", patient("openmrs", "4", "John", "Okello", **JOHN))
+    e = desk.submit("dhis2", patient("dhis2", "5", "John", "Okello", **JOHN))
+    page = reviewing.auto_queue(context, RITA, 0, 10)
+    items = {item.record.id: item for item in page.items}
+    assert set(items) == {b.record_id, c.record_id, e.record_id} and page.total == 3
+    assert items[b.record_id].members == items[c.record_id].members == 3
+    assert items[e.record_id].members == 2
+    assert (
+        items[b.record_id].golden_id == items[c.record_id].golden_id != items[e.record_id].golden_id
+    )
+    for item in page.items:
+        assert item.score is not None and item.linked_at is not None and item.rule_set
+
+
 def test_two_reviewers_cannot_both_decide_one_item(desk: Registry) -> None:
     """Rita's decision is under way (its locks held, not committed) when Dave decides the
     same item: Dave waits, then is told Rita decided it; one decision is recorded."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from desk import RITA
+from sqlalchemy import text
 from test_links import AISHA, JOHN, Registry, patient
 
 from clientregistry.registry import reviewing
@@ -65,3 +68,117 @@ def test_old_figures_are_answered_while_new_ones_are_computed(
         assert time.monotonic() < deadline, "the figures were not computed again"
         time.sleep(0.05)
     assert fresh.records == 1 and fresh.generated_at > first.generated_at
+
+
+def test_a_new_period_reads_the_new_events_only(
+    desk: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail's counts are kept and extended by the events chained since (a period not
+    asked for yet is a filter of them); the registry's figures are the kept ones until
+    they are refreshed."""
+    from clientregistry.registry import statistics as module
+
+    month = statistics(desk.context, RITA, 30)
+    assert month.records == 0 and month.submissions == []
+    desk.submit("openmrs", patient("openmrs", "1", *AISHA))
+    desk.submit("dhis2", patient("dhis2", "2", *AISHA))
+    read: list[Any] = []
+    counting = module.TrailCounts._count
+
+    def count(self: Any, session: Any, *new: Any) -> None:
+        read.append([str(c) for c in new])
+        counting(self, session, *new)
+
+    monkeypatch.setattr(module.TrailCounts, "_count", count)
+    week = statistics(desk.context, RITA, 7)
+    today = datetime.now(UTC).date()
+    assert {(d.series, d.count) for d in week.submissions} == {("openmrs", 1), ("dhis2", 1)}
+    assert {d.day for d in week.submissions} == {today}
+    assert week.records == 0  # the registry's figures: kept, refreshed in the background
+    assert len(read) == 1 and any(">" in c for c in read[0])  # only past the last link read
+    kept = module._kept(desk.context)
+    with desk.context.engine.connect() as connection:
+        last = connection.execute(text("SELECT max(chain_seq) FROM audit_event")).scalar()
+    assert kept.trail.seq == last - 1  # all but the dashboard's own read, audited after
+    fresh = compute(desk.context, 7)
+    assert [d.model_dump() for d in fresh.submissions] == [d.model_dump() for d in week.submissions]
+    assert [d.model_dump() for d in fresh.outcomes] == [d.model_dump() for d in week.outcomes]
+
+
+def test_a_web_ui_page_starts_the_first_figures(desk: Registry) -> None:
+    from clientregistry.registry import statistics as module
+
+    module.warm(desk.context)
+    deadline = time.monotonic() + 10
+    while module.DEFAULT_DAYS not in module._kept(desk.context).periods:
+        assert time.monotonic() < deadline, "the first figures were not computed"
+        time.sleep(0.05)
+    assert module._kept(desk.context).figures is not None
+    kept = statistics(desk.context, RITA, module.DEFAULT_DAYS)
+    assert kept is module._kept(desk.context).periods[module.DEFAULT_DAYS][1]  # not computed
+
+
+def test_the_new_events_are_read_by_their_place_in_the_chain(desk: Registry) -> None:
+    """The trail's counts read the new events' range of ``chain_seq`` (an index), never the
+    event type's index (which would read every submission ever made, at every request)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from clientregistry.registry.statistics import TrailCounts
+
+    desk.submit("openmrs", patient("openmrs", "1", *AISHA))
+    plans: list[str] = []
+
+    def explain(connection: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "chain_seq >" not in statement or "GROUP BY" not in statement:
+            return
+        raw = cursor.connection
+        if connection.dialect.name == "sqlite":
+            rows = raw.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
+        else:
+            explain_cursor = raw.cursor()
+            explain_cursor.execute("SET LOCAL enable_seqscan = off")
+            explain_cursor.execute("EXPLAIN " + statement, parameters)
+            rows = explain_cursor.fetchall()
+        plans.append(" | ".join(str(row[-1]) for row in rows))
+
+    event.listen(Engine, "before_cursor_execute", explain)
+    try:
+        with desk.context.sessions() as session:
+            TrailCounts().catch_up(session)
+    finally:
+        event.remove(Engine, "before_cursor_execute", explain)
+    assert len(plans) == 3
+    for plan in plans:
+        assert "ix_audit_event_chain_seq" in plan, plan
+        assert "ix_audit_event_event_type" not in plan, plan
+
+
+def test_periods_share_the_registrys_figures(
+    desk: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two periods cost one computation of the registry-wide figures: asked for the first
+    time, and refreshed when stale while those figures are still fresh."""
+    from clientregistry.registry import statistics as module
+
+    computed: list[datetime] = []
+    real = module._registry_figures
+
+    def counting(*args: Any) -> Any:
+        computed.append(datetime.now(UTC))
+        return real(*args)
+
+    monkeypatch.setattr(module, "_registry_figures", counting)
+    statistics(desk.context, RITA, 30)
+    statistics(desk.context, RITA, 7)
+    assert len(computed) == 1
+    kept = module._kept(desk.context)
+    for days, (_, answer) in list(kept.periods.items()):
+        kept.periods[days] = (time.monotonic() - 1000, answer)  # stale answers
+    statistics(desk.context, RITA, 30)
+    statistics(desk.context, RITA, 7)
+    deadline = time.monotonic() + 10
+    while any(t < time.monotonic() - 100 for t, _ in kept.periods.values()):
+        assert time.monotonic() < deadline, "the stale periods were not refreshed"
+        time.sleep(0.05)
+    assert len(computed) == 1  # both refreshed from the figures still fresh

@@ -339,6 +339,20 @@ def test_the_pages_of_a_real_person(ui: Ui) -> None:
     assert f"/ui/people/{result.golden_id}" in found.text
 
 
+def test_every_audit_entry_has_its_page(ui: Ui) -> None:
+    """An entry whose detail holds no reason or before/after (a search's, a sign-in's) has
+    its page as much as a link action's (its template once failed on the missing keys)."""
+    client, _ = ui.signed_in("otto")
+    client.get("/ui/audit", params={"agent": "nobody"})  # an audit-read entry: detail, no reason
+    listed = client.get("/ui/audit")
+    ids = re.findall(r'href="/ui/audit/(\d+)"', listed.text)
+    assert len(ids) >= 2
+    for event_id in ids:
+        entry = client.get(f"/ui/audit/{event_id}")
+        assert entry.status_code == 200, entry.text[:500]
+        assert f"Audit entry {event_id}" in entry.text
+
+
 def test_forms_are_bounded_and_of_one_kind(ui: Ui) -> None:
     client = ui.client()
     huge = client.post(

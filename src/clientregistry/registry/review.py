@@ -343,24 +343,32 @@ def auto_queue(session: Session, offset: int, limit: int) -> AutoPage:
         .offset(offset)
         .limit(limit)
     ).all()
+    ids = [record.id for record in records]
+    latest: dict[str, Link] = {}
+    # Each record's newest link and each person's size, for the whole page at once (a query
+    # per record cost ~2 ms of statement building each: 200 ms a page).
+    for newest in session.scalars(
+        select(Link)
+        .where(Link.source_record_id.in_(ids))
+        .order_by(Link.created_at.desc(), Link.id.desc())
+    ):
+        latest.setdefault(newest.source_record_id, newest)
+    goldens = sorted({r.golden_id for r in records if r.golden_id is not None})
+    sizes = dict(
+        session.execute(
+            select(SourceRecord.golden_id, func.count())
+            .where(SourceRecord.golden_id.in_(goldens))
+            .group_by(SourceRecord.golden_id)
+        ).all()
+    )
     items = []
     for record in records:
-        link = session.scalars(
-            select(Link)
-            .where(Link.source_record_id == record.id)
-            .order_by(Link.created_at.desc(), Link.id.desc())
-            .limit(1)
-        ).first()
-        members = session.scalar(
-            select(func.count())
-            .select_from(SourceRecord)
-            .where(SourceRecord.golden_id == record.golden_id)
-        )
+        link = latest.get(record.id)
         items.append(
             AutoItem(
                 record=summary(record),
                 golden_id=record.golden_id,
-                members=int(members or 0),
+                members=int(sizes.get(record.golden_id, 0)),
                 score=link.score if link else None,
                 rule_set=link.rule_set if link else None,
                 linked_at=link.created_at if link else None,

@@ -479,6 +479,17 @@ class AuditEvent(Base):
     """One audited action, with the FHIR AuditEvent resource that describes it."""
 
     __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_event_type", "event_type", "id"),
+        Index(
+            "ix_audit_event_failures",
+            "outcome",
+            "id",
+            sqlite_where=text("outcome != 0"),
+            postgresql_where=text("outcome != 0"),
+        ),
+    )
+    """The audit trail's filters by event type and by outcome (the failures only: few)."""
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     recorded: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from clientregistry.api.deps import request_context
-from clientregistry.registry import reviewing
+from clientregistry.registry import reviewing, statistics
 from clientregistry.registry.actor import Actor, Reading, Refused, audit_read, audit_refusal
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.review import QueueCounts
@@ -166,6 +166,7 @@ class Page:
 
 def _page(request: Request) -> Page:
     context = request_context(request)
+    statistics.warm(context)  # the dashboard's first figures, computed while people sign in
     session = browser.current_session(request, context)
     language = choose(
         session.user.language if session else None,

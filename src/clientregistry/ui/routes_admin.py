@@ -19,6 +19,14 @@ from clientregistry.ui.pages import Admin, Auditor, FormFields, Page, PageError,
 
 router = APIRouter(prefix="/ui")
 PAGE_SIZE = 50
+COUNT_LIMIT = 10_000
+"""The audit trail's entries are counted up to this many ("more than" past it)."""
+MAX_OFFSET = 1_000_000
+
+
+def _event_id(raw: str | None) -> int | None:
+    """A keyset bound of the audit pager (an event id), or None."""
+    return int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 # ----------------------------------------------------------------------------- users
@@ -92,8 +100,10 @@ def audit_page(
     person: str | None = None,
     entity: str | None = None,
     offset: str | None = None,
+    before: str | None = None,
+    after: str | None = None,
 ) -> Response:
-    start = max(0, int(offset)) if offset and offset.isdigit() else 0
+    start = min(max(0, int(offset)), MAX_OFFSET) if offset and offset.isdigit() else 0
     query = AuditQuery(
         agent=agent or None,
         event_type=event_type or None,
@@ -104,7 +114,16 @@ def audit_page(
         entity=entity or None,
     )
     found = page.call(
-        lambda: audit_trail.audit_page(page.context, page.actor, query, start, PAGE_SIZE)
+        lambda: audit_trail.audit_page(
+            page.context,
+            page.actor,
+            query,
+            start,
+            PAGE_SIZE,
+            before=_event_id(before),
+            after=_event_id(after),
+            count_limit=COUNT_LIMIT,
+        )
     )
     filters = {
         "agent": agent or "",
