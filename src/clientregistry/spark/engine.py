@@ -157,7 +157,7 @@ def _cluster(
     lap = _laps(stages, started)
     stats.records = records.count()
     lap("read and prepare")
-    width = len(spec.term_counts({}).slots)
+    width = len(spec.term_slots())
     unjoined, records = records, with_totals(records, width).persist(_KEEP)
     records.count()
     unjoined.unpersist()

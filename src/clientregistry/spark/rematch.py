@@ -85,7 +85,7 @@ def place_records(records: DataFrame, spec: MatchSpec) -> DataFrame:
     found = prepared.where(F.col("error").isNull()).select(
         F.col("_pos").alias("pos"), "id", "features", "keys", "tf"
     )
-    found = with_totals(found, len(spec.term_counts({}).slots)).persist(_KEEP)
+    found = with_totals(found, len(spec.term_slots())).persist(_KEEP)
     pairs = candidate_pairs(found, spec.candidate_limit)
     likely = score_pairs(pairs, found, spec).persist(_KEEP)
 
