@@ -1,6 +1,6 @@
 """The Spark engine against the single-machine engine and Splink on Spark, in local mode.
 
-``flock /work/.bench.lock python bench/spark.py --n 100000 --n 1000000`` builds the synthetic
+``flock /tmp/bench.lock python bench/spark.py --n 100000 --n 1000000`` builds the synthetic
 sets with ``bench/datasets.py`` (if missing) and, for each size, runs in fresh processes:
 
 * ``local`` - ``clientregistry dedupe IN -o C.csv`` (the single-machine engine);
