@@ -1,6 +1,6 @@
 """The Spark engine against the single-machine engine and Splink on Spark, in local mode.
 
-``flock /work/.bench.lock python bench/spark.py --n 100000 --n 1000000`` builds the synthetic
+``flock /tmp/bench.lock python bench/spark.py --n 100000 --n 1000000`` builds the synthetic
 sets with ``bench/datasets.py`` (if missing) and, for each size, runs in fresh processes:
 
 * ``local`` - ``clientregistry dedupe IN -o C.csv`` (the single-machine engine);
@@ -250,7 +250,7 @@ def run_splink_spark(ndjson: Path, output: Path) -> dict[str, Any]:
     available = {c for c in COLUMNS[1:] if frame[c].notna().mean() >= MIN_FILLED}
     rows = spark.createDataFrame(frame.astype(object).where(frame.notna(), None))
     db_api = SparkAPI(spark_session=spark)
-    table = db_api.register(rows, dataset_display_name=ndjson.stem)
+    table = db_api.register(rows, dataset_display_name=re.sub(r"\W", "_", ndjson.stem))
     settings = build_settings(available)
     settings.comparisons = [  # Spark's date patterns are Java's, not strftime's
         cl.DateOfBirthComparison("birth_date", input_is_string=True, datetime_format="yyyy-MM-dd")

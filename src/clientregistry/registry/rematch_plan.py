@@ -122,6 +122,8 @@ class Replay:
         matcher: Matcher,
         broken: dict[str, set[str]],
         resolved: set[frozenset[str]],
+        *,
+        term_counts: TermCounts | None = None,
     ) -> None:
         self.matcher = matcher
         self.broken = broken
@@ -131,7 +133,11 @@ class Replay:
         self.cluster: list[int] = []
         self.positions: dict[str, int] = {}
         self.placed: list[Placed] = []
-        self.term_counts = TermCounts(matcher.extractor)
+        self.term_counts = TermCounts(matcher.extractor) if term_counts is None else term_counts
+        self._fixed_counts = term_counts is not None
+        """Counts given by the caller (the Spark re-match sets them record by record) are
+        used as they are; by default a record is scored and checked against a cluster's
+        members with the counts of the records before it."""
         self._counted = 0
         self._members: dict[int, list[int]] = {}
         """Positions of each cluster's records (the cannot-link check)."""
@@ -145,11 +151,9 @@ class Replay:
         version, golden_before, placed_by_person, status_before = item.extra
         prepared = item.prepared
         position = len(self.ids)
+        self._count_terms()  # before scoring and the cannot-link check, scored here or not
         if prepared.scored is None:
             counts, features = self.term_counts, self.features
-            for j in range(self._counted, len(features)):
-                counts.add(features[j])
-            self._counted = len(features)
             found = prepared.found
             ids = [] if found is None else found.ids
             likely = self.matcher.likely_matches(prepared.features, ids, features, counts.tf)
@@ -213,13 +217,19 @@ class Replay:
         other = self.ids[int(candidate.record_id)]  # type: ignore[call-overload]
         return frozenset((record_id, other)) in self.resolved
 
-    def all_term_counts(self) -> TermCounts:
-        """Value counts of every record replayed."""
+    def _count_terms(self) -> None:
+        """Count the records replayed since the last call (unless the counts are fixed)."""
         counts, features = self.term_counts, self.features
+        if self._fixed_counts:
+            return
         for j in range(self._counted, len(features)):
             counts.add(features[j])
         self._counted = len(features)
-        return counts
+
+    def all_term_counts(self) -> TermCounts:
+        """Value counts of every record replayed."""
+        self._count_terms()
+        return self.term_counts
 
 
 def human_decisions(session: Session) -> tuple[dict[str, set[str]], set[frozenset[str]]]:

@@ -10,8 +10,10 @@ the records of its component (its candidates' clusters, the pair scores among th
 components are found by :mod:`clientregistry.spark.components`; here each partition's
 components (sorted by component, then input order) are fed to one ``Deduplicator`` with
 their scored candidates, exactly as the single-machine engine feeds records it scored
-itself. Its decisions — cluster, conflicts joined or kept, review items — are the
-single-machine engine's by construction, whatever rules it applies.
+itself, and with the term counts it would hold at each record (those of the records before
+it, for the cannot-link checks against a cluster's members). Its decisions — cluster,
+conflicts joined or kept, review items — are the single-machine engine's by construction,
+whatever rules it applies.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from clientregistry.batch.dedupe import Deduplicator
 from clientregistry.matching.blocking import CandidateSet
 from clientregistry.matching.matcher import PreparedRecord
 from clientregistry.matching.scoring import PairScore
-from clientregistry.spark.scoring import SharedCounts, term_counts_of
+from clientregistry.spark.counts import CountsAt
 from clientregistry.spark.spec import MatchSpec
 from clientregistry.store.features_codec import decode_features
 
@@ -56,15 +58,18 @@ _ARROW_SCHEMA = pa.schema(
 _NOTHING_FOUND = CandidateSet([], False, 0)
 
 
-def replay(grouped: DataFrame, spec: MatchSpec, counts: SharedCounts) -> DataFrame:
+def replay(grouped: DataFrame, spec: MatchSpec) -> DataFrame:
     """Cluster the records of ``grouped`` (``component``, ``pos``, ``id``, ``features``,
-    ``candidates``: array of (j, score, decision, rule_set, rank) within the component)."""
+    ``candidates``: array of (j, score, decision, rule_set, rank) within the component,
+    ``totals`` and ``seen``: the term counts before the record, :mod:`~.counts`, for the
+    values of its component's records)."""
     ordered = grouped.repartition("component").sortWithinPartitions("component", "pos")
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matcher = spec.matcher()
         strength = matcher.strength
-        dedup = Deduplicator(matcher, term_counts=term_counts_of(spec, counts))
+        counts = CountsAt(matcher.extractor)
+        dedup = Deduplicator(matcher, term_counts=counts)
         local: dict[int, int] = {}
         positions: list[int] = []
         linked: list[bool] = []
@@ -84,6 +89,7 @@ def replay(grouped: DataFrame, spec: MatchSpec, counts: SharedCounts) -> DataFra
                     tuple((position, score) for _, _, position, score in scored),
                 )
                 local[row["pos"]] = len(positions)
+                counts.at(row["totals"], row["seen"])  # as the single-machine engine's now
                 result = dedup.add_prepared(row["id"], prepared)
                 positions.append(row["pos"])
                 linked.append(result.golden_id is not None)

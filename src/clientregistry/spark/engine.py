@@ -5,19 +5,20 @@
 2. **Block** (:mod:`~clientregistry.spark.candidates`): a join on the blocking keys gives
    each record its earlier candidates, capped and ordered as the single-machine index does.
 3. **Score** (:mod:`~clientregistry.spark.scoring`): the single-machine scorer over Arrow
-   batches, with the whole input's term frequencies; pairs below potential are dropped.
+   batches, with the term counts of the records before each record (as the single-machine
+   engine counts them, :mod:`~clientregistry.spark.counts`); pairs below potential are
+   dropped.
 4. **Components** (:mod:`~clientregistry.spark.components`): connected components of the
    auto-match pairs, distributed.
 5. **Cluster** (:mod:`~clientregistry.spark.clusters`): each component's records replayed in
    input order through :class:`~clientregistry.batch.dedupe.Deduplicator` (its cannot-link,
    conflict and review rules); a record on no auto-match pair is a cluster of its own.
 
-Where the two engines can differ, by design: term frequencies. The single-machine engine
-scores a record with the counts of the records before it (what a registry receiving records
-one at a time knows); Spark has the whole input at once and uses its counts, as Splink does.
-A pair close to a threshold can fall on the other side of it. With the same counts
-(``Deduplicator(term_counts=...)``) the two engines give the same clusters (a test holds
-them to it).
+Term frequencies are the single-machine engine's too: it scores a record with the counts of
+the records before it (what a registry receiving records one at a time knows), and so does
+this engine (:mod:`~clientregistry.spark.counts`), for the scores of candidate pairs and for
+the cannot-link checks of the clustering. So the two engines give the same clusters, golden
+ids and review items (the tests hold them to it, record for record).
 
 :func:`link_records` is the entry point for anything that holds records as a DataFrame
 (``rematch --engine spark``); :func:`dedupe_source` serves ``dedupe --engine spark``.
@@ -41,9 +42,10 @@ from clientregistry.errors import InvalidRecord
 from clientregistry.spark.candidates import candidate_pairs
 from clientregistry.spark.clusters import STAT_NAMES, replay
 from clientregistry.spark.components import connected_components
+from clientregistry.spark.counts import component_counts, with_totals
 from clientregistry.spark.numbering import with_order, with_row_numbers
 from clientregistry.spark.prepare import prepare
-from clientregistry.spark.scoring import SharedCounts, count_terms, score_pairs
+from clientregistry.spark.scoring import score_pairs
 from clientregistry.spark.sources import JSON, Source
 from clientregistry.spark.spec import MatchSpec
 
@@ -150,13 +152,15 @@ def _set_aside(prepared: DataFrame) -> tuple[DataFrame, DataFrame]:
 def _cluster(
     records: DataFrame, errors: DataFrame, spec: MatchSpec, started: float, prepared: DataFrame
 ) -> SparkClusters:
-    spark = records.sparkSession
     stats = DedupeStats(started=started)
     stages: dict[str, float] = {}
     lap = _laps(stages, started)
     stats.records = records.count()
     lap("read and prepare")
-    counts = SharedCounts.share(spark, count_terms(records, spec))
+    width = len(spec.term_slots())
+    unjoined, records = records, with_totals(records, width).persist(_KEEP)
+    records.count()
+    unjoined.unpersist()
     lap("term counts")
 
     pairs = candidate_pairs(records, spec.candidate_limit).persist(_KEEP)
@@ -165,7 +169,7 @@ def _cluster(
     ).first()
     stats.candidate_pairs, stats.capped_queries = (summary[0], summary[1]) if summary else (0, 0)
     lap("blocking join")
-    likely = score_pairs(pairs, records, spec, counts).persist(_KEEP)
+    likely = score_pairs(pairs, records, spec).persist(_KEEP)
     likely.count()
     pairs.unpersist()
     lap("scoring")
@@ -188,12 +192,14 @@ def _cluster(
             )
         )
     )
+    seen = component_counts(records, components)
     grouped = (
         records.join(components, records["pos"] == components["node"])
         .join(candidates, records["pos"] == candidates["i"], "left")
-        .select("component", "pos", "id", "features", "candidates")
+        .join(seen, records["pos"] == seen["t"], "left")
+        .select("component", "pos", "id", "features", "candidates", "totals", "seen")
     )
-    replayed = replay(grouped, spec, counts).persist(_KEEP)
+    replayed = replay(grouped, spec).persist(_KEEP)
     totals = dict.fromkeys(STAT_NAMES, 0)
     for row in replayed.where(F.col("kind") == "stats").select("counts").collect():
         for name, value in zip(STAT_NAMES, row["counts"], strict=True):

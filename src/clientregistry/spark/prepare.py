@@ -42,7 +42,7 @@ def prepare(source: Source, spec: MatchSpec) -> DataFrame:
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matcher = spec.matcher()
-        slots = spec.term_counts({}).slots
+        slots = spec.term_slots()
         extract, keys_of = matcher.extractor.extract, matcher.blocker.keys
         for batch in batches:
             out: dict[str, list[Any]] = {name: [] for name in _NAMES}

@@ -5,7 +5,8 @@ and their state: ``version``, ``golden_before``, ``placed``, ``status_before``, 
 decisions ``not_with`` and ``settled``), in the order the single-machine re-match reads
 them (records people placed first, then the others, each in id order). The steps are the
 Spark engine's (:mod:`clientregistry.spark.engine`): features and blocking keys, candidate
-pairs by a join on the keys, scoring with the whole registry's term frequencies.
+pairs by a join on the keys, scoring with the term counts of the records before each
+record (:mod:`clientregistry.spark.counts`), as the single-machine replay counts them.
 
 Then each record is placed by :class:`~clientregistry.registry.rematch_plan.Replay`, the
 single-machine re-match's own code, run on the executors over groups of records that no
@@ -18,9 +19,9 @@ another group changes nothing but the record's review items and status, and is a
 them after the group's replay, as the replay would have (unless the pair is broken or
 resolved).
 
-What can differ from the single-machine dry run, by design: term frequencies. The
-single-machine replay scores a record with the counts of the records before it; Spark uses
-the whole registry's. A pair close to a threshold can fall on the other side.
+The replay checks a record against the members of the persons it matches (cannot-links)
+with the counts of the records before it, which each record's row carries for the values of
+its group's records. So the plan is the single-machine dry run's, change for change.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from clientregistry.matching.scoring import PairScore
 from clientregistry.registry.rematch_plan import Placed, Replay
 from clientregistry.spark.candidates import candidate_pairs
 from clientregistry.spark.components import connected_components
+from clientregistry.spark.counts import CountsAt, component_counts, with_totals
 from clientregistry.spark.engine import _KEEP
 from clientregistry.spark.prepare import prepare
-from clientregistry.spark.scoring import SharedCounts, count_terms, score_pairs
+from clientregistry.spark.scoring import score_pairs
 from clientregistry.spark.sources import JSON, Source
 from clientregistry.spark.spec import MatchSpec
 from clientregistry.store.enums import IssueKind, MatchStatus
@@ -80,14 +82,12 @@ def place_records(records: DataFrame, spec: MatchSpec) -> DataFrame:
         F.col("resource").alias("_text"),
     )
     prepared = prepare(Source(frame, JSON, CsvMapping()), spec)
-    found = (
-        prepared.where(F.col("error").isNull())
-        .select(F.col("_pos").alias("pos"), "id", "features", "keys", "tf")
-        .persist(_KEEP)
+    found = prepared.where(F.col("error").isNull()).select(
+        F.col("_pos").alias("pos"), "id", "features", "keys", "tf"
     )
-    counts = SharedCounts.share(found.sparkSession, count_terms(found, spec))
+    found = with_totals(found, len(spec.term_slots())).persist(_KEEP)
     pairs = candidate_pairs(found, spec.candidate_limit)
-    likely = score_pairs(pairs, found, spec, counts).persist(_KEEP)
+    likely = score_pairs(pairs, found, spec).persist(_KEEP)
 
     state = records.select(
         F.col("position").cast("long").alias("pos"),
@@ -130,9 +130,11 @@ def place_records(records: DataFrame, spec: MatchSpec) -> DataFrame:
         .groupBy("i")
         .agg(F.collect_list(F.struct("other_id", "score")).alias("across"))
     )
+    seen = component_counts(found, component.withColumnRenamed("pos", "node"))
     grouped = (
-        found.select("pos", "id", "features")
+        found.select("pos", "id", "features", "totals")
         .join(component, "pos")
+        .join(seen.withColumnRenamed("t", "pos"), "pos", "left")
         .join(state, "pos")
         .join(within, F.col("pos") == within["i"], "left")
         .drop("i")
@@ -171,7 +173,8 @@ def _replay(batches: Iterator[pa.RecordBatch], spec: MatchSpec) -> Iterator[pa.R
     strength = matcher.strength
     broken: dict[str, set[str]] = {}
     resolved: set[frozenset[str]] = set()
-    done = Replay(matcher, broken, resolved)
+    counts = CountsAt(matcher.extractor)
+    done = Replay(matcher, broken, resolved, term_counts=counts)
     positions: list[int] = []
     local: dict[int, int] = {}
     for batch in batches:
@@ -196,6 +199,7 @@ def _replay(batches: Iterator[pa.RecordBatch], spec: MatchSpec) -> Iterator[pa.R
             extra = (row["version"], row["golden_before"], row["placed"], row["status_before"])
             local[row["pos"]] = len(positions)
             positions.append(row["pos"])
+            counts.at(row["totals"], row["seen"])  # the single-machine replay's, at this record
             done.add(Prepared(record_id, None, None, prepared, extra))
             _add_across(done.placed[-1], row["across"] or [], not_with, resolved)
     yield _batch(done.placed, positions)

@@ -1,25 +1,23 @@
 """Scoring candidate pairs on the executors with the single-machine scorer.
 
-Pairs come in Arrow batches; each is scored by
-:meth:`~clientregistry.matching.scoring.Scorer.likely` (the compiled rule sets), with term
-frequencies from the whole input (broadcast once). Only pairs that are at least potential
-matches come out: the edges the clustering works on.
+A record's candidates come together in one row (with their features) and are scored by
+:meth:`~clientregistry.matching.scoring.Scorer.likely` (the compiled rule sets) over Arrow
+batches, with the term counts the single-machine engine would hold when it scores the
+record: those of the records before it (:mod:`clientregistry.spark.counts`). Only pairs that
+are at least potential matches come out: the edges the clustering works on.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from clientregistry.matching.term_frequency import TermCounts
-from clientregistry.spark.spec import CountsBySlot, MatchSpec
+from clientregistry.spark.counts import CountsAt, counts_before, value_questions
+from clientregistry.spark.spec import MatchSpec
 from clientregistry.store.features_codec import decode_features
 
 SCORED_SCHEMA = "i long, j long, rank long, score double, decision string, rule_set int"
@@ -36,76 +34,48 @@ _ARROW_SCHEMA = pa.schema(
 )
 
 
-def count_terms(records: DataFrame, spec: MatchSpec) -> dict[int, dict[str, int]]:
-    """slot -> value -> records holding it, over ``records`` (``tf`` as prepared)."""
-    slots = spec.term_counts({}).slots
-    if not slots:
-        return {}
-    values = records.select(F.posexplode("tf").alias("n", "value")).where(F.col("value") != "")
-    counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for row in values.groupBy("n", "value").count().collect():
-        counts[slots[row["n"]]][row["value"]] = row["count"]
-    return dict(counts)
-
-
-@dataclass(frozen=True)
-class SharedCounts:
-    """A run's term counts, broadcast to the executors, and a name for this run's copy."""
-
-    token: str
-    broadcast: Any
-    """``pyspark.Broadcast`` of the :data:`CountsBySlot`."""
-
-    @classmethod
-    def share(cls, spark: SparkSession, counts: CountsBySlot) -> SharedCounts:
-        return cls(uuid.uuid4().hex, spark.sparkContext.broadcast(counts))
-
-
-_term_counts: dict[str, TermCounts] = {}
-"""This worker's term counts, by run (built once per worker and run)."""
-
-
-def term_counts_of(spec: MatchSpec, counts: SharedCounts) -> TermCounts:
-    found = _term_counts.get(counts.token)
-    if found is None:
-        _term_counts.clear()
-        found = _term_counts[counts.token] = spec.term_counts(counts.broadcast.value)
-    return found
-
-
-def score_pairs(
-    pairs: DataFrame, records: DataFrame, spec: MatchSpec, counts: SharedCounts
-) -> DataFrame:
-    """The pairs of ``pairs`` (i, j, rank) that are at least potential matches, scored."""
-    left = records.select(F.col("pos").alias("i"), F.col("features").alias("fi"))
-    right = records.select(F.col("pos").alias("j"), F.col("features").alias("fj"))
-    joined = pairs.select("i", "j", "rank").join(left, "i").join(right, "j")
+def score_pairs(pairs: DataFrame, records: DataFrame, spec: MatchSpec) -> DataFrame:
+    """The pairs of ``pairs`` (i, j, rank) that are at least potential matches, scored;
+    ``records``: ``pos``, ``features``, ``tf``, ``totals`` (:func:`~.counts.with_totals`)."""
+    right = records.select(F.col("pos").alias("j"), F.col("features").alias("fj"), "tf")
+    joined = pairs.select("i", "j", "rank").join(right, "j")
+    asked = value_questions(joined, "i", "tf").unionByName(value_questions(records, "pos", "tf"))
+    seen = counts_before(records, asked)
+    grouped = (
+        joined.groupBy("i")
+        .agg(F.collect_list(F.struct("j", "rank", "fj")).alias("candidates"))
+        .join(records.select(F.col("pos").alias("i"), F.col("features").alias("fi"), "totals"), "i")
+        .join(seen.withColumnRenamed("t", "i"), "i", "left")
+    )
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        likely = spec.matcher().scorer.likely
-        tf = term_counts_of(spec, counts).tf
+        matcher = spec.matcher()
+        likely = matcher.scorer.likely
+        counts = CountsAt(matcher.extractor)
+        tf = counts.tf
         decoded: dict[str, Any] = {}
         for batch in batches:
             out: dict[str, list[Any]] = {name: [] for name in _ARROW_SCHEMA.names}
-            columns = [batch.column(name).to_pylist() for name in ("i", "j", "rank", "fi", "fj")]
-            for i, j, rank, fi, fj in zip(*columns, strict=True):
-                a = decoded.get(fi)
-                if a is None:
-                    a = decoded[fi] = decode_features(fi)
-                b = decoded.get(fj)
-                if b is None:
-                    b = decoded[fj] = decode_features(fj)
-                score = likely(a, b, tf)
-                if score is None:
-                    continue
-                out["i"].append(i)
-                out["j"].append(j)
-                out["rank"].append(rank)
-                out["score"].append(score.score)
-                out["decision"].append(score.decision)
-                out["rule_set"].append(score.rule_set)
+            for row in batch.to_pylist():
+                i = row["i"]
+                a = decode_features(row["fi"])
+                counts.at(row["totals"], row["seen"])
+                for candidate in row["candidates"]:
+                    fj = candidate["fj"]
+                    b = decoded.get(fj)
+                    if b is None:
+                        b = decoded[fj] = decode_features(fj)
+                    score = likely(a, b, tf)
+                    if score is None:
+                        continue
+                    out["i"].append(i)
+                    out["j"].append(candidate["j"])
+                    out["rank"].append(candidate["rank"])
+                    out["score"].append(score.score)
+                    out["decision"].append(score.decision)
+                    out["rule_set"].append(score.rule_set)
             if len(decoded) > 50_000:
                 decoded.clear()
             yield pa.RecordBatch.from_pydict(out, schema=_ARROW_SCHEMA)
 
-    return joined.mapInArrow(run, SCORED_SCHEMA)
+    return grouped.mapInArrow(run, SCORED_SCHEMA)

@@ -2,24 +2,20 @@
 
 Compiled matchers (generated Python functions, C extensions) do not travel between
 processes; the decision rules do, as the JSON they are written in. Each Python worker parses
-them once and keeps the :class:`~clientregistry.matching.matcher.Matcher` (and the term
-counts a run broadcasts) for every task it runs after.
+them once and keeps the :class:`~clientregistry.matching.matcher.Matcher` for every task it
+runs after.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.rules import DecisionRules, parse_rules
 from clientregistry.matching.term_frequency import TermCounts
-
-CountsBySlot = Mapping[int, Mapping[str, int]]
-"""slot -> value -> how many records hold it (what a run broadcasts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +37,9 @@ class MatchSpec:
         """This process's matcher for these rules (built once)."""
         return _matcher(self)
 
-    def term_counts(self, counts: CountsBySlot) -> TermCounts:
-        """Fixed term counts (a whole file's) for these rules' term-frequency slots."""
-        out = TermCounts(self.matcher().extractor)
-        for slot in out.slots:
-            out.set_counts(slot, Counter(counts.get(slot, {})))
-        return out
+    def term_slots(self) -> tuple[int, ...]:
+        """The feature slots these rules weigh by term frequency (``TermCounts.slots``)."""
+        return TermCounts(self.matcher().extractor).slots
 
 
 @lru_cache(maxsize=4)
