@@ -29,12 +29,13 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from clientregistry.batch.packed import PackedFeatures
 from clientregistry.batch.readers import CsvMapping, ReadResult, read_patients
 from clientregistry.errors import InvalidRecord
 from clientregistry.matching.blocking import (
     DEFAULT_CANDIDATE_LIMIT,
     CandidateSet,
-    MemoryIndex,
+    PositionIndex,
 )
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher, PreparedRecord
@@ -88,11 +89,11 @@ class Reader:
 
     def __init__(self, matcher: Matcher) -> None:
         self.matcher = matcher
-        self.index = MemoryIndex()
+        self.index = PositionIndex()
         self.term_counts = TermCounts(matcher.extractor)
         self.counted = 0
         """Records in ``term_counts`` (counted when a record is scored here, not before)."""
-        self.features: list[Features] = []
+        self.features = PackedFeatures(matcher.extractor)
         self.seen: set[str] = set()
 
     def prepare(
