@@ -1,6 +1,7 @@
 """Scale to a million (issue #12): ``dedupe`` against Splink at 100,000 and 1,000,000 records.
 
-``python bench/scale.py [--sets healthcare_100k healthcare_1m] [--no-splink] [--label after]``
+``python bench/scale.py [--sets healthcare_100k healthcare_1m] [--steps ours splink blocking]
+[--label after]``
 takes each set from ``/work/bench-data`` (or ``bench/out``; built with ``bench/datasets.py``
 when missing) and, under ``flock /tmp/bench.lock`` when the caller holds it:
 
@@ -141,7 +142,7 @@ def splink(name: str, ndjson: Path, truth: Path) -> dict[str, Any]:
     return {**run, **evaluate_files(clusters, truth).to_json()}
 
 
-def blocking(ndjson: Path, truth: Path) -> dict[str, Any]:
+def blocking(_: str, ndjson: Path, truth: Path) -> dict[str, Any]:
     """Blocking as the reader process does it: recall and candidates per record."""
     entity_of = read_two_columns(truth, "patient_id", "entity_id")
     reader = Reader(Matcher(default_rules()))
@@ -184,8 +185,13 @@ def _load() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["healthcare_100k", "healthcare_1m"])
-    parser.add_argument("--no-splink", action="store_true")
-    parser.add_argument("--no-blocking", action="store_true", help="skip the blocking replay")
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=("ours", "splink", "blocking"),
+        default=["ours", "splink", "blocking"],
+        help="what to run for each set (default: all three)",
+    )
     parser.add_argument("--label", default="run")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -198,17 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sets:
         ndjson, truth = dataset(name)
         row: dict[str, Any] = {"load_before": _load()}
-        row["ours"] = ours(name, ndjson, truth)
-        print(name, "ours", json.dumps(row["ours"]), flush=True)
-        if not args.no_splink:
-            row["splink"] = splink(name, ndjson, truth)
-            print(name, "splink", json.dumps(row["splink"]), flush=True)
-        if not args.no_blocking:
-            row["blocking"] = blocking(ndjson, truth)
-            print(name, "blocking", json.dumps(row["blocking"]), flush=True)
-        row["load_after"] = _load()
         results["sets"][name] = row
-        (OUT / f"scale-{args.label}.json").write_text(json.dumps(results, indent=2))
+        steps = {"ours": ours, "splink": splink, "blocking": blocking}
+        for step in args.steps:
+            row[step] = steps[step](name, ndjson, truth)
+            row["load_after"] = _load()
+            print(name, step, json.dumps(row[step]), flush=True)
+            (OUT / f"scale-{args.label}.json").write_text(json.dumps(results, indent=2))
     print(table(results))
     return 0
 
@@ -224,7 +226,7 @@ def table(results: dict[str, Any]) -> str:
     for name, row in sets.items():
         for engine in ("ours", "splink"):
             r = row.get(engine)
-            if r is None:
+            if r is None or not isinstance(r, dict):
                 continue
             b = row.get("blocking", {}) if engine == "ours" else {}
             lines.append(
