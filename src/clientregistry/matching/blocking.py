@@ -16,9 +16,12 @@ the decision rules; records sharing a key are candidates. For every rule set:
 3. Filters (hard blocks) and ``phonetic`` fields are part of every key of the rule set.
 
 Keys are plain strings. :class:`BlockingIndex` is the storage interface (in memory here; the
-registry keeps the same keys in SQLite or PostgreSQL); :class:`MemoryIndex` serves files.
-A query returns at most ``limit`` candidates, those sharing most keys first; when the cap bites
-the caller is told, so it can log a warning.
+registry keeps the same keys in SQLite or PostgreSQL); :class:`MemoryIndex` ranks as the
+registry does, for tests, training and re-matches. A query returns at most ``limit``
+candidates, those sharing most keys first; when the cap bites the caller is told, so it can
+log a warning. :class:`PositionIndex` serves ``clientregistry dedupe``: the same keys, but of
+the records sharing just one key with the new one it takes only a few, from the rarest keys,
+so that the work per record does not grow with the file (common names pile up in big blocks).
 """
 
 from __future__ import annotations
