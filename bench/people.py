@@ -351,7 +351,10 @@ class _Generator:
             elif roll < c.namesake + c.twin + c.junior:
                 p.given, p.gender = other.given, other.gender
                 p.middle = other.middle if r.random() < 0.5 else p.middle
-                p.birth = other.birth.replace(year=min(other.birth.year + r.randint(18, 40), 2020))
+                year = min(other.birth.year + r.randint(18, 40), 2020)
+                # a father born on 29 February: his junior on the 28th (a 1,000,000 set has one)
+                day = min(other.birth.day, 28) if other.birth.month == 2 else other.birth.day
+                p.birth = other.birth.replace(year=year, day=day)
                 self.stats["juniors"] += 1
         return p
 

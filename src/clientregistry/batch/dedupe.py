@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clientregistry.batch.packed import PackedFeatures
 from clientregistry.errors import InvalidRecord
-from clientregistry.matching.blocking import MemoryIndex
+from clientregistry.matching.blocking import PositionIndex
 from clientregistry.matching.cannot_link import MAX_MEMBERS, CannotLinks, consistent
 from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.features import Features
@@ -110,7 +111,7 @@ class Deduplicator:
         cannot_links: bool | CannotLinks = True,
     ):
         self.matcher = matcher
-        self.index = MemoryIndex()
+        self.index = PositionIndex()
         self._term_counts = TermCounts(matcher.extractor) if term_counts is None else term_counts
         self._fixed_counts = term_counts is not None
         """Counts given by the caller (a whole file's, as the Spark engine computes them) are
@@ -120,7 +121,7 @@ class Deduplicator:
         """Records in ``_term_counts``: they are counted when a record is scored here (records
         scored by the reader of :mod:`clientregistry.batch.pipeline` need no counts)."""
         self.ids: list[str] = []
-        self.features: list[Features] = []
+        self.features = PackedFeatures(matcher.extractor)
         self.cluster: list[int] = []
         self._positions: dict[str, int] = {}
         self.review: list[ReviewItem] = []

@@ -29,12 +29,14 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from clientregistry.batch.packed import PackedFeatures
 from clientregistry.batch.readers import CsvMapping, ReadResult, read_patients
 from clientregistry.errors import InvalidRecord
 from clientregistry.matching.blocking import (
     DEFAULT_CANDIDATE_LIMIT,
     CandidateSet,
     MemoryIndex,
+    PositionIndex,
 )
 from clientregistry.matching.features import Features
 from clientregistry.matching.matcher import Matcher, PreparedRecord
@@ -86,13 +88,16 @@ class Reader:
     before is sent as a duplicate (the main process reports it) and gets no position.
     """
 
-    def __init__(self, matcher: Matcher) -> None:
+    def __init__(self, matcher: Matcher, *, selective: bool = True) -> None:
+        """``selective``: choose candidates as ``dedupe`` does (:class:`PositionIndex`: few
+        records sharing just one key); otherwise as the registry does (:class:`MemoryIndex`:
+        most shared keys first, to the candidate limit), for a re-match of its records."""
         self.matcher = matcher
-        self.index = MemoryIndex()
+        self.index: PositionIndex | MemoryIndex = PositionIndex() if selective else MemoryIndex()
         self.term_counts = TermCounts(matcher.extractor)
         self.counted = 0
         """Records in ``term_counts`` (counted when a record is scored here, not before)."""
-        self.features: list[Features] = []
+        self.features = PackedFeatures(matcher.extractor)
         self.seen: set[str] = set()
 
     def prepare(
@@ -149,7 +154,8 @@ def _worker(
         gc.disable()  # no reference cycles are made here; collections only cost time
         _widen(connection)
         rules = default_rules() if rules_path is None else load_rules(rules_path)
-        reader = Reader(Matcher(rules, record_id_systems=systems, candidate_limit=candidate_limit))
+        matcher = Matcher(rules, record_id_systems=systems, candidate_limit=candidate_limit)
+        reader = Reader(matcher, selective=isinstance(path, str))
         batch: list[tuple[Any, ...]] = []
         sent = 0
         score = False
@@ -221,6 +227,9 @@ def prepare_in_background(
 
     ``backlog`` is :data:`BACKLOG`; tests set it to -1 (the worker scores everything) or to
     a large number (the main process scores everything).
+
+    A file's records get ``dedupe``'s candidates (:class:`Reader` ``selective``); a
+    registry's records (a re-match) the candidates the registry itself would find.
     """
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)

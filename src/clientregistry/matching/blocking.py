@@ -16,9 +16,12 @@ the decision rules; records sharing a key are candidates. For every rule set:
 3. Filters (hard blocks) and ``phonetic`` fields are part of every key of the rule set.
 
 Keys are plain strings. :class:`BlockingIndex` is the storage interface (in memory here; the
-registry keeps the same keys in SQLite or PostgreSQL); :class:`MemoryIndex` serves files.
-A query returns at most ``limit`` candidates, those sharing most keys first; when the cap bites
-the caller is told, so it can log a warning.
+registry keeps the same keys in SQLite or PostgreSQL); :class:`MemoryIndex` ranks as the
+registry does, for tests, training and re-matches. A query returns at most ``limit``
+candidates, those sharing most keys first; when the cap bites the caller is told, so it can
+log a warning. :class:`PositionIndex` serves ``clientregistry dedupe``: the same keys, but of
+the records sharing just one key with the new one it takes only a few, from the rarest keys,
+so that the work per record does not grow with the file (common names pile up in big blocks).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+from array import array
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -138,6 +142,186 @@ def _ranked(lists: list[list[Any]], limit: int) -> CandidateSet:
     # what most_common() gives: by count, ties in first-seen order (sorted is stable)
     ranked = sorted(counts, key=counts.__getitem__, reverse=True)
     return CandidateSet(ranked, False, len(counts))
+
+
+DEFAULT_SINGLE_LIMIT = 8
+"""Most candidates scored for one record that share only one key with it (rarest keys first),
+in :class:`PositionIndex`."""
+
+DEFAULT_BLOCK_LIMIT = 100
+"""Records read from one block, newest first, in :class:`PositionIndex`."""
+
+
+class PositionIndex:
+    """The in-memory index of ``clientregistry dedupe`` (and of its reader process): records
+    are positions (ints, in input order), selection is term-frequency aware, and memory stays
+    small at millions of records.
+
+    **Selection.** Candidates sharing two or more keys with the record are ranked as
+    :class:`MemoryIndex` ranks them (most shared keys first, ties in first-seen order: keys in
+    the record's order, each block oldest first). Candidates sharing just one key are many and
+    rarely the same person when that key is common ("John Smith"): a block grows with the file,
+    so scoring them all makes the cost per record grow with the file too. At most
+    ``single_limit`` of them are taken, from the smallest blocks first (ties in key order),
+    each block newest first. The whole is cut at ``limit`` (then ``capped``). A block is read
+    only as far as its newest ``block_limit`` records: a key shared by more (a common name with
+    a birth month and day) counts only for those, so the work per record stays bounded however
+    large the file.
+
+    **Memory.** A key is kept as its 64-bit hash (two different keys sharing a hash only add a
+    candidate, at odds of about 1e-5 for ten million keys) in an open-addressing table of
+    arrays; each block is a chain of postings (record, previous posting) in two more arrays:
+    about 40 bytes per key instead of about 200 for a dict of key strings to lists.
+    """
+
+    _EMPTY = 0
+
+    def __init__(
+        self,
+        single_limit: int = DEFAULT_SINGLE_LIMIT,
+        block_limit: int = DEFAULT_BLOCK_LIMIT,
+        capacity: int = 1 << 16,
+    ) -> None:
+        self.single_limit = single_limit
+        self.block_limit = block_limit
+        size = 1 << max(4, (capacity - 1).bit_length())
+        self._mask = size - 1
+        self._hashes = array("q", bytes(8 * size))
+        self._heads = array("i", bytes(4 * size))  # posting number + 1 (0: empty)
+        self._sizes = array("i", bytes(4 * size))
+        self._keys = 0
+        self._records = array("i")  # posting -> record position
+        self._next = array("i")  # posting -> previous posting of its block + 1 (0: none)
+
+    def __len__(self) -> int:
+        return self._keys
+
+    def _slot(self, key: str) -> tuple[int, int]:
+        """(slot, hash) of ``key``: its slot, or the empty slot where it would go."""
+        h = hash(key) or 1
+        mask, hashes = self._mask, self._hashes
+        i = h & mask
+        while True:
+            found = hashes[i]
+            if found == h or found == 0:
+                return i, h
+            i = (i + 1) & mask
+
+    def _grow(self) -> None:
+        old = self._hashes, self._heads, self._sizes
+        size = 2 * len(old[0])
+        self._mask = mask = size - 1
+        self._hashes = hashes = array("q", bytes(8 * size))
+        self._heads = heads = array("i", bytes(4 * size))
+        self._sizes = sizes = array("i", bytes(4 * size))
+        for h, head, count in zip(*old, strict=True):
+            if h:
+                i = h & mask
+                while hashes[i]:
+                    i = (i + 1) & mask
+                hashes[i], heads[i], sizes[i] = h, head, count
+
+    def _block(self, head: int) -> list[int]:
+        """A block's newest :attr:`block_limit` records, oldest first, from its newest
+        posting (+1)."""
+        records, chain = self._records, self._next
+        out = []
+        left = self.block_limit
+        while head and left:
+            out.append(records[head - 1])
+            head = chain[head - 1]
+            left -= 1
+        out.reverse()
+        return out
+
+    def add(self, record: int, keys: Sequence[str]) -> None:
+        """Add ``record`` under ``keys`` (distinct, as :meth:`Blocker.keys` gives them)."""
+        self._room(len(keys))
+        for key in keys:
+            self._append(self._slot(key), record)
+
+    def _room(self, keys: int) -> None:
+        """Grow the table (at most two thirds full) before up to ``keys`` keys are added."""
+        while 3 * (self._keys + keys) > 2 * (self._mask + 1):
+            self._grow()
+
+    def _append(self, where: tuple[int, int], record: int) -> None:
+        i, h = where
+        if self._hashes[i] != h:  # a new key; its slot may have been taken since the look-up
+            i = self._slot_of_hash(h)
+            if not self._hashes[i]:
+                self._hashes[i] = h
+                self._keys += 1
+        self._records.append(record)
+        self._next.append(self._heads[i])
+        self._heads[i] = len(self._records)
+        self._sizes[i] += 1
+
+    def _slot_of_hash(self, h: int) -> int:
+        mask, hashes = self._mask, self._hashes
+        i = h & mask
+        while hashes[i] and hashes[i] != h:
+            i = (i + 1) & mask
+        return i
+
+    def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
+        blocks = []
+        sizes = []
+        for key in keys:
+            i, _ = self._slot(key)
+            if self._heads[i]:
+                blocks.append(self._block(self._heads[i]))
+                sizes.append(self._sizes[i])
+        return _selected(blocks, sizes, limit, self.single_limit)
+
+    def find_then_add(self, record: int, keys: Sequence[str], limit: int) -> CandidateSet:
+        """:meth:`candidates` and then :meth:`add`, with one look-up per key."""
+        self._room(len(keys))
+        blocks = []
+        sizes = []
+        slots = []
+        heads = self._heads
+        for key in keys:
+            where = self._slot(key)
+            slots.append(where)
+            if heads[where[0]]:
+                blocks.append(self._block(heads[where[0]]))
+                sizes.append(self._sizes[where[0]])
+        result = _selected(blocks, sizes, limit, self.single_limit)
+        for where in slots:
+            self._append(where, record)
+        return result
+
+
+def _selected(
+    blocks: list[list[int]], sizes: list[int], limit: int, single_limit: int
+) -> CandidateSet:
+    """:class:`PositionIndex`'s choice among the records of these blocks (as read; ``sizes``:
+    how many records each block holds in all), see there."""
+    if not blocks:
+        return CandidateSet([], False, 0)
+    counts: dict[int, int] = {}
+    for block in blocks:
+        _count_elements(counts, block)
+    shared = [record for record, n in counts.items() if n > 1]
+    if len(shared) > 1:
+        shared.sort(key=counts.__getitem__, reverse=True)  # stable: ties stay first-seen
+    singles: list[int] = []
+    if single_limit > 0 and len(shared) < limit:
+        order = sorted(range(len(blocks)), key=sizes.__getitem__)  # ties stay in key order
+        for n in order:
+            for record in reversed(blocks[n]):
+                if counts[record] == 1:
+                    singles.append(record)
+                    if len(singles) == single_limit:
+                        break
+            else:
+                continue
+            break
+    chosen = shared + singles
+    if len(chosen) > limit:
+        return CandidateSet(chosen[:limit], True, len(counts))
+    return CandidateSet(chosen, False, len(counts))
 
 
 # ------------------------------------------------------------------ key derivation
