@@ -33,7 +33,7 @@ from typing import Any
 
 from clientregistry.batch.packed import PackedFeatures
 from clientregistry.errors import InvalidRecord
-from clientregistry.matching.blocking import PositionIndex
+from clientregistry.matching.blocking import MemoryIndex, PositionIndex
 from clientregistry.matching.cannot_link import MAX_MEMBERS, CannotLinks, consistent
 from clientregistry.matching.classify import Candidate, Classification, classify
 from clientregistry.matching.features import Features
@@ -109,9 +109,13 @@ class Deduplicator:
         merge_conflicts: bool = True,
         term_counts: TermCounts | None = None,
         cannot_links: bool | CannotLinks = True,
+        selective: bool = True,
     ):
+        """``selective``: choose candidates as ``dedupe`` does (:class:`PositionIndex`: few
+        records sharing just one key); otherwise as the registry does (:class:`MemoryIndex`),
+        which is also what the Spark engine reproduces."""
         self.matcher = matcher
-        self.index = PositionIndex()
+        self.index: PositionIndex | MemoryIndex = PositionIndex() if selective else MemoryIndex()
         self._term_counts = TermCounts(matcher.extractor) if term_counts is None else term_counts
         self._fixed_counts = term_counts is not None
         """Counts given by the caller (a whole file's, as the Spark engine computes them) are
