@@ -7,6 +7,7 @@ for ``termFrequency`` replace the level's u with the value's relative frequency,
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 
 from clientregistry.matching.features import FeatureExtractor, Features
 
@@ -38,6 +39,13 @@ class TermCounts:
         """Replace one slot's counts (the registry loads them from its database)."""
         self._counts[slot] = counts
         self._totals[slot] = sum(counts.values())
+
+    def items(self) -> Iterator[tuple[int, str, int]]:
+        """Every ``(slot, value, count)`` counted (text values only, as the table holds)."""
+        for slot in self.slots:
+            for value, count in self._counts[slot].items():
+                if isinstance(value, str):
+                    yield slot, value, count
 
     def tf(self, slot: int, value: str) -> float | None:
         """Relative frequency of ``value`` in ``slot``; ``None`` when too little is known."""

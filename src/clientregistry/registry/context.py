@@ -28,6 +28,7 @@ from clientregistry.registry.rules_in_force import (
     configuration_spec,
     read_in_force,
 )
+from clientregistry.registry.stored_features import bring_up_to_date
 from clientregistry.registry.systems import SystemDirectory, SystemsWatcher, open_directory
 from clientregistry.settings import Settings
 from clientregistry.store.checkpoint import SAFETY_PAGES, WalCheckpointer
@@ -114,6 +115,8 @@ class RegistryContext:
             log.warning("%s", warning)
         settings = dataclasses.replace(settings, systems=directory)
         in_force = _read_in_force(sessions, settings)
+        if run_migrations and bring_up_to_date(sessions, in_force.build()) is not None:
+            in_force = _read_in_force(sessions, settings)  # (the layout it recorded)
         matcher, counts = _build(sessions, in_force)
         checkpointer = WalCheckpointer(engine) if background and checkpoint_thread else None
         context = cls(

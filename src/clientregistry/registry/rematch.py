@@ -627,12 +627,7 @@ class RematchRunner:
             _retire_emptied(session, self.job_id)
             if counts.slots:
                 session.execute(delete(TermCount).where(TermCount.slot.in_(list(counts.slots))))
-                deltas = [
-                    (slot, value, n)
-                    for slot in counts.slots
-                    for value, n in counts._counts[slot].items()
-                    if n > 0
-                ]
+                deltas = [(slot, value, n) for slot, value, n in counts.items() if n > 0]
                 for start in range(0, len(deltas), 5000):
                     bump_many(session, deltas[start : start + 5000])
             # Every process loads the term counts again (a new generation of the same rules).

@@ -101,3 +101,9 @@ def rebuild(session: Session, counts: TermCounts, features: Iterable[Features]) 
         for slot, value, delta in feature_deltas(counts, record, 1):
             summed[(slot, value)] += delta
     bump_many(session, ((slot, value, n) for (slot, value), n in summed.items()))
+
+
+def rebuild_from_counts(session: Session, counts: TermCounts) -> None:
+    """Replace the table's contents with ``counts`` (every record held, counted already)."""
+    session.execute(delete(TermCount))
+    bump_many(session, ((slot, value, n) for slot, value, n in counts.items() if n > 0))
