@@ -20,9 +20,13 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
+import signal
 import sys
+import threading
+import weakref
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
+from types import FrameType
 from typing import Any, TextIO
 
 import orjson
@@ -63,13 +67,63 @@ class RequestIdText(logging.Formatter):
 
 class BackgroundStreamHandler(QueueHandler):
     """Formats a record in the logging thread, writes it to ``stream`` (standard error) from a
-    thread of its own; what is queued is written when the process exits."""
+    thread of its own; what is queued is written when the process exits, or when a signal
+    ends it (:func:`drain_logs_on_signals`)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(queue.SimpleQueue())
         self.listener = QueueListener(self.queue, logging.StreamHandler(stream or sys.stderr))
         self.listener.start()
-        atexit.register(self.listener.stop)
+        self._running = True
+        _HANDLERS.add(self)
+        atexit.register(self.stop_writing)
+
+    def drain(self) -> None:
+        """Write everything queued so far (the writing thread ends once the queue is empty,
+        and a new one takes over)."""
+        if self._running:
+            self.listener.stop()
+            self.listener.start()
+
+    def stop_writing(self) -> None:
+        """Write everything queued and end the writing thread."""
+        if self._running:
+            self._running = False
+            self.listener.stop()
+
+
+_HANDLERS: weakref.WeakSet[BackgroundStreamHandler] = weakref.WeakSet()
+
+
+def drain_logs() -> None:
+    """Write every line the process's :class:`BackgroundStreamHandler` hold queued."""
+    for handler in list(_HANDLERS):
+        handler.drain()
+
+
+def drain_logs_on_signals(signals: tuple[signal.Signals, ...]) -> None:
+    """Write the queued lines before ``signals`` end the process.
+
+    uvicorn ends a server process by raising the signal that stopped it again, with the
+    handler there was before it served: for SIGTERM the default one, which ends the process at
+    once, without ``atexit`` — the server's last lines ("Application shutdown complete")
+    were lost with the queue. The handler installed here writes them, then puts the previous
+    handler back and raises the signal again. Only from the main thread (elsewhere it does
+    nothing: Python sets signal handlers there alone).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in signals:
+        previous = signal.getsignal(signum)
+
+        def drain_then_raise(
+            number: int, _frame: FrameType | None, previous: Any = previous
+        ) -> None:
+            drain_logs()
+            signal.signal(number, previous)
+            signal.raise_signal(number)
+
+        signal.signal(signum, drain_then_raise)
 
 
 def log_config(log_format: str) -> dict[str, Any]:

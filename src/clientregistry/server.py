@@ -35,7 +35,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from clientregistry.api.tls import HttpToolsTLSProtocol
-from clientregistry.log_format import log_config
+from clientregistry.log_format import drain_logs_on_signals, log_config
 from clientregistry.registry.atna_sender import AtnaSenderProcess
 from clientregistry.registry.job_runner import JobRunnerProcess
 from clientregistry.security.tls import request_reload, ssl_server_context
@@ -54,6 +54,11 @@ class RegistryConfig(uvicorn.Config):
 
     certs_dir: Path
     tls_context: ssl.SSLContext | None = None
+
+    def configure_logging(self) -> None:
+        # (in each serving process's main thread, before uvicorn takes over its signals)
+        super().configure_logging()
+        drain_logs_on_signals((signal.SIGINT, signal.SIGTERM))
 
     def load(self) -> None:
         super().load()

@@ -36,7 +36,7 @@ def test_a_signal_stops_the_server_quietly(
         log = server.log()
     assert "leaked semaphore" not in log, log
     assert "Traceback" not in log, log
-    assert "Application shutdown complete" in log
+    assert "Application shutdown complete" in log, log
 
 
 def _served_serial(server) -> int:
