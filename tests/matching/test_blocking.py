@@ -657,3 +657,26 @@ def test_find_then_add_is_candidates_then_add(records: list[list[str]], limit: i
         one.add(position, keys)
         assert two.find_then_add(position, keys, limit) == expected
     assert one._postings == two._postings
+
+
+def test_keys_do_not_depend_on_the_order_of_the_fields_in_the_rules() -> None:
+    """The built-in rules' given name may be swapped with the family name (a two-way swap:
+    one tag for both) and crossed one way with the middle names (no shared tag): a rules file
+    listing its fields in another order (the Spark engine sends them sorted) gives the same
+    keys, so both engines block alike."""
+    document = default_rules().to_json()
+    shuffled = copy.deepcopy(document)
+    for rule_set in shuffled["rules"]:
+        rule_set["fields"] = dict(sorted(rule_set["fields"].items()))
+    patient = {
+        "name": [{"family": "Okello", "given": ["Grace", "Akinyi"]}],
+        "birthDate": "1980-03-04",
+        "gender": "female",
+        "address": [{"line": ["4 Kira Road"], "city": "Kampala", "postalCode": "256"}],
+    }
+    keys = []
+    for rules in (parse_rules(document, source="a"), parse_rules(shuffled, source="b")):
+        matcher = Matcher(rules)
+        keys.append(sorted(matcher.blocker.keys(matcher.extractor.extract(patient))))
+    assert keys[0] == keys[1]
+    assert any("|family+birthDate|" in key for key in keys[0])

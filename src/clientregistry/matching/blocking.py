@@ -445,11 +445,15 @@ def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
 
 
 def _swap_aliases(rs: RuleSet) -> dict[str, str]:
-    """field name -> the name it shares with the field it may be swapped with."""
+    """field name -> the name it shares with the field it may be swapped with.
+
+    Only two-way swaps (``swappedWith``: given and family names) share a name; a one-way
+    ``crossWith`` (a first name among the other record's middle names) does not, or the
+    name given would depend on the order of the fields in the rules file."""
     out: dict[str, str] = {}
     for f in rs.fields:
         for level in f.levels:
-            if level.swapped_with is not None:
+            if level.swapped_with is not None and not level.one_way:
                 shared = min(f.name, level.swapped_with)
                 out[f.name] = out[level.swapped_with] = shared
     return out
