@@ -111,6 +111,7 @@ def serve(
 def migrate(data_dir: DataDirOption = None) -> None:
     """Bring the database's schema up to this release (Alembic); a no-op when it is."""
     from clientregistry.errors import ClientRegistryError
+    from clientregistry.registry.context import RegistryContext
     from clientregistry.registry.setup import shown
     from clientregistry.store.db import create_engine_for, current_revision, head_revision
     from clientregistry.store.db import migrate as upgrade
@@ -137,3 +138,14 @@ def migrate(data_dir: DataDirOption = None) -> None:
         out.print(f"upgraded the schema from revision {before} to {after}", highlight=False)
     if after != head_revision():
         raise fail(f"the schema is at {after}, not this release's {head_revision()}")
+    try:  # the stored features and blocking keys, for the rules in force (as `serve` would)
+        context = RegistryContext.open(settings)
+    except ClientRegistryError as error:
+        raise fail(f"migrate failed: {error}") from None
+    context.close()
+    if context.rederived is not None:
+        out.print(
+            f"derived the features and blocking keys of {context.rederived} records again "
+            "(they followed the rules of an earlier release or configuration)",
+            highlight=False,
+        )

@@ -111,8 +111,11 @@ def test_migrate_upgrades_the_previous_release_with_its_data(previous) -> None:
     result = _migrate(data_dir)
     assert result.returncode == 0, result.stderr
     assert f"from revision {document['schema_revision']} to {head_revision()}" in result.stdout
+    records = len(document["tables"]["source_record"]["rows"])
+    assert f"blocking keys of {records} records again" in result.stdout  # an earlier layout
     again = _migrate(data_dir)
     assert again.returncode == 0 and "up to date" in again.stdout
+    assert "derived" not in again.stdout
 
     context = RegistryContext.open(load_settings(data_dir, environ={}))
     try:

@@ -75,6 +75,9 @@ class RegistryContext:
     """The rules :attr:`matcher` was built from."""
     watch_rules: bool = False
     """Whether :meth:`start` starts a thread that follows the rules in force."""
+    rederived: int | None = None
+    """Records whose features and blocking keys opening derived again
+    (:mod:`~clientregistry.registry.stored_features`); ``None``: none had to be."""
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop_watching: threading.Event = field(default_factory=threading.Event, repr=False)
     _watcher: threading.Thread | None = field(default=None, repr=False)
@@ -115,8 +118,11 @@ class RegistryContext:
             log.warning("%s", warning)
         settings = dataclasses.replace(settings, systems=directory)
         in_force = _read_in_force(sessions, settings)
-        if run_migrations and bring_up_to_date(sessions, in_force.build()) is not None:
-            in_force = _read_in_force(sessions, settings)  # (the layout it recorded)
+        rederived = None
+        if run_migrations:
+            rederived = bring_up_to_date(sessions, in_force.build())
+            if rederived is not None:
+                in_force = _read_in_force(sessions, settings)  # (the layout it recorded)
         matcher, counts = _build(sessions, in_force)
         checkpointer = WalCheckpointer(engine) if background and checkpoint_thread else None
         context = cls(
@@ -128,6 +134,7 @@ class RegistryContext:
             checkpointer,
             in_force=in_force,
             watch_rules=serving,
+            rederived=rederived,
         )
         if serving:
             context.systems_watcher = SystemsWatcher(sessions, directory, context._systems_changed)
