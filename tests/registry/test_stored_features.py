@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.rules_in_force import STATE_ID, layout_to_json
-from clientregistry.registry.setup import init_data_dir
+from clientregistry.registry.setup import init_data_dir, prepare_to_serve
 from clientregistry.registry.stored_features import bring_up_to_date
 from clientregistry.registry.submit import Submitter
 from clientregistry.settings import CONFIG_FILE, load_settings
@@ -166,3 +166,16 @@ def test_an_empty_registry_only_records_its_layout(
             assert bring_up_to_date(context.sessions, context.matcher) is None
         finally:
             context.close()
+
+
+def test_serve_derives_them_before_its_workers_start(data_dir: Path) -> None:
+    """``serve``'s workers open the registry without migrating: the serving command's own
+    preparation derives the features, and says so."""
+    _spoil_as_an_earlier_release(data_dir)
+    warnings = prepare_to_serve(load_settings(data_dir, environ={}))
+    assert any("blocking keys of 3 records again" in warning for warning in warnings)
+    context = RegistryContext.open(load_settings(data_dir, environ={}), run_migrations=False)
+    try:
+        _assert_derived_for(context)
+    finally:
+        context.close()

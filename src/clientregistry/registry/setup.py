@@ -13,6 +13,7 @@ something fails halfway it removes what it made.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from sqlalchemy.engine import make_url
 
 from clientregistry.errors import ClientRegistryError
 from clientregistry.registry import systems
+from clientregistry.registry.rules_in_force import read_in_force
+from clientregistry.registry.stored_features import bring_up_to_date
 from clientregistry.security.authority import CertificateAuthority, ClientCertificate
 from clientregistry.security.passwords import generate_password, hash_password
 from clientregistry.settings import (
@@ -191,8 +194,9 @@ def _create(
 
 
 def prepare_to_serve(settings: Settings) -> list[str]:
-    """Check that the database holds a registry, bring its schema up to date and import the
-    configured systems it lacks; returns warnings to show (systems that differ from
+    """Check that the database holds a registry, bring its schema (and stored features:
+    :mod:`~clientregistry.registry.stored_features`) up to date and import the configured
+    systems it lacks; returns warnings to show (systems that differ from
     ``config.toml``, no accounts). :class:`DatabaseNotReady` for a database without a
     registry (``init`` was never run on it, or with another ``CR_DATABASE_URL``)."""
     url = settings.database
@@ -207,9 +211,18 @@ def prepare_to_serve(settings: Settings) -> list[str]:
     try:
         migrate(engine)
         sessions = session_factory(engine)
-        _, warnings = systems.open_directory(sessions, settings.systems.values(), seed=True)
+        directory, warnings = systems.open_directory(sessions, settings.systems.values(), seed=True)
         with transaction(sessions, write=False) as session:
             users = session.scalar(select(func.count()).select_from(User)) or 0
+            # (the systems of the database, whose own record ids are never compared)
+            in_force = read_in_force(session, dataclasses.replace(settings, systems=directory))
+        # (before the workers start: they open the registry without migrating)
+        derived = bring_up_to_date(sessions, in_force.build())
+        if derived is not None:
+            warnings.append(
+                f"derived the features and blocking keys of {derived} records again (they "
+                "followed the rules of an earlier release or configuration)"
+            )
     finally:
         engine.dispose()
     if not users:
