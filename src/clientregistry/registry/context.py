@@ -118,12 +118,14 @@ class RegistryContext:
             log.warning("%s", warning)
         settings = dataclasses.replace(settings, systems=directory)
         in_force = _read_in_force(sessions, settings)
+        matcher = in_force.build()
         rederived = None
         if run_migrations:
-            rederived = bring_up_to_date(sessions, in_force.build())
+            rederived = bring_up_to_date(sessions, matcher)
             if rederived is not None:
                 in_force = _read_in_force(sessions, settings)  # (the layout it recorded)
-        matcher, counts = _build(sessions, in_force)
+                matcher = in_force.build()
+        counts = _load_counts(sessions, matcher)
         checkpointer = WalCheckpointer(engine) if background and checkpoint_thread else None
         context = cls(
             settings,
@@ -221,7 +223,11 @@ def _read_in_force(sessions: sessionmaker[Session], settings: Settings) -> InFor
 
 def _build(sessions: sessionmaker[Session], in_force: InForce) -> tuple[Matcher, TermCounts]:
     matcher = in_force.build()
+    return matcher, _load_counts(sessions, matcher)
+
+
+def _load_counts(sessions: sessionmaker[Session], matcher: Matcher) -> TermCounts:
     counts = TermCounts(matcher.extractor)
     with sessions() as session:
         load_term_counts(session, counts)
-    return matcher, counts
+    return counts

@@ -77,6 +77,7 @@ from clientregistry.registry.rules_in_force import (
     layout_to_json,
     version_spec,
 )
+from clientregistry.registry.stored_features import UPDATE_FEATURES
 from clientregistry.store.blocking_index import DatabaseBlockingIndex, key_hashes
 from clientregistry.store.db import transaction
 from clientregistry.store.driver import DriverInsert
@@ -473,12 +474,7 @@ class RematchRunner:
                 features_rows.append({"record": record_id, "new_features": features})
             keys.append((record_id, key_hashes(matcher.blocker.keys(features))))
         if features_rows:
-            session.connection().execute(
-                update(SourceRecord)
-                .where(SourceRecord.id == _bind("record"))
-                .values(features=_bind("new_features", SourceRecord.features.type)),
-                features_rows,
-            )
+            session.connection().execute(UPDATE_FEATURES, features_rows)
         DatabaseBlockingIndex(session).add_many(keys)
 
     def _convert(self) -> None:
@@ -718,12 +714,6 @@ class _HeldRegistry:
 
     def __exit__(self, *exc: Any) -> None:
         self._transaction.__exit__(*exc)
-
-
-def _bind(name: str, type_: Any = None) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name, type_=type_)
 
 
 def _parse_time(value: Any) -> Any:

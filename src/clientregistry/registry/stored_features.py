@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 """Records derived again per transaction."""
 
+UPDATE_FEATURES = (
+    update(SourceRecord)
+    .where(SourceRecord.id == bindparam("record"))
+    .values(features=bindparam("new_features", type_=SourceRecord.features.type))
+)
+"""A record's features replaced: parameters ``record`` and ``new_features`` (executemany)."""
+
 
 def _recorded(session: Session) -> tuple[RulesState | None, list[Any] | None]:
     state = session.get(RulesState, STATE_ID)
@@ -110,12 +117,7 @@ def _derive(session: Session, matcher: Matcher, counts: TermCounts, rows: list[A
         features_rows.append({"record": record_id, "new_features": features})
         keys.append((record_id, key_hashes(matcher.blocker.keys(features))))
     connection = session.connection()
-    connection.execute(
-        update(SourceRecord)
-        .where(SourceRecord.id == bindparam("record"))
-        .values(features=bindparam("new_features", type_=SourceRecord.features.type)),
-        features_rows,
-    )
+    connection.execute(UPDATE_FEATURES, features_rows)
     ids = [record_id for record_id, _ in keys]
     connection.execute(delete(BlockingKey).where(BlockingKey.record_id.in_(ids)))
     DatabaseBlockingIndex(session).add_new(keys)
