@@ -215,6 +215,30 @@ def test_a_nul_in_a_patient_is_400_naming_the_element(
     assert _count(registry_server, value) == 0
 
 
+@pytest.mark.parametrize(
+    ("literal", "said"),
+    [("-2585201609293027606528", "64 bits"), ("9223372036854775808", "64 bits"), ("1e400", "")],
+)
+@pytest.mark.parametrize("path", ["/fhir/Patient", "/fhir/Patient/$match"])
+def test_a_number_the_registry_cannot_hold_is_400_not_500(
+    registry_server: RegistryServer, fhir: Any, path: str, literal: str, said: str
+) -> None:
+    """Found by the fuzzer: an extension holding an integer beyond 64 bits was a 500 (the
+    NUL check re-serialised it); ``1e400`` became infinity and would be stored as null."""
+    value = fhir.token("num-")
+    patient = fhir.patient("openmrs", value)
+    patient["extension"] = [{"url": "http://example.org/n", "valueDecimal": 0}]
+    body = json.dumps(patient).replace('"valueDecimal": 0', f'"valueDecimal": {literal}')
+    if path.endswith("$match"):
+        body = json.dumps(
+            {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": 0}]}
+        ).replace('"resource": 0', f'"resource": {body}')
+    response = registry_server.client("openmrs").post(path, content=body, headers=JSON_HEADERS)
+    outcome = fhir.outcome(response, 400, "structure")
+    assert literal in outcome["issue"][0]["diagnostics"] and said in str(outcome), outcome
+    assert _count(registry_server, value) == 0
+
+
 def test_an_identifier_over_255_characters_is_400(
     registry_server: RegistryServer, fhir: Any
 ) -> None:

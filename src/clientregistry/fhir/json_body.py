@@ -1,8 +1,11 @@
 """Reading a request body as FHIR JSON: size limit, UTF-8, strict JSON, line and column.
 
 FHIR JSON is stricter than what :func:`json.loads` accepts: properties may not repeat and
-``NaN``/``Infinity`` are not JSON at all. Every failure is a :class:`FhirError` (413 for a body
-over the limit, 400 ``structure`` otherwise) whose diagnostics give the line and column.
+``NaN``/``Infinity`` are not JSON at all. Numbers must also fit what the registry can store
+and serialise again: integers within 64 bits (FHIR's ``integer`` is 32-bit, ``integer64``
+64-bit) and decimals that are finite as a double (``1e400`` is not). Every failure is a
+:class:`FhirError` (413 for a body over the limit, 400 ``structure`` otherwise) whose
+diagnostics give the line and column where it can.
 Numbers are read as Python ``int``/``float`` (Patient resources have no decimal elements
 outside extensions).
 """
@@ -10,6 +13,7 @@ outside extensions).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from clientregistry.fhir.errors import FhirError, malformed_json, payload_too_large
@@ -32,6 +36,25 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text) if len(text) <= 20 else None  # no int() of thousands of digits
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
+        raise ValueError(f"the integer {shown} does not fit in 64 bits")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 24 else f"{text[:20]}..."
+        raise ValueError(f"the number {shown} is too large for a decimal")
+    return value
 
 
 def _line_col(data: bytes, offset: int) -> tuple[int, int]:
@@ -73,12 +96,18 @@ def load_json(body: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any
     if not text.strip():
         raise malformed_json("the body is empty")
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as exc:
         raise malformed_json(exc.msg, exc.lineno, exc.colno) from None
     except _DuplicateKeyError as exc:
         raise malformed_json(str(exc)) from None
-    except ValueError as exc:  # NaN / Infinity
+    except ValueError as exc:  # NaN / Infinity, numbers out of range, over-long digits
         raise malformed_json(str(exc)) from None
     except RecursionError:
         raise malformed_json(f"the JSON nests more than {max_depth} levels deep") from None
