@@ -21,10 +21,18 @@ if TYPE_CHECKING:
 DEFAULT_MASTER = "local[*]"
 
 
-def local_driver_memory() -> str:
+def local_driver_memory(environ: Mapping[str, str] = os.environ) -> str | None:
     """The heap of a local-mode driver (which is the executor too): a quarter of the
     machine's memory, between 1 GB (Spark's default, too little once a million records'
-    pairs are held) and 16 GB. ``config`` of :func:`start_session` overrides it."""
+    pairs are held) and 16 GB.
+
+    None when the operator has chosen it Spark's own ways, ``SPARK_DRIVER_MEMORY`` or
+    ``--driver-memory`` in ``PYSPARK_SUBMIT_ARGS``: a setting made here would override theirs.
+    ``config`` of :func:`start_session` overrides it too."""
+    if environ.get("SPARK_DRIVER_MEMORY", "").strip():
+        return None
+    if "--driver-memory" in environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        return None
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (OSError, ValueError, AttributeError):  # (not on every platform)
@@ -91,7 +99,9 @@ def start_session(
     if local:
         # The driver is the executor too: 1 GB (Spark's default) is too little once the pairs
         # and the state of earlier jobs are held.
-        settings["spark.driver.memory"] = local_driver_memory()
+        memory = local_driver_memory()
+        if memory is not None:
+            settings["spark.driver.memory"] = memory
         # Every broadcast join's hash table takes at least one memory page, and the driver
         # keeps it as long as the broadcast lives: at the default page size (up to 64 MB) a
         # FEBRL1 run left 1.2 GB of heap held; at 2 MB, 0.2 GB (a page holds any larger row).
