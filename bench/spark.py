@@ -185,15 +185,20 @@ def agreement(a: Path, b: Path) -> dict[str, Any]:
     }
 
 
-def run_engine(engine: str, ndjson: Path, truth: Path, memory: str) -> dict[str, Any]:
-    clusters = OUT / f"{ndjson.stem}.{engine}.csv"
+def run_engine(
+    engine: str, ndjson: Path, truth: Path, memory: str, block_limit: int | None = None
+) -> dict[str, Any]:
+    bounded = f"-b{block_limit}" if engine == "spark" and block_limit else ""
+    clusters = OUT / f"{ndjson.stem}.{engine}{bounded}.csv"
     command = [str(BIN / "clientregistry"), "dedupe", str(ndjson), "-o", str(clusters)]
     env = {}
     if engine == "spark":
         command += ["--engine", "spark", "--verbose"]  # the log has the stages' seconds
+        if block_limit:
+            command += ["--block-limit", str(block_limit)]
         env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {memory} pyspark-shell"
     result = measured(command, env)
-    result["tool"] = engine
+    result["tool"] = engine + (f" --block-limit {block_limit}" if bounded else "")
     log = result.pop("stderr")
     stages = re.search(r"spark engine stages \(s\): (\{.*?\})", " ".join(log.split()))
     if stages is not None:
@@ -304,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--memory", default="8g", help="Spark driver memory (local mode)")
     parser.add_argument("--blocks", action="store_true", help="also measure blocking keys")
+    parser.add_argument(
+        "--block-limit", type=int, help="the Spark engine's --block-limit (default: none)"
+    )
     parser.add_argument("--splink-one", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.splink_one:
@@ -318,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             if engine == "splink-spark":
                 result = run_splink_spark_subprocess(ndjson, truth, args.memory)
             else:
-                result = run_engine(engine, ndjson, truth, args.memory)
+                result = run_engine(engine, ndjson, truth, args.memory, args.block_limit)
             result["records"] = n
             by_engine[engine] = result
             print(json.dumps(result), flush=True)

@@ -124,6 +124,7 @@ def test_dedupe_help_documents_the_options() -> None:
         "--record-id-system",
         "--on-error",
         "--column",
+        "--block-limit",
     ):
         assert option in text
 
@@ -298,6 +299,16 @@ def test_compare_bad_patient_file(tmp_path: Path, content: str | None, fragment:
 
 
 # --------------------------------------------------------------------------- dedupe
+
+
+def test_dedupe_block_limit_is_for_the_spark_engine(two_bad_lines: Path, tmp_path: Path) -> None:
+    output = tmp_path / "clusters.csv"
+    result = run("dedupe", two_bad_lines, "--output", output, "--block-limit", "50")
+    assert_clean_failure(result, 2)
+    assert flat("--block-limit is for --engine spark") in flat(result.stderr)
+    assert not output.exists()
+    refused = run("dedupe", two_bad_lines, "-o", output, "--block-limit", "0")
+    assert refused.exit_code == 2 and "--block-limit" in refused.stderr, refused.output
 
 
 def test_dedupe_skips_bad_lines_and_lists_them(two_bad_lines: Path, tmp_path: Path) -> None:

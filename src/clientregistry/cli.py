@@ -37,6 +37,7 @@ from clientregistry.cli_systems import systems_app
 from clientregistry.cli_users import users_app
 from clientregistry.config import DEFAULT_RECORD_ID_SYSTEMS
 from clientregistry.errors import ClientRegistryError, ConfigError, InvalidRecord
+from clientregistry.matching.blocking import DEFAULT_BLOCK_LIMIT
 from clientregistry.matching.matcher import Matcher, PreparedRecord
 from clientregistry.matching.rules import DecisionRules, default_rules, load_rules
 
@@ -261,6 +262,16 @@ def dedupe(
             help="With --engine spark: the master URL, e.g. spark://HOST:7077 (default local[*]).",
         ),
     ] = None,
+    block_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--block-limit",
+            min=1,
+            help="With --engine spark: pair a record, in each block, only with the N records "
+            "just before it (bounds the blocking join for tens of millions of records; "
+            "default: every record of the block, as the registry chooses).",
+        ),
+    ] = None,
 ) -> None:
     """Find the records of one person in a file of Patients; write clusters and potential matches.
 
@@ -289,11 +300,17 @@ def dedupe(
             spark_master,
             train,
             stop=on_error is OnError.stop,
+            block_limit=block_limit,
         )
         if run.skipped:
             _write_skipped(output, run.skipped)
         _summary(run, output, run.potential_path, run.skipped)
         return
+    if block_limit is not None:
+        raise fail(
+            "--block-limit is for --engine spark; this machine's engine already reads at "
+            f"most the newest {DEFAULT_BLOCK_LIMIT} records of a block"
+        )
     matcher = Matcher(rules, record_id_systems=systems, candidate_limit=candidate_limit)
     skipped: list[InvalidRecord] = []
     total = _count_lines(input_path)

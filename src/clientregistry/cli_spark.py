@@ -50,6 +50,7 @@ def dedupe_with_spark(
     train: bool,
     *,
     stop: bool,
+    block_limit: int | None = None,
 ) -> SparkRun:
     """Run ``dedupe`` on Spark; exit with a message on any problem."""
     if train:
@@ -77,6 +78,7 @@ def dedupe_with_spark(
             mapping=mapping,
             master=master,
             stop_on_error=stop,
+            block_limit=block_limit,
         )
     except InvalidRecord as error:
         line = f":{error.line}" if error.line is not None else ""

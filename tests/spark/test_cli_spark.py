@@ -58,6 +58,20 @@ def test_febrl1_same_files_and_summary(spark: SparkSession, febrl1: Path, tmp_pa
     assert {tuple(row[:2]) for row in potential} == local_pairs
 
 
+def test_a_block_limit_past_the_largest_block_changes_nothing(
+    spark: SparkSession, febrl1: Path, tmp_path: Path
+) -> None:
+    """FEBRL1's blocks hold a few records: bounding the join at 50 a block keeps every pair,
+    so the clusters are still the single machine's."""
+    local = run("dedupe", febrl1, "-o", tmp_path / "local.csv")
+    bounded = run(
+        "dedupe", febrl1, "-o", tmp_path / "bounded.csv", "--engine", "spark", "--block-limit", 50
+    )
+    assert bounded.exit_code == 0, bounded.output
+    assert summary(bounded) == summary(local)
+    assert read_rows(tmp_path / "bounded.csv") == read_rows(tmp_path / "local.csv")
+
+
 BAD_NDJSON = [
     {
         "resourceType": "Patient",

@@ -9,6 +9,16 @@ the order the single-machine index meets them (by the record's first shared key,
 order); a record whose candidates all come from one key keeps the latest ones, as the index
 keeps the tail of one posting list. So the pairs, and the order that breaks ties between
 equal scores, are the single-machine engine's.
+
+That join makes every pair of a block: n²/2 rows for a block of n records. Blocks of keys
+with a coarse part (a postal code, a birth month) grow with the file (the largest was 58
+records at 100,000 records and 596 at 1,000,000; docs/scale.md), so past some millions the
+join outgrows any cluster. ``block_limit`` bounds it: each record is then paired, in each
+block, only with the ``block_limit`` records just before it in input order (the newest, as
+``dedupe``'s :class:`~clientregistry.matching.blocking.PositionIndex` reads a block), at most
+``2 × block_limit`` join rows a record and key. Candidates shared through a larger block are
+then found only among those newest records, so the choice differs from the registry's where
+blocks are larger than the limit, and only there.
 """
 
 from __future__ import annotations
@@ -19,18 +29,15 @@ from pyspark.sql import functions as F
 PAIR_COLUMNS = ("i", "j", "rank", "capped")
 
 
-def candidate_pairs(records: DataFrame, limit: int) -> DataFrame:
+def candidate_pairs(records: DataFrame, limit: int, block_limit: int | None = None) -> DataFrame:
     """(i, j, rank, capped) from ``records`` (``pos``, ``keys``): ``rank`` orders ``i``'s
     candidates as the single-machine index returns them; ``capped`` says the limit cut
-    ``i``'s candidates short."""
+    ``i``'s candidates short. With ``block_limit``, ``j`` is one of the ``block_limit``
+    records before ``i`` in a block they share (see the module's docstring)."""
     keys = records.select("pos", F.posexplode("keys").alias("k", "key"))
-    left = keys.select(F.col("pos").alias("i"), "k", "key")
-    right = keys.select(F.col("pos").alias("j"), "key")
-    shared = (
-        left.join(right, "key")
-        .where(F.col("j") < F.col("i"))
-        .groupBy("i", "j")
-        .agg(F.count(F.lit(1)).alias("shared"), F.min("k").alias("first_key"))
+    joined = _whole_blocks(keys) if block_limit is None else _newest_of_blocks(keys, block_limit)
+    shared = joined.groupBy("i", "j").agg(
+        F.count(F.lit(1)).alias("shared"), F.min("k").alias("first_key")
     )
     order = Window.partitionBy("i").orderBy(F.desc("shared"), "first_key", "j")
     whole = order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
@@ -50,3 +57,34 @@ def candidate_pairs(records: DataFrame, limit: int) -> DataFrame:
     return ranked.where(kept).select(
         "i", "j", "rank", (F.col("considered") > limit).alias("capped")
     )
+
+
+def _whole_blocks(keys: DataFrame) -> DataFrame:
+    """(i, k, j): every earlier record ``j`` sharing ``i``'s ``k``-th key."""
+    left = keys.select(F.col("pos").alias("i"), "k", "key")
+    right = keys.select(F.col("pos").alias("j"), "key")
+    return left.join(right, "key").where(F.col("j") < F.col("i")).select("i", "k", "j")
+
+
+def _newest_of_blocks(keys: DataFrame, block_limit: int) -> DataFrame:
+    """(i, k, j): the at most ``block_limit`` records just before ``i`` in the block of its
+    ``k``-th key. Each record's place in its block (``r``, in input order) puts it in a
+    bucket of ``block_limit`` places; the records wanted lie in ``i``'s bucket or the one
+    before, so the join is on (key, bucket) and each right-hand record is offered to its own
+    bucket and the next: at most ``2 × block_limit`` rows a record and key, whatever the
+    block's size."""
+    if block_limit < 1:
+        raise ValueError(f"block_limit must be at least 1, not {block_limit}")
+    place = F.row_number().over(Window.partitionBy("key").orderBy("pos"))
+    placed = keys.select("pos", "k", "key", place.alias("r")).withColumn(
+        "bucket", F.floor((F.col("r") - 1) / block_limit)
+    )
+    left = placed.select(F.col("pos").alias("i"), "k", "key", F.col("r").alias("ri"), "bucket")
+    right = placed.select(
+        F.col("pos").alias("j"),
+        "key",
+        F.col("r").alias("rj"),
+        F.explode(F.array(F.col("bucket"), F.col("bucket") + 1)).alias("bucket"),
+    )
+    near = (F.col("rj") < F.col("ri")) & (F.col("rj") >= F.col("ri") - block_limit)
+    return left.join(right, ["key", "bucket"]).where(near).select("i", "k", "j")

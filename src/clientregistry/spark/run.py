@@ -50,13 +50,14 @@ def dedupe_on_spark(
     mapping: CsvMapping,
     master: str | None,
     stop_on_error: bool,
+    block_limit: int | None = None,
 ) -> SparkRun:
     """Deduplicate ``input_path`` on Spark and write ``output`` and its siblings.
 
     Raises :class:`InvalidRecord` for the first bad record with ``stop_on_error``, or when
     the input as a whole cannot be read (a CSV without its id column).
     """
-    spec = MatchSpec.of(rules, record_id_systems, candidate_limit)
+    spec = MatchSpec.of(rules, record_id_systems, candidate_limit, block_limit)
     with tempfile.TemporaryDirectory(prefix="clientregistry-spark-") as scratch:
         ours = SparkSession.getActiveSession() is None  # else a caller's (a test's): kept
         spark = start_session(master, local_dir=scratch)

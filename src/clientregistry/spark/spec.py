@@ -25,13 +25,21 @@ class MatchSpec:
     rules_json: str
     record_id_systems: tuple[str, ...] = ()
     candidate_limit: int = 200
+    block_limit: int | None = None
+    """At most this many records before a record in each block are its candidates (the
+    blocking join's bound, :func:`~clientregistry.spark.candidates.candidate_pairs`); None:
+    all of them, as the registry's index chooses."""
 
     @classmethod
     def of(
-        cls, rules: DecisionRules, record_id_systems: Iterable[str] = (), candidate_limit: int = 200
+        cls,
+        rules: DecisionRules,
+        record_id_systems: Iterable[str] = (),
+        candidate_limit: int = 200,
+        block_limit: int | None = None,
     ) -> MatchSpec:
         text = json.dumps(rules.to_json(), sort_keys=True)
-        return cls(text, tuple(sorted(record_id_systems)), candidate_limit)
+        return cls(text, tuple(sorted(record_id_systems)), candidate_limit, block_limit)
 
     def matcher(self) -> Matcher:
         """This process's matcher for these rules (built once)."""
