@@ -312,6 +312,16 @@ def rematch_command(
             "machine's cores).",
         ),
     ] = None,
+    block_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--block-limit",
+            min=1,
+            help="With --engine spark: pair a record, in each block, only with the N records "
+            "just before it (bounds the blocking join for tens of millions of records; "
+            "default: every record of the block, as the registry chooses).",
+        ),
+    ] = None,
 ) -> None:
     """Match every record again under new decision rules: report the difference (persons
     merged and split, records moving, review items), or put the rules in force.
@@ -333,8 +343,9 @@ def rematch_command(
                 "--engine spark makes dry runs only (--dry-run): apply the rules without it"
             )
         _require_spark()
-    elif spark_master is not None:
-        raise _fail("--spark-master goes with --engine spark")
+    elif spark_master is not None or block_limit is not None:
+        option = "--spark-master" if spark_master is not None else "--block-limit"
+        raise _fail(f"{option} goes with --engine spark")
     if rules is not None and not rules.is_file():
         raise _fail(f"{rules}: no such file")
     context = _open(data_dir)
@@ -361,6 +372,7 @@ def rematch_command(
                 origin=JobOrigin.CLI,
                 engine=engine.value,
                 spark_master=spark_master,
+                block_limit=block_limit,
             )
         except Refused as error:
             raise _fail(error.message) from None

@@ -83,10 +83,18 @@ def _act(context: RegistryContext, action: Callable[[LinkEditor], Any]) -> None:
         action(LinkEditor(session, context, "rita"))
 
 
-def _dry_run(context: RegistryContext, rules: str, engine: str) -> rematch.RematchStatus:
+def _dry_run(
+    context: RegistryContext, rules: str, engine: str, block_limit: int | None = None
+) -> rematch.RematchStatus:
     version = rules_store.store_rules(context, ADMIN, rules, "rules.json").id
     job_id = rematch.start_rematch(
-        context, ADMIN, version, dry_run=True, origin=JobOrigin.CLI, engine=engine
+        context,
+        ADMIN,
+        version,
+        dry_run=True,
+        origin=JobOrigin.CLI,
+        engine=engine,
+        block_limit=block_limit,
     )
     status = rematch.run_rematch(context, job_id, reload_wait=0)
     assert status.state is JobState.DONE, status.error
@@ -129,6 +137,20 @@ def test_the_spark_dry_run_reports_what_the_single_machine_one_does(
         assert on_spark.summary.to_json() == single.summary.to_json()
 
 
+def test_a_block_limit_reaches_the_spark_dry_run(loaded: RegistryContext) -> None:
+    """Past the largest block the bound changes nothing; at one record a block it must
+    change the candidates, so the plan (which the limit reached) differs."""
+    single = _dry_run(loaded, STRICTER, "local")
+    wide = _dry_run(loaded, STRICTER, "spark", block_limit=1000)
+    assert _plan(loaded, wide.id) == _plan(loaded, single.id)
+    narrow = _dry_run(loaded, STRICTER, "spark", block_limit=1)
+    assert _plan(loaded, narrow.id) != _plan(loaded, single.id)
+    with pytest.raises(Refused, match="block limit"):
+        rematch.start_rematch(
+            loaded, ADMIN, 1, dry_run=True, origin=JobOrigin.CLI, engine="local", block_limit=5
+        )
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_the_spark_engine_makes_dry_runs_only(context: RegistryContext) -> None:
     version = rules_store.store_rules(context, ADMIN, STRICTER, "rules.json").id
@@ -162,3 +184,12 @@ def test_rematch_engine_spark_on_the_command_line(
         [*common, "--engine", "spark"], capture_output=True, text=True, timeout=120, check=False
     )
     assert refused.returncode == 2 and "dry runs only" in refused.stderr, refused.stderr
+    local = subprocess.run(
+        [*common, "--dry-run", "--block-limit", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert local.returncode == 2, local.stderr
+    assert "--block-limit goes with --engine spark" in " ".join(local.stderr.split())

@@ -201,15 +201,20 @@ def start_rematch(
     origin: JobOrigin,
     engine: str = ENGINE_LOCAL,
     spark_master: str | None = None,
+    block_limit: int | None = None,
 ) -> int:
     """A re-match of the registry under rules version ``version_id`` (a dry run, or the job
     that puts them in force); an unfinished one of the same kind is continued. Refused
     (409) while another change of rules is under way.
 
     ``engine`` ``spark`` matches the records on Apache Spark (local mode, or the cluster at
-    ``spark_master``): a dry run only (:mod:`clientregistry.registry.rematch_spark`)."""
+    ``spark_master``): a dry run only (:mod:`clientregistry.registry.rematch_spark`), whose
+    blocking join ``block_limit`` bounds (:func:`~clientregistry.spark.candidates.candidate_pairs`;
+    None: the registry's unbounded choice)."""
     if engine not in (ENGINE_LOCAL, ENGINE_SPARK):
         raise JobError(400, f"unknown engine {engine!r} (local or spark)")
+    if block_limit is not None and (engine != ENGINE_SPARK or block_limit < 1):
+        raise JobError(400, "a block limit (at least 1) goes with the Spark engine only")
     if engine == ENGINE_SPARK and not dry_run:
         raise JobError(
             400, "the Spark engine makes dry runs only: apply the rules without --engine spark"
@@ -218,6 +223,7 @@ def start_rematch(
         if session.get(RulesVersion, version_id) is None:
             raise JobError(404, f"no rules version {version_id}")
         key = f"{version_id}|{dry_run}" + ("" if engine == ENGINE_LOCAL else f"|{engine}")
+        key += "" if block_limit is None else f"|{block_limit}"
         fingerprint = hashlib.sha256(key.encode()).hexdigest()
         unfinished = session.scalars(
             select(BulkJob)
@@ -250,7 +256,11 @@ def start_rematch(
                 **(
                     {}
                     if engine == ENGINE_LOCAL
-                    else {"engine": engine, "spark_master": spark_master}
+                    else {
+                        "engine": engine,
+                        "spark_master": spark_master,
+                        "block_limit": block_limit,
+                    }
                 ),
             },
             progress={},
@@ -565,6 +575,7 @@ class RematchRunner:
                 broken,
                 resolved,
                 master=self.params.get("spark_master"),
+                block_limit=self.params.get("block_limit"),
                 on_progress=self.replayed,
             )
         else:

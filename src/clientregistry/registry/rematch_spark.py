@@ -36,6 +36,7 @@ def replay_on_spark(
     resolved: set[frozenset[str]],
     *,
     master: str | None = None,
+    block_limit: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Replay:
     """Match every record of the registry at ``url`` again under ``spec``'s rules, on Spark
@@ -52,6 +53,7 @@ def replay_on_spark(
         json.dumps(spec.document, sort_keys=True),
         tuple(sorted(spec.record_id_systems)),
         spec.candidate_limit,
+        block_limit,
     )
     settled: dict[str, set[str]] = {}
     for pair in resolved:
