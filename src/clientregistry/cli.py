@@ -31,7 +31,7 @@ from clientregistry.cli_audit import audit_app
 from clientregistry.cli_backup import backup_app
 from clientregistry.cli_bulk import register as register_bulk_commands
 from clientregistry.cli_certs import certs_app
-from clientregistry.cli_common import err, fail, out
+from clientregistry.cli_common import BlockLimitOption, err, fail, out
 from clientregistry.cli_serve import serve_app
 from clientregistry.cli_systems import systems_app
 from clientregistry.cli_users import users_app
@@ -262,16 +262,7 @@ def dedupe(
             help="With --engine spark: the master URL, e.g. spark://HOST:7077 (default local[*]).",
         ),
     ] = None,
-    block_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--block-limit",
-            min=1,
-            help="With --engine spark: pair a record, in each block, only with the N records "
-            "just before it (bounds the blocking join for tens of millions of records; "
-            "default: every record of the block, as the registry chooses).",
-        ),
-    ] = None,
+    block_limit: BlockLimitOption = None,
 ) -> None:
     """Find the records of one person in a file of Patients; write clusters and potential matches.
 

@@ -312,16 +312,7 @@ def rematch_command(
             "machine's cores).",
         ),
     ] = None,
-    block_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--block-limit",
-            min=1,
-            help="With --engine spark: pair a record, in each block, only with the N records "
-            "just before it (bounds the blocking join for tens of millions of records; "
-            "default: every record of the block, as the registry chooses).",
-        ),
-    ] = None,
+    block_limit: cli_common.BlockLimitOption = None,
 ) -> None:
     """Match every record again under new decision rules: report the difference (persons
     merged and split, records moving, review items), or put the rules in force.

@@ -47,6 +47,18 @@ DataDirOption = Annotated[
     ),
 ]
 
+BlockLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--block-limit",
+        min=1,
+        help="With --engine spark: pair a record, in each block, only with the N records "
+        "just before it (bounds the blocking join for tens of millions of records; "
+        "default: every record of the block, as the registry chooses).",
+    ),
+]
+"""``dedupe`` and ``rematch``: the Spark engine's bound on its blocking join."""
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on standard error; raise what this returns."""
