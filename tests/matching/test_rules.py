@@ -815,3 +815,48 @@ def test_shared_identifier_level_problems(tmp_path: Path) -> None:
     )
     assert _locations(mixed) == ["rules[0].fields.identifier.levels"]
     assert "cannot be mixed" in mixed.problems[0].message
+
+
+def _family_level(**extra: Any) -> dict[str, Any]:
+    level = {"algorithm": "exact", "mValue": 0.9, "uValue": 0.01, **extra}
+    return {
+        "rules": [
+            {
+                "matchingType": "probabilistic",
+                "fields": {"family": {"fhirpath": "name.family", "levels": [level]}},
+                "potentialMatchThreshold": 100,
+                "autoMatchThreshold": 101,
+            }
+        ]
+    }
+
+
+def test_a_term_frequency_floor_without_term_frequency_is_ignored_with_a_warning() -> None:
+    rules = parse_rules(_family_level(termFrequency=False, termFrequencyMinimumU=0.01))
+    assert rules.rule_sets[0].fields[0].levels[0].tf_minimum_u is None
+    assert any(
+        "termFrequencyMinimumU: ignored without termFrequency" in warning
+        for warning in rules.warnings
+    )
+
+
+def test_term_frequency_floor_round_trips() -> None:
+    rules = parse_rules(_family_level(termFrequency=True, termFrequencyMinimumU=0.01))
+    level = rules.rule_sets[0].fields[0].levels[0]
+    assert level.tf_minimum_u == 0.01
+    again = parse_rules(rules.to_json())
+    assert again.rule_sets[0].fields[0].levels[0] == level
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"termFrequency": True, "termFrequencyMinimumU": 0}, "outside (0, 1)"),
+        ({"termFrequency": True, "termFrequencyMinimumU": 1.5}, "outside (0, 1)"),
+        ({"termFrequency": True, "termFrequencyMinimumU": "u"}, "must be a number"),
+    ],
+)
+def test_term_frequency_floor_problems(tmp_path: Path, extra: dict[str, Any], message: str) -> None:
+    error = _load_error(tmp_path, _family_level(**extra))
+    assert _locations(error) == ["rules[0].fields.family.levels[0].termFrequencyMinimumU"]
+    assert message in error.problems[0].message

@@ -607,6 +607,50 @@ def test_tf_weight_is_capped_both_ways() -> None:
     assert tf_weight(level, 0.9) == pytest.approx(base - TF_MAX_SHIFT)
 
 
+def _tf_floor(floor: float) -> dict[str, Any]:
+    """:data:`TF` with ``termFrequencyMinimumU`` on the exact level."""
+    document = json.loads(json.dumps(TF))
+    document["rules"][0]["fields"]["family"]["levels"][0]["termFrequencyMinimumU"] = floor
+    return document
+
+
+def test_a_term_frequency_floor_at_u_only_ever_lowers_the_weight() -> None:
+    """``termFrequencyMinimumU`` equal to u: a common value weighs less, a rare one no more
+    than the level, in the compiled scorer and in the explanation alike."""
+    scorer = _scorer(_tf_floor(0.01))
+    frequencies = {"okello": 0.2, "zzyzx": 0.0001}
+
+    def tf(slot: int, value: str) -> float | None:
+        return frequencies.get(value)
+
+    common = _value(scorer, _patient(family="Okello"), _patient(family="Okello"), tf=tf)
+    rare = _value(scorer, _patient(family="Zzyzx"), _patient(family="Zzyzx"), tf=tf)
+    assert common == pytest.approx(BASE_SCORE + math.log10(0.9 / 0.2), abs=1e-12)
+    assert rare == pytest.approx(BASE_SCORE + _w(0.9, 0.01), abs=1e-12)  # not + TF_MAX_SHIFT
+    level = scorer.rules.rule_sets[0].fields[0].levels[0]
+    assert tf_weight(level, 0.0001) == pytest.approx(_w(0.9, 0.01))
+    assert tf_weight(level, 0.2) == pytest.approx(math.log10(0.9 / 0.2))
+    fa = scorer.extractor.extract(_patient(family="Zzyzx"))
+    explained = scorer.explain(fa, fa, tf)[0]
+    assert explained.score == pytest.approx(rare, abs=1e-12)
+
+
+def test_a_lower_term_frequency_floor_caps_rare_values_between() -> None:
+    scorer = _scorer(_tf_floor(0.001))
+    rare = _value(scorer, _patient(family="Zzyzx"), _patient(family="Zzyzx"), tf=lambda s, v: 1e-6)
+    assert rare == pytest.approx(BASE_SCORE + math.log10(0.9 / 0.001), abs=1e-12)
+
+
+def test_default_rules_placeholder_postal_code_says_little() -> None:
+    """The built-in rules weigh a postal code most records share (a placeholder) as little as
+    term frequencies can, and a rare one at the level's own weight, never above."""
+    fields = {f.name: f for f in default_rules().rule_sets[0].fields}
+    level = fields["postalCode"].levels[0]
+    assert level.term_frequency and level.tf_minimum_u == level.u
+    assert tf_weight(level, 0.6) == pytest.approx(level.weight - TF_MAX_SHIFT)
+    assert tf_weight(level, 1e-6) == pytest.approx(level.weight)
+
+
 def test_max_score_bounds_term_frequency_scores() -> None:
     scorer = _scorer(TF)
     rare = _value(scorer, _patient(family="Zzyzx"), _patient(family="Zzyzx"), tf=lambda s, v: 1e-6)

@@ -795,3 +795,49 @@ def test_a_field_every_record_agrees_on_keeps_its_m_and_u() -> None:
     gender = next(f for f in result.rules.rule_sets[0].fields if f.name == "gender")
     given = next(f for f in matcher.rules.rule_sets[0].fields if f.name == "gender")
     assert gender == given
+
+
+def test_a_term_frequency_floor_keeps_its_ratio_to_the_trained_u() -> None:
+    """A floor equal to u (term frequencies that only lower the weight) stays equal to the
+    trained u; a floor a tenth of u stays a tenth of it."""
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "matchingType": "probabilistic",
+                    "fields": {
+                        "family": {
+                            "fhirpath": "name.family",
+                            "levels": [
+                                {
+                                    "algorithm": "exact",
+                                    "mValue": 0.9,
+                                    "uValue": 0.01,
+                                    "termFrequency": True,
+                                    "termFrequencyMinimumU": 0.01,
+                                },
+                                {
+                                    "algorithm": "levenshtein",
+                                    "threshold": 1,
+                                    "mValue": 0.05,
+                                    "uValue": 0.02,
+                                    "termFrequency": True,
+                                    "termFrequencyMinimumU": 0.002,
+                                },
+                            ],
+                            "else": {"mValue": 0.05, "uValue": 0.97},
+                        }
+                    },
+                    "potentialMatchThreshold": 100,
+                    "autoMatchThreshold": 101,
+                }
+            ]
+        }
+    )
+    field = rules.rule_sets[0].fields[0]
+    trained = training._trained_field(
+        field, np.array([0.8, 0.1, 0.1]), np.array([0.004, 0.05, 0.946])
+    )
+    first, second = trained.levels
+    assert first.u == pytest.approx(0.004) and first.tf_minimum_u == pytest.approx(0.004)
+    assert second.u == pytest.approx(0.05) and second.tf_minimum_u == pytest.approx(0.005)

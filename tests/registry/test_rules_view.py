@@ -22,6 +22,9 @@ def test_the_default_rules_read_as_they_are(desk: Registry) -> None:
     assert given.else_weight is not None and given.else_weight < 0
     assert fields["phone"].group == fields["family"].group == "household"
     assert fields["postalCode"].group == "location"
+    postal = fields["postalCode"].levels[0]
+    assert postal.term_frequency and postal.term_frequency_minimum_u == postal.u
+    assert given.levels[0].term_frequency_minimum_u is None
     assert view.blocking_keys and view.document["rules"][0]["name"] == rule_set.name
     assert [g.fields for g in view.blocking_groups][:3] == [
         ["identifier"],

@@ -179,3 +179,83 @@ def test_serve_derives_them_before_its_workers_start(data_dir: Path) -> None:
         _assert_derived_for(context)
     finally:
         context.close()
+
+
+def _weighs_by_term_frequency(data_dir: Path, field: str) -> None:
+    """The registry's rules become the built-in ones with ``field``'s first level weighed by
+    term frequency (only ever down), the layout unchanged."""
+    rules = json.loads(DEFAULT_RULES.read_text(encoding="utf-8"))
+    level = rules["rules"][0]["fields"][field]["levels"][0]
+    level.pop("termFrequency", None)
+    level.pop("termFrequencyMinimumU", None)
+    level.update(termFrequency=True, termFrequencyMinimumU=level["uValue"])
+    (data_dir / "rules.json").write_text(json.dumps(rules), encoding="utf-8")
+    config = data_dir / CONFIG_FILE
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('rules = ""', 'rules = "rules.json"'), encoding="utf-8")
+
+
+def _counts_of(context: RegistryContext, field: str) -> dict[str, int]:
+    fields = {f.name: f for f in context.matcher.rules.rule_sets[0].fields}
+    slot = context.matcher.extractor.slot(fields[field])
+    with transaction(context.sessions, write=False) as session:
+        rows = session.execute(
+            select(TermCount.value, TermCount.count).where(TermCount.slot == slot)
+        )
+        return {value: count for value, count in rows}
+
+
+def _forget_counts(data_dir: Path, field: str) -> tuple[int, int]:
+    """Delete ``field``'s term counts, as a release that did not weigh it left them; its slot
+    and the rules' generation."""
+    context = _open(data_dir)
+    try:
+        fields = {f.name: f for f in context.matcher.rules.rule_sets[0].fields}
+        slot = context.matcher.extractor.slot(fields[field])
+        with transaction(context.sessions) as session:
+            session.execute(delete(TermCount).where(TermCount.slot == slot))
+            state = session.get(RulesState, STATE_ID)
+            assert state is not None
+            return slot, state.generation
+    finally:
+        context.close()
+
+
+def test_a_field_newly_weighed_by_term_frequency_is_counted_once(data_dir: Path) -> None:
+    """An upgrade whose rules weigh a field by term frequency that the stored term counts do
+    not hold (the layout unchanged): its values are counted from the stored records, and the
+    serving matcher sees them; the next opening counts nothing."""
+    slot, generation = _forget_counts(data_dir, "postalCode")
+    _weighs_by_term_frequency(data_dir, "postalCode")
+    context = _open(data_dir)
+    try:
+        # three records hold postal code 256; the marker row says the slot is counted
+        assert _counts_of(context, "postalCode") == {"256": 3, "": 0}
+        assert (slot, "256", 3) in set(context.term_counts.items())  # the matcher's counts
+        with transaction(context.sessions, write=False) as session:
+            state = session.get(RulesState, STATE_ID)
+            assert state is not None and state.generation == generation + 1
+        assert bring_up_to_date(context.sessions, context.matcher) is None
+        with transaction(context.sessions, write=False) as session:
+            state = session.get(RulesState, STATE_ID)
+            assert state is not None and state.generation == generation + 1  # nothing again
+    finally:
+        context.close()
+
+
+def test_a_field_no_record_holds_is_counted_once_too(data_dir: Path) -> None:
+    """A slot whose records all lack a value gets its marker row, so opening the registry
+    again does not read every record again."""
+    _forget_counts(data_dir, "addressLine")
+    _weighs_by_term_frequency(data_dir, "addressLine")  # the records have no address line
+    context = _open(data_dir)
+    try:
+        assert _counts_of(context, "addressLine") == {"": 0}
+        with transaction(context.sessions, write=False) as session:
+            generation = session.get(RulesState, STATE_ID).generation  # type: ignore[union-attr]
+        assert bring_up_to_date(context.sessions, context.matcher) is None
+        with transaction(context.sessions, write=False) as session:
+            state = session.get(RulesState, STATE_ID)
+            assert state is not None and state.generation == generation
+    finally:
+        context.close()

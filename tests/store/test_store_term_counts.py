@@ -79,4 +79,5 @@ def test_bump_features_and_rebuild(factory: sessionmaker[Session], term_counts: 
         table = _table(session)
     expected = {(slot, "okello"): 2 for slot in term_counts.slots}
     expected.update({(slot, "nakato"): 1 for slot in term_counts.slots})
+    expected.update({(slot, ""): 0 for slot in term_counts.slots})  # marked: counted in full
     assert table == expected

@@ -41,6 +41,7 @@ def _tf_level(level: Level, slot: int) -> Callable[[Any, Any, TermFrequency], fl
     log_m = math.log10(level.m)
     low = weight - TF_MAX_SHIFT
     high = weight + TF_MAX_SHIFT
+    floor = level.tf_minimum_u or 1e-12
     log10 = math.log10
 
     def score(a: Any, b: Any, tf: TermFrequency) -> float:
@@ -51,7 +52,7 @@ def _tf_level(level: Level, slot: int) -> Callable[[Any, Any, TermFrequency], fl
                 freq = other
         if freq is None:
             return weight
-        adjusted = log_m - log10(freq if freq > 1e-12 else 1e-12)
+        adjusted = log_m - log10(freq if freq > floor else floor)
         return low if adjusted < low else high if adjusted > high else adjusted
 
     return score

@@ -160,7 +160,7 @@ def null_contribution(f: Field, handling: str, probabilistic: bool) -> float:
 def tf_weight(level: Level, frequency: float) -> float:
     """The weight of agreeing at ``level`` on a value with this relative frequency."""
     base = level.weight
-    adjusted = math.log10(level.m / max(frequency, 1e-12))
+    adjusted = math.log10(level.m / max(frequency, level.tf_minimum_u or 1e-12))
     return min(max(adjusted, base - TF_MAX_SHIFT), base + TF_MAX_SHIFT)
 
 

@@ -125,6 +125,12 @@ class Level:
     """With ``swapped_with`` (written ``crossWith``): agree when this field of *either* record
     matches a word of the other record's field ``swapped_with`` (a middle name used as the
     first name: "Mary Ann" / "Ann")."""
+    tf_minimum_u: float | None = None
+    """With ``term_frequency`` (written ``termFrequencyMinimumU``, Splink's
+    ``tf_minimum_u_value``): a value rarer than this counts as this common, so agreement on a
+    rare value weighs at most log10(m / tf_minimum_u). Equal to ``u``, term frequencies only
+    ever lower the level's weight: a value many records share (a placeholder postal code,
+    a big block of flats) says less, a rare one no more than the level says."""
 
     @property
     def weight(self) -> float:
@@ -691,6 +697,14 @@ class _Parser:
             else:
                 threshold = self.threshold(lwhere, raw_level, found[1])
             term_frequency = bool(raw_level.get("termFrequency", False))
+            tf_minimum_u = self.number(
+                lwhere, raw_level, "termFrequencyMinimumU", low=0.0, high=1.0, open_interval=True
+            )
+            if tf_minimum_u is not None and not term_frequency:
+                self.warnings.append(
+                    f"{lwhere}.termFrequencyMinimumU: ignored without termFrequency: true"
+                )
+                tf_minimum_u = None
             swapped = raw_level.get("swappedWith")
             crossed = raw_level.get("crossWith")
             if swapped is not None and crossed is not None:
@@ -711,6 +725,7 @@ class _Parser:
                     term_frequency,
                     other,
                     one_way=crossed is not None,
+                    tf_minimum_u=tf_minimum_u,
                 )
             )
         if len({level.algorithm == SHARED_IDENTIFIER for level in out}) > 1:
@@ -782,6 +797,8 @@ def _level_json(level: Level) -> dict[str, Any]:
     out["uValue"] = level.u
     if level.term_frequency:
         out["termFrequency"] = True
+    if level.tf_minimum_u is not None:
+        out["termFrequencyMinimumU"] = level.tf_minimum_u
     if level.swapped_with is not None:
         out["crossWith" if level.one_way else "swappedWith"] = level.swapped_with
     return out

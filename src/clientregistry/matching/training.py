@@ -931,9 +931,18 @@ def _expectation_maximisation(
 # ----------------------------------------------------------------------------- output
 
 
+def _trained_level(level: Level, m: float, u: float) -> Level:
+    """``level`` with the trained m and u; a term-frequency floor keeps its ratio to u (a
+    floor equal to u, term frequencies that only lower the weight, stays equal to it)."""
+    floor = level.tf_minimum_u
+    if floor is not None:
+        floor = min(max(floor * u / level.u, 1e-12), 1.0 - 1e-12)
+    return dataclasses.replace(level, m=m, u=u, tf_minimum_u=floor)
+
+
 def _trained_field(f: Field, m: FloatArray, u: FloatArray) -> Field:
     levels = tuple(
-        dataclasses.replace(level, m=float(m[k]), u=float(u[k])) for k, level in enumerate(f.levels)
+        _trained_level(level, float(m[k]), float(u[k])) for k, level in enumerate(f.levels)
     )
     if len(levels) == 1:
         # OpenCR's form: the file holds mValue/uValue only and "disagree" is (1-m, 1-u)

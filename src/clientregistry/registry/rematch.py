@@ -106,7 +106,7 @@ from clientregistry.store.models import (
     SourceRecord,
     TermCount,
 )
-from clientregistry.store.term_counts import bump_many, feature_deltas
+from clientregistry.store.term_counts import bump_many, feature_deltas, mark_counted
 
 BATCH = 500
 """Records per step of the batched phases."""
@@ -637,6 +637,7 @@ class RematchRunner:
                 deltas = [(slot, value, n) for slot, value, n in counts.items() if n > 0]
                 for start in range(0, len(deltas), 5000):
                     bump_many(session, deltas[start : start + 5000])
+                mark_counted(session, counts.slots)
             # Every process loads the term counts again (a new generation of the same rules).
             state = session.get(RulesState, STATE_ID)
             if state is not None:

@@ -37,6 +37,9 @@ class LevelView(BaseModel):
     u: float
     weight: float = Field(description="log10(m/u): what agreeing at this level adds")
     term_frequency: bool
+    term_frequency_minimum_u: float | None = Field(
+        default=None, description="With term_frequency: a rarer value counts as this common"
+    )
     swapped_with: str | None
 
 
@@ -125,6 +128,7 @@ def _field_view(rule_set: RuleSet, field: RuleField) -> FieldView:
                 u=level.u,
                 weight=round(level.weight, 4),
                 term_frequency=level.term_frequency,
+                term_frequency_minimum_u=level.tf_minimum_u,
                 swapped_with=level.swapped_with,
             )
             for level in (field.levels if probabilistic else ())

@@ -13,6 +13,10 @@ database records none (a database of a release before layouts were recorded), ev
 features and keys are derived again from its resource, in batches, the term counts are
 counted again, and the layout is recorded; an empty registry only records it. A re-match
 under way keeps the layout itself (:mod:`clientregistry.registry.rematch`) and is left to it.
+
+With the layout unchanged, rules may still weigh a field by term frequency that no one has
+counted (a release whose default rules do it for postal codes): its counts are made from the
+stored features, once, under the registry lock.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ from clientregistry.store.columns import utcnow
 from clientregistry.store.db import transaction
 from clientregistry.store.locks import lock_registry
 from clientregistry.store.models import BlockingKey, RulesState, SourceRecord
-from clientregistry.store.term_counts import rebuild_from_counts
+from clientregistry.store.term_counts import (
+    count_missing_slots,
+    counted_slots,
+    mark_counted,
+    rebuild_from_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +82,20 @@ def bring_up_to_date(sessions: sessionmaker[Session], matcher: Matcher) -> int |
         same = recorded is not None and layout_to_json(layout_from_json(recorded)) == wanted
         return same, recorded
 
+    slots = TermCounts(matcher.extractor).slots
     with transaction(sessions, write=False) as session:
         done, recorded = settled(session)
-        if done:
-            return None
+        uncounted = done and bool(set(slots) - counted_slots(session))
+    if done:
+        if uncounted:
+            _count_new_slots(sessions, matcher)
+        return None
     with transaction(sessions) as session:
         if settled(session)[0]:
             return None  # (another process did it meanwhile)
         if session.scalar(select(SourceRecord.id).limit(1)) is None:
             _record_layout(session, matcher)
+            mark_counted(session, TermCounts(matcher.extractor).slots)
             return None
     log.warning(
         "the stored records' features follow %s; deriving them again for the rules in force",
@@ -106,6 +120,25 @@ def bring_up_to_date(sessions: sessionmaker[Session], matcher: Matcher) -> int |
             last = rows[-1][0]
     log.warning("derived the features and blocking keys of %d records again", derived)
     return derived
+
+
+def _count_new_slots(sessions: sessionmaker[Session], matcher: Matcher) -> None:
+    """Count the stored records into the slots the rules newly weigh by term frequency (the
+    layout unchanged: a release or a configuration that adds ``termFrequency`` to a field),
+    which no one has counted yet; every process then loads the counts again."""
+    with transaction(sessions) as session:
+        lock_registry(session)
+        state, _ = _recorded(session)
+        if state is None or state.pending_version is not None:
+            return  # (a re-match counts them when it finishes)
+        counted = count_missing_slots(session, TermCounts(matcher.extractor))
+        if counted:
+            state.generation = (state.generation or 0) + 1  # every process loads them again
+            state.updated_at = utcnow()
+            log.warning(
+                "counted the stored records' values of %d field(s) newly weighed by term frequency",
+                len(counted),
+            )
 
 
 def _derive(session: Session, matcher: Matcher, counts: TermCounts, rows: list[Any]) -> None:

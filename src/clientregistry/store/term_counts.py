@@ -5,6 +5,11 @@ come and go.
 frequencies. Slot numbers are positions in the :class:`FeatureExtractor` of the decision rules
 in force: when the rules change, slots may mean other fields, so rebuild the table then
 (:func:`rebuild`).
+
+Each slot counted over every record also holds a marker row (value ``""``, count 0; no
+feature value is empty), so that a slot the rules newly weigh by term frequency, whose
+counts no one has made yet, is told apart from one whose records all lack a value
+(:func:`counted_slots`, :func:`count_missing_slots`).
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from clientregistry.matching.features import Features
 from clientregistry.matching.term_frequency import TermCounts
 from clientregistry.store.dialect import dialect_name, insert_for
 from clientregistry.store.driver import DriverInsert
-from clientregistry.store.models import TermCount
+from clientregistry.store.models import SourceRecord, TermCount
 
 _UPSERTS: dict[str, DriverInsert] = {}
 """The counting upsert per dialect name, built once."""
@@ -93,6 +98,12 @@ def bump_features(session: Session, counts: TermCounts, features: Features, delt
     bump_many(session, feature_deltas(counts, features, delta))
 
 
+_MARKER = ""
+"""The value of a slot's marker row (see the module notes)."""
+_PAGE = 5000
+"""Records read, or rows written, per statement when counting."""
+
+
 def rebuild(session: Session, counts: TermCounts, features: Iterable[Features]) -> None:
     """Replace the table's contents with the counts of ``features`` (all records held)."""
     session.execute(delete(TermCount))
@@ -101,9 +112,55 @@ def rebuild(session: Session, counts: TermCounts, features: Iterable[Features]) 
         for slot, value, delta in feature_deltas(counts, record, 1):
             summed[(slot, value)] += delta
     bump_many(session, ((slot, value, n) for (slot, value), n in summed.items()))
+    mark_counted(session, counts.slots)
 
 
 def rebuild_from_counts(session: Session, counts: TermCounts) -> None:
     """Replace the table's contents with ``counts`` (every record held, counted already)."""
     session.execute(delete(TermCount))
     bump_many(session, ((slot, value, n) for slot, value, n in counts.items() if n > 0))
+    mark_counted(session, counts.slots)
+
+
+def mark_counted(session: Session, slots: Iterable[int]) -> None:
+    """Record that ``slots`` hold the counts of every record (their marker rows)."""
+    marked = session.scalars(select(TermCount.slot).where(TermCount.value == _MARKER))
+    wanted = sorted(set(slots) - set(marked))
+    if wanted:
+        session.execute(
+            insert(TermCount), [{"slot": slot, "value": _MARKER, "count": 0} for slot in wanted]
+        )
+
+
+def counted_slots(session: Session) -> set[int]:
+    """The slots the table holds anything for (counts or a marker row)."""
+    return set(session.scalars(select(TermCount.slot).distinct()))
+
+
+def count_missing_slots(session: Session, counts: TermCounts) -> list[int]:
+    """Count every stored record into those of ``counts``' slots that the table holds
+    nothing for (rules that newly weigh a field by term frequency) and mark them counted; the
+    slots counted. The caller holds the registry lock, so no submission counts meanwhile."""
+    missing = sorted(set(counts.slots) - counted_slots(session))
+    if not missing:
+        return []
+    summed: Counter[tuple[int, str]] = Counter()
+    last: str | None = None
+    while True:
+        query = select(SourceRecord.id, SourceRecord.features).order_by(SourceRecord.id)
+        if last is not None:
+            query = query.where(SourceRecord.id > last)
+        rows = list(session.execute(query.limit(_PAGE)))
+        if not rows:
+            break
+        for _, features in rows:
+            for slot in missing:
+                value = features[slot] if slot < len(features) else None
+                if isinstance(value, str) and value:
+                    summed[(slot, value)] += 1
+        last = rows[-1][0]
+    deltas = [(slot, value, n) for (slot, value), n in summed.items()]
+    for start in range(0, len(deltas), _PAGE):
+        bump_many(session, deltas[start : start + _PAGE])
+    mark_counted(session, missing)
+    return missing
