@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clientregistry.errors import RuleSetError
 from clientregistry.matching import blocking
 from clientregistry.matching.blocking import (
     Blocker,
@@ -196,7 +197,84 @@ def test_default_rules_use_their_explicit_blocking() -> None:
     rs = default_rules().rule_sets[0]
     names = [f.name for f in rs.fields]
     groups = plan_key_groups(rs)
-    assert [tuple(names[i] for i in g) for g in groups] == [tuple(g) for g in rs.blocking]
+    assert [tuple(names[i] for i in g) for g in groups] == [
+        tuple(item.partition(":")[0] for item in g) for g in rs.blocking
+    ]
+
+
+def _born_on_one_day(given: str, family: str) -> dict[str, Any]:
+    return {"name": [{"given": [given], "family": family}], "birthDate": "1990-02-17"}
+
+
+def test_a_birth_date_and_an_initial_meet_when_both_names_are_mistyped() -> None:
+    """ "Rusell Msos" / "Russekll Moss", born the same day: no name code in common, but the
+    full birth date with a name's first letter is a key of both (either name's letter: given
+    and family name may be swapped); another initial, or another day, is not."""
+    matcher = Matcher(default_rules())
+    a = set(matcher.prepare(_born_on_one_day("Rusell", "Msos")).keys)
+    b = set(matcher.prepare(_born_on_one_day("Russekll", "Moss")).keys)
+    shared = a & b
+    assert shared and all("birthDate:value" in key for key in shared)
+    other = set(matcher.prepare(_born_on_one_day("Thomas", "Garza")).keys)
+    assert not a & other
+    later = _born_on_one_day("Russekll", "Moss") | {"birthDate": "1990-02-18"}
+    assert not {k for k in a & set(matcher.prepare(later).keys) if "birthDate:value" in k}
+    swapped = set(matcher.prepare(_born_on_one_day("Mosss", "Rusel")).keys)
+    assert a & swapped
+
+
+def test_key_transforms_in_explicit_groups() -> None:
+    rules = _deterministic(
+        {
+            "given": {
+                "algorithm": "jaro-winkler-similarity",
+                "threshold": 0.9,
+                "fhirpath": "name.given",
+            },
+            "birth": {"algorithm": "dateDamerau", "threshold": 1, "fhirpath": "birthDate"},
+        },
+        potential=2,
+        blocking=[["given:initial", "birth:value"], ["birth"]],
+    )
+    blocker = Blocker(FeatureExtractor(rules))
+    assert blocker.describe() == ["rule set 1: given:initial + birth:value", "rule set 1: birth"]
+    features = blocker.extractor.extract(
+        {"name": [{"given": ["Grace"]}], "birthDate": "1974-12-25"}
+    )
+    keys = blocker.keys(features)
+    assert "0|given:initial+birth:value|g|1974-12-25" in keys
+    assert keys == blocker.keys_slowly(features)
+    assert rules.rule_sets[0].blocking == (("given:initial", "birth:value"), ("birth",))
+    again = parse_rules(rules.to_json())
+    assert Blocker(FeatureExtractor(again)).keys(features) == keys
+
+
+@pytest.mark.parametrize("item", ["given:soundex", "given:", "nope:initial"])
+def test_an_unknown_key_transform_or_field_is_refused(item: str) -> None:
+    with pytest.raises(RuleSetError) as caught:
+        _deterministic(
+            {"given": {"algorithm": "exact", "fhirpath": "name.given"}},
+            potential=1,
+            blocking=[[item]],
+        )
+    assert [p.location for p in caught.value.problems] == ["rules[0].blocking[0]"]
+
+
+def test_the_key_signature_follows_the_key_groups_only() -> None:
+    """The digest a registry keeps of how its records' keys were made: the same for the same
+    groups (whatever the weights), another when a group is added."""
+    document = default_rules().to_json()
+    same = copy.deepcopy(document)
+    same["rules"][0]["fields"]["given"]["levels"][0]["mValue"] = 0.8
+    more = copy.deepcopy(document)
+    more["rules"][0]["blocking"].append(["gender", "birthDate:value"])
+
+    def signature(doc: dict[str, Any]) -> str:
+        return Blocker(FeatureExtractor(parse_rules(doc))).signature()
+
+    assert signature(document) == signature(same)
+    assert signature(document) != signature(more)
+    assert len(signature(document)) == 64
 
 
 def test_opencr_decision_rules_minimal_sets_are_covered(reference_dir: Path) -> None:
@@ -529,7 +607,14 @@ def _key_rule_sets() -> list[DecisionRules]:
         "ids": {"algorithm": "shared-identifier", "fhirpath": "identifier"},
     }
     three = _deterministic(
-        fields, potential=3, blocking=[["given", "family", "birth"], ["ids"], ["phone", "birth"]]
+        fields,
+        potential=3,
+        blocking=[
+            ["given", "family", "birth"],
+            ["ids"],
+            ["phone", "birth"],
+            ["family:initial", "birth:value", "given:initial"],
+        ],
     )
     filtered = _deterministic(
         {**fields, "sound": {"algorithm": "phonetic", "fhirpath": "name.family"}},

@@ -25,6 +25,7 @@ from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.imports import ImportOptions
 from clientregistry.registry.links import LinkEditor, Resolution
 from clientregistry.registry.setup import init_data_dir
+from clientregistry.registry.stored_features import bring_up_to_date
 from clientregistry.settings import load_settings
 from clientregistry.store.db import transaction
 from clientregistry.store.enums import IssueStatus, JobOrigin, JobState, Role
@@ -33,6 +34,7 @@ from clientregistry.store.models import (
     GoldenRecord,
     MatchIssue,
     RematchChange,
+    RulesState,
     SourceRecord,
 )
 
@@ -305,6 +307,11 @@ def test_a_new_field_gives_every_record_its_features(
     with context.sessions() as session:
         lengths = {len(f) for f in session.scalars(select(SourceRecord.features))}
     assert lengths == {before + 1}
+    # the switch recorded the new rules' key plan: opening the registry derives nothing again
+    with context.sessions() as session:
+        state = session.get(RulesState, 1)
+        assert state is not None and state.key_plan == context.matcher.blocker.signature()
+    assert bring_up_to_date(context.sessions, context.matcher) is None
     # and the registry goes on matching: a known person is found again
     client = context.settings.systems["dhis2"]
     patient = people(1, seed=9)[0]

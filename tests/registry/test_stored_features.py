@@ -259,3 +259,39 @@ def test_a_field_no_record_holds_is_counted_once_too(data_dir: Path) -> None:
             assert state is not None and state.generation == generation
     finally:
         context.close()
+
+
+def test_rules_with_new_key_groups_give_every_record_their_keys(data_dir: Path) -> None:
+    """The same fields (the layout unchanged) but another key group: the stored records'
+    blocking keys are made again, and the digest of the key plan is recorded."""
+    rules = json.loads(DEFAULT_RULES.read_text(encoding="utf-8"))
+    rules["rules"][0]["blocking"].append(["gender", "birthDate:value"])
+    (data_dir / "rules.json").write_text(json.dumps(rules), encoding="utf-8")
+    config = data_dir / CONFIG_FILE
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('rules = ""', 'rules = "rules.json"'), encoding="utf-8")
+    context = _open(data_dir)
+    try:
+        _assert_derived_for(context)  # every record's keys are the new blocker's
+        with transaction(context.sessions, write=False) as session:
+            state = session.get(RulesState, STATE_ID)
+            assert state is not None
+            assert state.key_plan == context.matcher.blocker.signature()
+            tagged = session.scalar(select(func.count()).select_from(BlockingKey))
+        assert tagged and bring_up_to_date(context.sessions, context.matcher) is None
+    finally:
+        context.close()
+
+
+def test_a_database_without_a_key_plan_makes_its_keys_again(data_dir: Path) -> None:
+    """A database of an earlier release records no key plan: its keys are made once."""
+    context = _open(data_dir)
+    try:
+        with transaction(context.sessions) as session:
+            session.execute(update(RulesState).values(key_plan=None))
+            session.execute(delete(BlockingKey))  # keys of another plan, as far as we know
+        assert bring_up_to_date(context.sessions, context.matcher) == 3
+        _assert_derived_for(context)
+        assert bring_up_to_date(context.sessions, context.matcher) is None
+    finally:
+        context.close()

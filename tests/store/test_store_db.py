@@ -63,7 +63,7 @@ def test_migrate_creates_every_table(bare_engine: Engine) -> None:
     assert current_revision(bare_engine) is None
     migrate(bare_engine)
     assert set(inspect(bare_engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert current_revision(bare_engine) == head_revision() == "0008"
+    assert current_revision(bare_engine) == head_revision() == "0010"
 
 
 def test_migrate_twice_is_a_no_op(engine: Engine, make_record: MakeRecord) -> None:

@@ -27,7 +27,9 @@ so that the work per record does not grow with the file (common names pile up in
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
+import json
 import logging
 from array import array
 from collections import Counter
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 _count_elements: Callable[[dict[Any, int], Iterable[Any]], None]
 _count_elements = collections._count_elements  # type: ignore[attr-defined]
 """What ``Counter.update`` runs (in C) to count an iterable into a dict."""
+
+KEY_DERIVATION = 1
+"""Version of the key functions' code: raise it when a key function gives other keys for the
+same value, so that registries make their stored records' keys again
+(:meth:`Blocker.signature`)."""
 
 DEFAULT_CANDIDATE_LIMIT = 200
 """Most candidates scored for one record (those sharing most keys win)."""
@@ -411,7 +418,7 @@ def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
     fields = rs.fields
     if rs.blocking:
         position = {f.name: i for i, f in enumerate(fields)}
-        return [tuple(position[name] for name in group) for group in rs.blocking]
+        return [tuple(position[item.partition(":")[0]] for item in group) for group in rs.blocking]
     need = rs.potential_threshold - (BASE_SCORE if rs.probabilistic else 0.0)
     weights = [_best_weight(rs, f) for f in fields]
     minimal: list[tuple[int, ...]] = []
@@ -442,6 +449,29 @@ def plan_key_groups(rs: RuleSet) -> list[tuple[int, ...]]:
             continue
         groups.append(tuple(best))
     return groups
+
+
+def _key_transforms(rs: RuleSet, groups: list[tuple[int, ...]]) -> list[tuple[str, ...]]:
+    """For each group of :func:`plan_key_groups`, how each field enters its keys: ``""`` (the
+    field's own keys) or a transform of :data:`~clientregistry.matching.rules.KEY_TRANSFORMS`
+    written ``"field:transform"`` in the rules' ``blocking`` groups."""
+    if not rs.blocking:
+        return [("",) * len(group) for group in groups]
+    return [tuple(item.partition(":")[2] for item in group) for group in rs.blocking]
+
+
+def _initial(value: Any) -> list[str]:
+    """The first letter of a value's first word."""
+    return [value[0]] if isinstance(value, str) and value else []
+
+
+def _transform_function(f: Field, transform: str) -> Callable[[Any], list[str]]:
+    """How a field's (present) value enters keys under ``transform``."""
+    if transform == "initial":
+        return _initial
+    if transform == "value":
+        return _identity
+    return key_function(f)
 
 
 def _swap_aliases(rs: RuleSet) -> dict[str, str]:
@@ -477,27 +507,51 @@ class Blocker:
         self.extractor = extractor
         self._plans = []
         for rs in extractor.rules.rule_sets:
-            used: dict[str, int] = {}
+            used: dict[tuple[str, str], int] = {}
             sources: list[tuple[int, Callable[[Any], list[str]]]] = []
             groups = []
             alias = _swap_aliases(rs)
-            for group in plan_key_groups(rs):
+            planned = plan_key_groups(rs)
+            for group, transforms in zip(planned, _key_transforms(rs, planned), strict=True):
                 members = [rs.fields[i] for i in group]
                 positions = []
-                for f in members:
-                    if f.name not in used:
-                        used[f.name] = len(sources)
-                        sources.append((extractor.slot(f), key_function(f)))
-                    positions.append(used[f.name])
-                names = " + ".join(f.name for f in members)
+                for f, transform in zip(members, transforms, strict=True):
+                    if (f.name, transform) not in used:
+                        used[(f.name, transform)] = len(sources)
+                        sources.append((extractor.slot(f), _transform_function(f, transform)))
+                    positions.append(used[(f.name, transform)])
+                parts = [
+                    f.name + (f":{t}" if t else "")
+                    for f, t in zip(members, transforms, strict=True)
+                ]
+                names = " + ".join(parts)
                 # Fields whose values may be swapped (given/family) share one name in tags, so
                 # [given, birthDate] and [family, birthDate] keys meet when names are swapped.
-                tag = "+".join(alias.get(f.name, f.name) for f in members)
+                tag = "+".join(
+                    alias.get(f.name, f.name) + (f":{t}" if t else "")
+                    for f, t in zip(members, transforms, strict=True)
+                )
                 groups.append((tag, tuple(positions), _swappable(rs, members), names))
             filters = tuple(extractor.slot(flt) for flt in rs.filters)
             phonetic = tuple(extractor.slot(f) for f in rs.phonetic_blocks)
             self._plans.append((rs.index, tuple(sources), tuple(groups), filters, phonetic))
         self._compiled: Callable[[Features], list[str]] | None = None
+
+    def signature(self) -> str:
+        """A digest of how keys are derived (slots, key functions, groups, filters): records
+        keyed under another signature hold other keys for the same features."""
+        plans = [
+            [
+                index,
+                [[slot, getattr(make, "__name__", repr(make))] for slot, make in sources],
+                [[tag, list(positions), unordered] for tag, positions, unordered, _ in groups],
+                list(filters),
+                list(phonetic),
+            ]
+            for index, sources, groups, filters, phonetic in self._plans
+        ]
+        text = json.dumps([KEY_DERIVATION, plans], separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def describe(self) -> list[str]:
         """Human-readable key groups, one line per group, for logs and docs."""

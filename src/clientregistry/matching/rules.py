@@ -64,6 +64,12 @@ SHARED_IDENTIFIER = "shared-identifier"
 BASE_SCORE = 100.0
 """OpenCR's probabilistic scores start here; each field adds its log10 weight."""
 
+KEY_TRANSFORMS = ("initial", "value")
+"""How a field's value may enter a blocking key of an explicit ``blocking`` group, written
+``"field:transform"``: ``initial``, the first letter of its first word (a key that survives
+a typo anywhere after it); ``value``, the whole value (a full birth date rather than the
+partial dates a fuzzy date field gives). A plain field name takes the field's own keys."""
+
 TF_MAX_SHIFT = 1.5
 """Term frequencies move a level's weight by at most this much (a factor of ~32) either way,
 so that scores stay bounded however rare a value is and candidates can be pruned early."""
@@ -423,9 +429,16 @@ class _Parser:
             self.problem(f"{where}.blocking", "must be a list of lists of field names")
             return ()
         for i, group in enumerate(raw):
-            for name in group:
+            for item in group:
+                name, colon, transform = item.partition(":")
                 if name not in names:
                     self.problem(f"{where}.blocking[{i}]", f"{name!r} is not a scored field")
+                elif colon and transform not in KEY_TRANSFORMS:
+                    self.problem(
+                        f"{where}.blocking[{i}]",
+                        f"{item!r}: a key part is a field name, or a field name with "
+                        f"':' and one of {', '.join(KEY_TRANSFORMS)}",
+                    )
         return tuple(tuple(group) for group in raw)
 
     def null_handling(

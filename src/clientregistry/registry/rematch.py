@@ -540,6 +540,9 @@ class RematchRunner:
             previous = state.active_version
             state.active_version = self.version
             state.pending_version = None
+            layout = layout_from_json(state.layout)
+            switched = version_spec(session, context.settings, self.version, layout).build()
+            state.key_plan = switched.blocker.signature()  # the keys records now hold
             state.generation += 1
             state.updated_at = jobs.now()
             session.add(

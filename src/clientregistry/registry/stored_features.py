@@ -7,12 +7,14 @@ fields, or a configuration whose rules now read new ones, leaves stored features
 other slots than the matcher's (which scored them as garbage, or failed on them).
 
 The layout stored features follow is recorded in
-:class:`~clientregistry.store.models.RulesState`. Opening a registry with its migrations
-(``serve``, ``migrate``) compares it with the matcher's: when they differ, or when the
-database records none (a database of a release before layouts were recorded), every record's
-features and keys are derived again from its resource, in batches, the term counts are
-counted again, and the layout is recorded; an empty registry only records it. A re-match
-under way keeps the layout itself (:mod:`clientregistry.registry.rematch`) and is left to it.
+:class:`~clientregistry.store.models.RulesState`, with a digest of how blocking keys are
+derived (:meth:`~clientregistry.matching.blocking.Blocker.signature`: a release may add key
+groups). Opening a registry with its migrations (``serve``, ``migrate``) compares both with
+the matcher's: when either differs, or when the database records none (a database of an
+earlier release), every record's features and keys are derived again from its resource, in
+batches, the term counts are counted again, and the layout and digest are recorded; an empty
+registry only records them. A re-match under way keeps the layout itself
+(:mod:`clientregistry.registry.rematch`) and is left to it.
 
 With the layout unchanged, rules may still weigh a field by term frequency that no one has
 counted (a release whose default rules do it for postal codes): its counts are made from the
@@ -66,6 +68,7 @@ def _record_layout(session: Session, matcher: Matcher) -> None:
         state = RulesState(id=STATE_ID, generation=0)
         session.add(state)
     state.layout = layout_to_json(matcher.extractor.layout)
+    state.key_plan = matcher.blocker.signature()
     state.generation = (state.generation or 0) + 1  # every process loads the new term counts
     state.updated_at = utcnow()
 
@@ -75,12 +78,14 @@ def bring_up_to_date(sessions: sessionmaker[Session], matcher: Matcher) -> int |
     the module notes); the number of records derived again, ``None`` when none had to be."""
     wanted = layout_to_json(matcher.extractor.layout)
 
+    keys = matcher.blocker.signature()
+
     def settled(session: Session) -> tuple[bool, list[Any] | None]:
         state, recorded = _recorded(session)
         if state is not None and state.pending_version is not None:
             return True, recorded  # a re-match is converting them
         same = recorded is not None and layout_to_json(layout_from_json(recorded)) == wanted
-        return same, recorded
+        return same and state is not None and state.key_plan == keys, recorded
 
     slots = TermCounts(matcher.extractor).slots
     with transaction(sessions, write=False) as session:
@@ -98,8 +103,11 @@ def bring_up_to_date(sessions: sessionmaker[Session], matcher: Matcher) -> int |
             mark_counted(session, TermCounts(matcher.extractor).slots)
             return None
     log.warning(
-        "the stored records' features follow %s; deriving them again for the rules in force",
-        "no recorded layout (an earlier release)" if recorded is None else "another layout",
+        "the stored records' features and blocking keys follow %s; deriving them again for "
+        "the rules in force",
+        "no recorded layout (an earlier release)"
+        if recorded is None
+        else "another layout or other key groups",
     )
     counts = TermCounts(matcher.extractor)
     derived = 0

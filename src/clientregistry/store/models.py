@@ -446,6 +446,7 @@ class RulesState(Base):
     adds the new rules' slots after the old ones, so that stored features serve the old and
     the new rules alike while a change is applied. ``pending_version`` is a change being
     applied: records are given its features and blocking keys too until it is switched on.
+    ``key_plan`` says which blocking keys the stored records hold.
     """
 
     __tablename__ = "rules_state"
@@ -456,6 +457,9 @@ class RulesState(Base):
     pending_version: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("rules_version.id"))
     generation: Mapped[int] = mapped_column(Integer, default=0)
     layout: Mapped[list[Any] | None] = mapped_column(JsonText())
+    key_plan: Mapped[str | None] = mapped_column(String(64))
+    """Digest of how the stored records' blocking keys were derived
+    (:meth:`~clientregistry.matching.blocking.Blocker.signature`); None: not recorded."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
