@@ -14,6 +14,7 @@ either; once the change is switched on, the new rules match in the same layout.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -103,6 +104,11 @@ class UnionBlocker:
 
     def describe(self) -> list[str]:
         return [*self.first.describe(), *(f"(next) {line}" for line in self.second.describe())]
+
+    def signature(self) -> str:
+        """The digest of both key plans (records hold the keys of both)."""
+        text = f"{self.first.signature()}+{self.second.signature()}"
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,14 +78,15 @@ def bring_up_to_date(sessions: sessionmaker[Session], matcher: Matcher) -> int |
     the module notes); the number of records derived again, ``None`` when none had to be."""
     wanted = layout_to_json(matcher.extractor.layout)
 
-    keys = matcher.blocker.signature()
-
     def settled(session: Session) -> tuple[bool, list[Any] | None]:
         state, recorded = _recorded(session)
         if state is not None and state.pending_version is not None:
-            return True, recorded  # a re-match is converting them
+            return True, recorded  # a re-match is converting them (its matcher has two plans)
         same = recorded is not None and layout_to_json(layout_from_json(recorded)) == wanted
-        return same and state is not None and state.key_plan == keys, recorded
+        return (
+            same and state is not None and state.key_plan == matcher.blocker.signature(),
+            recorded,
+        )
 
     slots = TermCounts(matcher.extractor).slots
     with transaction(sessions, write=False) as session:
