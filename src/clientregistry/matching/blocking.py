@@ -520,16 +520,12 @@ class Blocker:
                         used[(f.name, transform)] = len(sources)
                         sources.append((extractor.slot(f), _transform_function(f, transform)))
                     positions.append(used[(f.name, transform)])
-                parts = [
-                    f.name + (f":{t}" if t else "")
-                    for f, t in zip(members, transforms, strict=True)
-                ]
-                names = " + ".join(parts)
+                suffixes = [f":{t}" if t else "" for t in transforms]
+                names = " + ".join(f.name + x for f, x in zip(members, suffixes, strict=True))
                 # Fields whose values may be swapped (given/family) share one name in tags, so
                 # [given, birthDate] and [family, birthDate] keys meet when names are swapped.
                 tag = "+".join(
-                    alias.get(f.name, f.name) + (f":{t}" if t else "")
-                    for f, t in zip(members, transforms, strict=True)
+                    alias.get(f.name, f.name) + x for f, x in zip(members, suffixes, strict=True)
                 )
                 groups.append((tag, tuple(positions), _swappable(rs, members), names))
             filters = tuple(extractor.slot(flt) for flt in rs.filters)

@@ -637,9 +637,7 @@ class RematchRunner:
             _retire_emptied(session, self.job_id)
             if counts.slots:
                 session.execute(delete(TermCount).where(TermCount.slot.in_(list(counts.slots))))
-                deltas = [(slot, value, n) for slot, value, n in counts.items() if n > 0]
-                for start in range(0, len(deltas), 5000):
-                    bump_many(session, deltas[start : start + 5000])
+                bump_many(session, ((slot, value, n) for slot, value, n in counts.items() if n > 0))
                 mark_counted(session, counts.slots)
             # Every process loads the term counts again (a new generation of the same rules).
             state = session.get(RulesState, STATE_ID)

@@ -101,7 +101,7 @@ def bring_up_to_date(sessions: sessionmaker[Session], matcher: Matcher) -> int |
             return None  # (another process did it meanwhile)
         if session.scalar(select(SourceRecord.id).limit(1)) is None:
             _record_layout(session, matcher)
-            mark_counted(session, TermCounts(matcher.extractor).slots)
+            mark_counted(session, slots)
             return None
     log.warning(
         "the stored records' features and blocking keys follow %s; deriving them again for "

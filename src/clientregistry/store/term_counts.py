@@ -28,6 +28,8 @@ from clientregistry.store.models import SourceRecord, TermCount
 
 _UPSERTS: dict[str, DriverInsert] = {}
 """The counting upsert per dialect name, built once."""
+_PAGE = 5000
+"""Rows written per statement, and records read per query when counting."""
 
 
 def load_term_counts(session: Session, counts: TermCounts) -> TermCounts:
@@ -52,7 +54,7 @@ def bump(session: Session, slot: int, value: str, delta: int) -> None:
 
 
 def bump_many(session: Session, deltas: Iterable[tuple[int, str, int]]) -> None:
-    """Add each ``(slot, value, delta)``, in one statement.
+    """Add each ``(slot, value, delta)``, in one statement (one per :data:`_PAGE` rows).
 
     Deltas for the same row are summed first (PostgreSQL refuses to update a row twice in one
     statement), and rows are written in (slot, value) order, so concurrent transactions lock
@@ -78,7 +80,11 @@ def bump_many(session: Session, deltas: Iterable[tuple[int, str, int]]) -> None:
                 set_={"count": TermCount.count + insert.excluded["count"]},
             )
         )
-    statement.execute(session.connection(), rows)
+    if len(rows) <= _PAGE:  # a submission's few rows: as before, one statement
+        statement.execute(session.connection(), rows)
+        return
+    for start in range(0, len(rows), _PAGE):
+        statement.execute(session.connection(), rows[start : start + _PAGE])
 
 
 def feature_deltas(
@@ -100,8 +106,6 @@ def bump_features(session: Session, counts: TermCounts, features: Features, delt
 
 _MARKER = ""
 """The value of a slot's marker row (see the module notes)."""
-_PAGE = 5000
-"""Records read, or rows written, per statement when counting."""
 
 
 def rebuild(session: Session, counts: TermCounts, features: Iterable[Features]) -> None:
@@ -144,6 +148,7 @@ def count_missing_slots(session: Session, counts: TermCounts) -> list[int]:
     missing = sorted(set(counts.slots) - counted_slots(session))
     if not missing:
         return []
+    wanted = set(missing)
     summed: Counter[tuple[int, str]] = Counter()
     last: str | None = None
     while True:
@@ -154,13 +159,10 @@ def count_missing_slots(session: Session, counts: TermCounts) -> list[int]:
         if not rows:
             break
         for _, features in rows:
-            for slot in missing:
-                value = features[slot] if slot < len(features) else None
-                if isinstance(value, str) and value:
+            for slot, value, _ in feature_deltas(counts, features, 1):
+                if slot in wanted:
                     summed[(slot, value)] += 1
         last = rows[-1][0]
-    deltas = [(slot, value, n) for (slot, value), n in summed.items()]
-    for start in range(0, len(deltas), _PAGE):
-        bump_many(session, deltas[start : start + _PAGE])
+    bump_many(session, ((slot, value, n) for (slot, value), n in summed.items()))
     mark_counted(session, missing)
     return missing
