@@ -13,7 +13,9 @@
    import's main process (matching and writing) and of the others (the reader): the
    ``timeline`` of ``[seconds, rows, main CPU s, reader CPU s]``, from which the CPU cost per
    record over the run (its growth) is read;
-5. prints one JSON line (records, seconds, records/s, CPU of the import's processes, split
+5. scores the persons the import made against the file's truth (``<name>.truth.csv``, the
+   generator's): pairwise precision, recall and F1 of the source records' golden records;
+6. prints one JSON line (records, seconds, records/s, CPU of the import's processes, split
    between the main process (and, of that, its main thread: the rest is SQLite's background
    checkpointer) and the rest, peak RSS, the timeline, the import's summary, the
    machine's load average before and after; on PostgreSQL also the CPU of the server
@@ -209,6 +211,34 @@ def run_import(
     }
 
 
+def accuracy(data_dir: Path, database_url: str, truth_path: Path) -> dict[str, float] | None:
+    """Pairwise precision, recall and F1 of the golden records against the truth."""
+    from sqlalchemy import create_engine, text
+
+    from clientregistry.batch.evaluate import pairwise_scores, read_two_columns
+
+    if not truth_path.exists():
+        return None
+    url = database_url or f"sqlite:///{data_dir / 'registry.db'}"
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT internal_value, golden_id FROM source_record")
+            ).all()
+    finally:
+        engine.dispose()
+    clusters = {value: golden for value, golden in rows}
+    scores = pairwise_scores(clusters, read_two_columns(truth_path, "patient_id", "entity_id"))
+    return {
+        "precision": round(scores.precision, 4),
+        "recall": round(scores.recall, 4),
+        "f1": round(scores.f1, 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
@@ -237,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         measured = run_import(data_dir, path, args.batch_size, [], database_url)
         load_after = os.getloadavg()
+        measured["accuracy"] = accuracy(
+            data_dir, database_url, path.with_name(path.name.replace(".ndjson", ".truth.csv"))
+        )
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)

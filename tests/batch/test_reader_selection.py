@@ -1,5 +1,5 @@
-"""The reader process blocks a file as ``dedupe`` does and a registry re-match as the
-registry does."""
+"""The reader process chooses candidates selectively (``dedupe``'s way, which the registry and
+its re-match share) unless told to take every record sharing a key."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _patient(n: int) -> dict[str, object]:
     }
 
 
-def test_a_file_gets_few_one_key_candidates_and_a_rematch_all_of_them() -> None:
+def test_selective_reading_takes_few_one_key_candidates_and_whole_blocks_all() -> None:
     matcher = Matcher(default_rules())
     selective, registry = Reader(matcher), Reader(matcher, selective=False)
     assert isinstance(selective.index, PositionIndex)
@@ -28,7 +28,7 @@ def test_a_file_gets_few_one_key_candidates_and_a_rematch_all_of_them() -> None:
         one = selective.prepare(f"p{n}", _patient(n), False)
         other = registry.prepare(f"p{n}", _patient(n), False)
         assert one is not None and other is not None
-    # the last record: the registry's way scores every earlier John Smith; dedupe's way the
+    # the last record: whole blocks score every earlier John Smith; the selective way the
     # newest eight (none shares a second key)
     assert other[1].ids == list(range(59))
     assert one[1].ids == list(range(58, 50, -1))

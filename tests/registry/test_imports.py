@@ -63,16 +63,10 @@ def report(context: RegistryContext, job_id: int) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- what it stores
 
 
-def test_an_import_stores_what_single_submissions_would(
-    context: RegistryContext, tmp_path: Path, fresh_database: FreshDatabase, backend: str
-) -> None:
-    patients = people(400)
-    status = run(
-        context, write_ndjson(tmp_path / "p.ndjson", patients), system="openmrs", batch_size=37
-    )
-    assert status.state is JobState.DONE
-    assert status.counts.created == 400 and status.counts.errors == 0
-    imported = state(context)
+def _submitted_one_by_one(
+    patients: list[dict[str, Any]], tmp_path: Path, fresh_database: FreshDatabase, backend: str
+) -> dict[str, Any]:
+    """The state of a fresh registry that received ``patients`` one submission each."""
     with fresh_database(backend) as url:
         other = tmp_path / "single"
         init_data_dir(other, hostnames=[], database_url=url)
@@ -87,15 +81,69 @@ def test_an_import_stores_what_single_submissions_would(
                 ]
                 with transaction(single.sessions) as session:
                     Submitter(single).submit(session, body, client)
-            submitted = state(single)
+            return state(single)
         finally:
             single.close()
-    assert imported == submitted
+
+
+def test_an_import_stores_what_single_submissions_would(
+    context: RegistryContext, tmp_path: Path, fresh_database: FreshDatabase, backend: str
+) -> None:
+    patients = people(400)
+    status = run(
+        context, write_ndjson(tmp_path / "p.ndjson", patients), system="openmrs", batch_size=37
+    )
+    assert status.state is JobState.DONE
+    assert status.counts.created == 400 and status.counts.errors == 0
+    imported = state(context)
+    assert imported == _submitted_one_by_one(patients, tmp_path, fresh_database, backend)
     assert len(imported["persons"]) < 400  # duplicates were linked
     assert imported["issues"]  # and some are for review
     counts = status.counts
     assert counts.new_persons == len(imported["persons"])
     assert counts.linked == 400 - counts.new_persons
+
+
+def _crowd(n: int, again: int) -> list[dict[str, Any]]:
+    """``n`` people of one name (blocks of the name's keys far over the registry's block
+    limit), then ``again`` of the first of them once more (a second record: same birth date and
+    phone), from which the name's block now holds only newer records."""
+    out: list[dict[str, Any]] = []
+    for k in range(n):
+        out.append(
+            {
+                "resourceType": "Patient",
+                "id": f"c-{k}",
+                "name": [{"family": "Mukasa", "given": ["Kato"]}],
+                "gender": "male",
+                "birthDate": f"{1940 + k % 60}-{1 + k % 12:02d}-{1 + k // 12 % 28:02d}",
+                "telecom": [{"system": "phone", "value": f"0772{k:06d}"}],
+            }
+        )
+    for k in range(again):
+        second = orjson.loads(orjson.dumps(out[k]))
+        second["id"] = f"c-{k}-again"
+        out.append(second)
+    return out
+
+
+def test_a_crowded_name_is_read_as_single_submissions_read_it(
+    context: RegistryContext, tmp_path: Path, fresh_database: FreshDatabase, backend: str
+) -> None:
+    """The import's batches choose candidates from the newest records of each block and few
+    sharing one key, as the candidates query of a single submission does, also when the
+    blocks outgrow the limit; second records still find their first through the other keys
+    they share."""
+    patients = _crowd(150, 12)
+    status = run(
+        context, write_ndjson(tmp_path / "c.ndjson", patients), system="openmrs", batch_size=23
+    )
+    assert status.state is JobState.DONE and status.counts.errors == 0
+    imported = state(context)
+    assert imported == _submitted_one_by_one(patients, tmp_path, fresh_database, backend)
+    for k in range(12):
+        assert [f"c-{k}", f"c-{k}-again"] in imported["persons"]
+    assert status.counts.new_persons == 150
 
 
 def test_every_imported_record_is_audited_with_its_import(

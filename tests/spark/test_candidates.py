@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from clientregistry.matching.blocking import MemoryIndex
+from clientregistry.matching.blocking import MemoryIndex, PositionIndex
 from clientregistry.spark.candidates import candidate_pairs
 
 
@@ -69,9 +70,12 @@ def _newest_before(records: list[tuple[int, list[str]]], block_limit: int, limit
     return expected
 
 
-def _got(frame: DataFrame, limit: int, block_limit: int | None) -> Choice:
+def _got(
+    frame: DataFrame, limit: int, block_limit: int | None, single_limit: int | None = None
+) -> Choice:
     got: Choice = {}
-    for row in candidate_pairs(frame, limit, block_limit).orderBy("i", "rank").collect():
+    pairs = candidate_pairs(frame, limit, block_limit, single_limit)
+    for row in pairs.orderBy("i", "rank").collect():
         ids, capped = got.setdefault(row["i"], ([], row["capped"]))
         ids.append(row["j"])
         assert capped == row["capped"]
@@ -90,3 +94,25 @@ def test_a_block_limit_pairs_a_record_with_the_newest_of_each_block(spark: Spark
     assert _got(frame, 200, 7) != _got(frame, 200, None)
     # ... and one past the largest block must not
     assert _got(frame, 5, 1000) == _got(frame, 5, None)
+
+
+def test_the_selective_choice_is_dedupes_and_the_registrys(spark: SparkSession) -> None:
+    """With a single limit the join chooses as ``PositionIndex`` does (``dedupe``, the
+    registry's candidates query and its re-match): few records sharing one key, from the
+    smallest blocks, newest first; exact, ties included."""
+    records = _records(12)
+    frame = spark.createDataFrame(records, "pos long, keys array<string>")
+    capped = set()
+    for block_limit, single_limit, limit in ((7, 3, 200), (30, 8, 200), (7, 2, 4), (1, 1, 3)):
+        index = PositionIndex(single_limit=single_limit, block_limit=block_limit)
+        expected: Choice = {}
+        for pos, keys in records:
+            found = index.find_then_add(pos, keys, limit)
+            if found.ids:
+                expected[pos] = (found.ids, found.capped)
+        capped |= {limit for _, cut in expected.values() if cut}
+        got = _got(frame, limit, block_limit, single_limit)
+        assert got == expected, (block_limit, single_limit, limit)
+    assert 4 in capped  # the limit cut some records' candidates
+    with pytest.raises(ValueError):
+        candidate_pairs(frame, 5, None, 3)

@@ -111,9 +111,10 @@ class Deduplicator:
         cannot_links: bool | CannotLinks = True,
         selective: bool = True,
     ):
-        """``selective``: choose candidates as ``dedupe`` does (:class:`PositionIndex`: few
-        records sharing just one key); otherwise as the registry does (:class:`MemoryIndex`),
-        which is also what the Spark engine reproduces."""
+        """``selective``: choose candidates as ``dedupe`` and the registry do
+        (:class:`PositionIndex`: few records sharing just one key); otherwise every record
+        sharing a key (:class:`MemoryIndex`), which is what the Spark engine's ``dedupe``
+        reproduces by default."""
         self.matcher = matcher
         self.index: PositionIndex | MemoryIndex = PositionIndex() if selective else MemoryIndex()
         self._term_counts = TermCounts(matcher.extractor) if term_counts is None else term_counts

@@ -89,9 +89,10 @@ class Reader:
     """
 
     def __init__(self, matcher: Matcher, *, selective: bool = True) -> None:
-        """``selective``: choose candidates as ``dedupe`` does (:class:`PositionIndex`: few
-        records sharing just one key); otherwise as the registry does (:class:`MemoryIndex`:
-        most shared keys first, to the candidate limit), for a re-match of its records."""
+        """``selective``: choose candidates as ``dedupe`` and the registry do
+        (:class:`PositionIndex`: few records sharing just one key); otherwise every record
+        sharing a key (:class:`MemoryIndex`: most shared keys first, to the candidate
+        limit)."""
         self.matcher = matcher
         self.index: PositionIndex | MemoryIndex = PositionIndex() if selective else MemoryIndex()
         self.term_counts = TermCounts(matcher.extractor)
@@ -155,7 +156,7 @@ def _worker(
         _widen(connection)
         rules = default_rules() if rules_path is None else load_rules(rules_path)
         matcher = Matcher(rules, record_id_systems=systems, candidate_limit=candidate_limit)
-        reader = Reader(matcher, selective=isinstance(path, str))
+        reader = Reader(matcher)
         batch: list[tuple[Any, ...]] = []
         sent = 0
         score = False
@@ -228,8 +229,8 @@ def prepare_in_background(
     ``backlog`` is :data:`BACKLOG`; tests set it to -1 (the worker scores everything) or to
     a large number (the main process scores everything).
 
-    A file's records get ``dedupe``'s candidates (:class:`Reader` ``selective``); a
-    registry's records (a re-match) the candidates the registry itself would find.
+    Records get ``dedupe``'s candidates (:class:`Reader` ``selective``), which are those the
+    registry itself chooses (a re-match's records).
     """
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)

@@ -16,12 +16,14 @@ the decision rules; records sharing a key are candidates. For every rule set:
 3. Filters (hard blocks) and ``phonetic`` fields are part of every key of the rule set.
 
 Keys are plain strings. :class:`BlockingIndex` is the storage interface (in memory here; the
-registry keeps the same keys in SQLite or PostgreSQL); :class:`MemoryIndex` ranks as the
-registry does, for tests, training and re-matches. A query returns at most ``limit``
+registry keeps the same keys in SQLite or PostgreSQL). A query returns at most ``limit``
 candidates, those sharing most keys first; when the cap bites the caller is told, so it can
-log a warning. :class:`PositionIndex` serves ``clientregistry dedupe``: the same keys, but of
-the records sharing just one key with the new one it takes only a few, from the rarest keys,
-so that the work per record does not grow with the file (common names pile up in big blocks).
+log a warning. :class:`PositionIndex` serves ``clientregistry dedupe`` and a re-match's
+replay, and the registry makes the same choice in SQL (:func:`select_candidates`): of the
+records sharing just one key with the new one it takes only a few, from the rarest keys, and
+it reads only the newest records of a block, so that the work per record does not grow with
+the data (common names pile up in big blocks). :class:`MemoryIndex` takes every record
+sharing a key (training's blocking passes, the Spark engine's ``dedupe`` reproduces it).
 """
 
 from __future__ import annotations
@@ -279,7 +281,7 @@ class PositionIndex:
             if self._heads[i]:
                 blocks.append(self._block(self._heads[i]))
                 sizes.append(self._sizes[i])
-        return _selected(blocks, sizes, limit, self.single_limit)
+        return select_candidates(blocks, sizes, limit, self.single_limit)
 
     def find_then_add(self, record: int, keys: Sequence[str], limit: int) -> CandidateSet:
         """:meth:`candidates` and then :meth:`add`, with one look-up per key."""
@@ -294,26 +296,29 @@ class PositionIndex:
             if heads[where[0]]:
                 blocks.append(self._block(heads[where[0]]))
                 sizes.append(self._sizes[where[0]])
-        result = _selected(blocks, sizes, limit, self.single_limit)
+        result = select_candidates(blocks, sizes, limit, self.single_limit)
         for where in slots:
             self._append(where, record)
         return result
 
 
-def _selected(
-    blocks: list[list[int]], sizes: list[int], limit: int, single_limit: int
+def select_candidates(
+    blocks: Sequence[Sequence[Hashable]], sizes: Sequence[int], limit: int, single_limit: int
 ) -> CandidateSet:
-    """:class:`PositionIndex`'s choice among the records of these blocks (as read; ``sizes``:
-    how many records each block holds in all), see there."""
+    """The selective choice of candidates among the records of ``blocks`` (one per key of the
+    record, in its keys' order; each the block's newest records as read, oldest first;
+    ``sizes``: how many records each block holds in all): :class:`PositionIndex`'s, and the
+    registry's (:mod:`clientregistry.store.blocking_index` makes the same choice in SQL, with
+    record ids for positions). See :class:`PositionIndex`."""
     if not blocks:
         return CandidateSet([], False, 0)
-    counts: dict[int, int] = {}
+    counts: dict[Hashable, int] = {}
     for block in blocks:
         _count_elements(counts, block)
     shared = [record for record, n in counts.items() if n > 1]
     if len(shared) > 1:
         shared.sort(key=counts.__getitem__, reverse=True)  # stable: ties stay first-seen
-    singles: list[int] = []
+    singles: list[Hashable] = []
     if single_limit > 0 and len(shared) < limit:
         order = sorted(range(len(blocks)), key=sizes.__getitem__)  # ties stay in key order
         for n in order:

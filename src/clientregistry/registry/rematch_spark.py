@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clientregistry.batch.readers import SourceRecord
+from clientregistry.matching.blocking import DEFAULT_BLOCK_LIMIT, DEFAULT_SINGLE_LIMIT
 from clientregistry.registry.rematch_plan import Placed, RegistryRecords, Replay
 from clientregistry.registry.rules_in_force import MatcherSpec
 from clientregistry.store.enums import MatchStatus
@@ -53,7 +54,8 @@ def replay_on_spark(
         json.dumps(spec.document, sort_keys=True),
         tuple(sorted(spec.record_id_systems)),
         spec.candidate_limit,
-        block_limit,
+        DEFAULT_BLOCK_LIMIT if block_limit is None else block_limit,
+        DEFAULT_SINGLE_LIMIT,
     )
     settled: dict[str, set[str]] = {}
     for pair in resolved:

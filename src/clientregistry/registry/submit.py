@@ -35,10 +35,8 @@ again.
 
 from __future__ import annotations
 
-import collections
-import heapq
 import operator
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -83,12 +81,16 @@ from clientregistry.registry.context import RegistryContext
 from clientregistry.registry.search_tokens import search_tokens
 from clientregistry.settings import ClientSystemConfig
 from clientregistry.store.blocking_index import (
-    TOP_CANDIDATES,
-    TOP_CANDIDATES_ARRAY,
+    DEFAULT_BLOCK_LIMIT,
+    SELECTED_CANDIDATES,
+    SELECTED_CANDIDATES_ARRAY,
     DatabaseBlockingIndex,
     json_values,
     key_hash,
     key_hashes,
+    ordered_key_hashes,
+    rank_new_records,
+    selection_params,
 )
 from clientregistry.store.columns import UTCDateTime
 from clientregistry.store.driver import (
@@ -111,10 +113,6 @@ from clientregistry.store.models import (
     new_id,
 )
 from clientregistry.store.term_counts import bump_many, feature_deltas
-
-_count_elements: Callable[[dict[Any, int], Iterable[Any]], None]
-_count_elements = collections._count_elements  # type: ignore[attr-defined]
-"""What ``Counter.update`` runs (in C) to count an iterable into a dict."""
 
 # The statements of a submission, built once (building one costs more than running it).
 _SUBSUMED = aliased(SourceRecord)
@@ -171,10 +169,12 @@ _REPLACES = (
 )
 
 
-def _candidate_rows(top: Select[str, int, int]) -> CompoundSelect[str, str | None, Any, int]:
+def _candidate_rows(
+    top: Select[str, int, int, int],
+) -> CompoundSelect[str, str | None, Any, int]:
     candidates = top.cte("top_candidates")
     found = select(
-        SourceRecord.id, SourceRecord.golden_id, SourceRecord.features, candidates.c.shared
+        SourceRecord.id, SourceRecord.golden_id, SourceRecord.features, candidates.c.preference
     ).join(candidates, candidates.c.record_id == SourceRecord.id)
     holder = aliased(SourceRecord)
     persons = select(holder.golden_id).join(candidates, candidates.c.record_id == holder.id)
@@ -184,7 +184,7 @@ def _candidate_rows(top: Select[str, int, int]) -> CompoundSelect[str, str | Non
             member.id,
             member.golden_id,
             member.features,
-            literal(0, Integer).label("shared"),
+            literal(0, Integer).label("preference"),
             func.row_number()
             .over(partition_by=member.golden_id, order_by=member.id)
             .label("position"),
@@ -195,18 +195,21 @@ def _candidate_rows(top: Select[str, int, int]) -> CompoundSelect[str, str | Non
         )
         .subquery()
     )
-    members = select(ranked.c.id, ranked.c.golden_id, ranked.c.features, ranked.c.shared).where(
+    members = select(ranked.c.id, ranked.c.golden_id, ranked.c.features, ranked.c.preference).where(
         ranked.c.position <= MAX_MEMBERS
     )
-    return union_all(found, members).order_by(literal_column("shared").desc(), literal_column("id"))
+    return union_all(found, members).order_by(
+        literal_column("preference").desc(), literal_column("id")
+    )
 
 
 _CANDIDATE_ROWS = DriverQuery(
-    _candidate_rows(TOP_CANDIDATES), postgresql=_candidate_rows(TOP_CANDIDATES_ARRAY)
+    _candidate_rows(SELECTED_CANDIDATES), postgresql=_candidate_rows(SELECTED_CANDIDATES_ARRAY)
 )
-"""The blocking candidates and their records, in one statement: parameters ``hashes`` and
-``limit``; columns id, golden id, features and blocking keys in common. After them come the
-other records of the candidates' golden records (keys in common 0; at most
+"""The blocking candidates and their records, in one statement: the parameters of
+:data:`~clientregistry.store.blocking_index.SELECTED_CANDIDATES`; columns id, golden id,
+features and preference (above 0, best first). After them come the
+other records of the candidates' golden records (preference 0; at most
 :data:`~clientregistry.matching.cannot_link.MAX_MEMBERS` of each), which are not candidates
 but are checked for cannot-links (:func:`find_matches`)."""
 _OTHERS_IN = (
@@ -371,7 +374,8 @@ class Submission:
     features: Features
     keys: list[str]
     hashes: list[int]
-    """The blocking keys hashed (:func:`~clientregistry.store.blocking_index.key_hashes`)."""
+    """The blocking keys hashed, in the keys' order
+    (:func:`~clientregistry.store.blocking_index.ordered_key_hashes`)."""
     tokens: list[tuple[str, str]]
     survivor: SurvivorReference | None = None
     """A Resolve Duplicate (ITI-104): the Patient's ``replaced-by`` link, the record that
@@ -529,7 +533,7 @@ def find_matches(
     (records a batch placed before this one), by golden record."""
     matcher = context.matcher
     if candidates is None:
-        candidates = send_candidates(session.connection(), context, key_hashes(keys))
+        candidates = send_candidates(session.connection(), context, ordered_key_hashes(keys))
     rows = candidates.all()
     # Nor may it join a golden record that holds a record it is broken from (through a
     # third record that matches both): "not the same person" holds for the golden record.
@@ -567,13 +571,14 @@ def find_matches(
 def send_candidates(
     connection: Connection, context: RegistryContext, hashes: list[int]
 ) -> PendingRows:
-    """Query the records that share a blocking key (``hashes``) with a record: one more than
-    the candidate limit, best first (inside :func:`~clientregistry.store.driver.pipelined`
-    only queued)."""
+    """Query the records chosen as candidates for a record with blocking keys ``hashes``
+    (in its keys' order, :func:`~clientregistry.store.blocking_index.ordered_key_hashes`):
+    one more than the candidate limit, best first (inside
+    :func:`~clientregistry.store.driver.pipelined` only queued)."""
     if not hashes:
         return PendingRows(rows=[])
     limit = context.matcher.candidate_limit + 1
-    return _CANDIDATE_ROWS.send(connection, {"hashes": hashes, "limit": limit})
+    return _CANDIDATE_ROWS.send(connection, selection_params(hashes, limit))
 
 
 def prepare_submission(
@@ -591,7 +596,7 @@ def prepare_submission(
         value,
         features,
         keys,
-        key_hashes(keys),
+        ordered_key_hashes(keys),
         search_tokens(patient),
         replaced_by_link(patient),
     )
@@ -871,8 +876,10 @@ class Submitter:
         connection = session.connection()
         index = DatabaseBlockingIndex(session)
         record_ids = [new_id() for _ in submissions]
-        ranked = _rank_candidates(
-            index.postings(sorted({h for s in submissions for h in s.hashes})),
+        ranked = rank_new_records(
+            index.newest_postings(
+                sorted({h for s in submissions for h in s.hashes}), DEFAULT_BLOCK_LIMIT
+            ),
             record_ids,
             [s.hashes for s in submissions],
             context.matcher.candidate_limit + 1,
@@ -989,37 +996,6 @@ def _members_of(connection: Connection, golden_ids: list[str]) -> dict[str, list
             if len(held) < MAX_MEMBERS:
                 held.append(features)
     return members
-
-
-def _rank_candidates(
-    postings: dict[int, list[str]],
-    record_ids: list[str],
-    hashes: list[list[int]],
-    limit: int,
-) -> list[list[str]]:
-    """For each new record, in order, the records sharing a blocking key with it among the
-    stored ones (``postings``, to which the new ones are added as they come) and the new
-    ones before it: most keys in common first, then
-    by id, at most ``limit`` — what the candidates query
-    (:data:`~clientregistry.store.blocking_index.TOP_CANDIDATES`) would answer once the
-    records before it were stored."""
-    ranked = []
-    for record_id, keys in zip(record_ids, hashes, strict=True):
-        shared: dict[str, int] = {}
-        for key in keys:
-            found = postings.get(key)
-            if found is None:
-                postings[key] = [record_id]
-            else:
-                _count_elements(shared, found)
-                found.append(record_id)
-        if len(shared) > limit:
-            top = heapq.nsmallest(limit, shared, key=lambda r: (-shared[r], r))
-        else:
-            top = sorted(shared)
-            top.sort(key=shared.__getitem__, reverse=True)  # stable: ids in order within a count
-        ranked.append(top)
-    return ranked
 
 
 class _BatchWrites:

@@ -86,7 +86,7 @@ def place_records(records: DataFrame, spec: MatchSpec) -> DataFrame:
         F.col("_pos").alias("pos"), "id", "features", "keys", "tf"
     )
     found = with_totals(found, len(spec.term_slots())).persist(_KEEP)
-    pairs = candidate_pairs(found, spec.candidate_limit, spec.block_limit)
+    pairs = candidate_pairs(found, spec.candidate_limit, spec.block_limit, spec.single_limit)
     likely = score_pairs(pairs, found, spec).persist(_KEEP)
 
     state = records.select(

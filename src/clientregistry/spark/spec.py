@@ -28,7 +28,12 @@ class MatchSpec:
     block_limit: int | None = None
     """At most this many records before a record in each block are its candidates (the
     blocking join's bound, :func:`~clientregistry.spark.candidates.candidate_pairs`); None:
-    all of them, as the registry's index chooses."""
+    all of them (:class:`~clientregistry.matching.blocking.MemoryIndex`'s whole-block
+    choice)."""
+    single_limit: int | None = None
+    """With ``block_limit``: the selective choice of ``dedupe``, the registry and its
+    re-match, at most this many records sharing one key
+    (:func:`~clientregistry.matching.blocking.select_candidates`); None: every one."""
 
     @classmethod
     def of(

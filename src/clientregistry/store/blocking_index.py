@@ -1,17 +1,22 @@
 """The blocking index in the database: :class:`DatabaseBlockingIndex`.
 
 Keys are stored as signed 64-bit hashes (:func:`key_hash`) in ``blocking_key`` with primary
-key ``(key_hash, record_id)``, so a lookup is an index range scan per key. A query is one
-statement on either database::
+key ``(key_hash, record_id)``, so a lookup is an index range scan per key.
 
-    SELECT record_id, count(*) AS n, count(*) OVER () AS total
-    FROM blocking_key WHERE key_hash IN (:hashes)
-    GROUP BY record_id ORDER BY n DESC, record_id LIMIT :limit
+The registry chooses a record's candidates as ``dedupe`` does
+(:func:`~clientregistry.matching.blocking.select_candidates`), with record ids for input
+positions (ids made one after another sort in creation order,
+:func:`~clientregistry.store.models.new_id`), in one statement (:data:`SELECTED_CANDIDATES`):
 
-``total`` (a window over the groups) is the number of distinct candidates, so ``capped`` and
-``considered`` are exact, as in :class:`~clientregistry.matching.blocking.MemoryIndex`.
-Candidates sharing as many keys come in ``record_id`` order (the memory index uses insertion
-order; with a single key over the cap it keeps the newest records, this index the lowest ids).
+* of each of the record's keys (in the record's key order) only the block's newest
+  ``block_limit`` records (highest ids) count, so that the work per record stays bounded
+  however large the registry grows;
+* the records those share two or more keys with the record come first: most keys in common,
+  then the first of the record's keys they share, then oldest first;
+* then at most ``single_limit`` records that share just one key, from the smallest blocks
+  first (ties in key order), each block newest first;
+* cut at ``limit``; ``total`` is the number of distinct records read, ``multi`` of those
+  sharing two or more keys, so that ``capped`` is exact.
 
 Two keys with one hash (for n distinct keys, about n²/2**65 such pairs: none in practice)
 would add a candidate, which scoring rejects, and make a record holding both keys count once.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +36,7 @@ from sqlalchemy import (
     Select,
     any_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -38,37 +45,124 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import TableValuedAlias
 
-from clientregistry.matching.blocking import CandidateSet
+from clientregistry.matching import blocking
+from clientregistry.matching.blocking import CandidateSet, select_candidates
 from clientregistry.store.columns import JsonText
 from clientregistry.store.dialect import dialect_name, insert_for
 from clientregistry.store.driver import DriverInsert, DriverQuery, DriverStatement
 from clientregistry.store.models import BlockingKey
 
-_SHARED = func.count().label("shared")
+DEFAULT_SINGLE_LIMIT = blocking.DEFAULT_SINGLE_LIMIT
+DEFAULT_BLOCK_LIMIT = blocking.DEFAULT_BLOCK_LIMIT
 
 
-def _top_candidates(keys: ColumnElement[bool]) -> Select[str, int, int]:
-    return (
-        select(BlockingKey.record_id, _SHARED, func.count().over().label("total"))
-        .where(keys)
-        .group_by(BlockingKey.record_id)
-        .order_by(_SHARED.desc(), BlockingKey.record_id)
-        .limit(bindparam("limit", type_=Integer))
+def _selection(keys: TableValuedAlias, place_column: str) -> Select[str, int, int, int]:
+    """The selective choice (see the module's notes) among the records under ``keys``
+    (columns ``place_column``, the key's place in the record's keys, and ``value``, its
+    hash)."""
+    place = keys.c[place_column]
+    posted = (
+        select(
+            place.label("key_place"),
+            BlockingKey.record_id,
+            func.row_number()
+            .over(partition_by=place, order_by=BlockingKey.record_id.desc())
+            .label("age"),
+            func.count().over(partition_by=place).label("size"),
+        )
+        .join_from(keys, BlockingKey, BlockingKey.key_hash == keys.c.value)
+        .subquery("posted")
     )
+    read = (
+        select(
+            posted.c.record_id,
+            func.count().label("shared"),
+            func.min(posted.c.key_place).label("first_key"),
+            func.min(posted.c.size).label("size"),
+        )
+        .where(posted.c.age <= bindparam("block_limit", type_=Integer))
+        .group_by(posted.c.record_id)
+        .subquery("shared_keys")
+    )
+    multi = read.c.shared > 1
+    order = [
+        read.c.shared.desc(),
+        case((multi, 0), else_=read.c.size),  # one key in common: the smallest blocks first
+        read.c.first_key,
+        case((multi, read.c.record_id)),  # several keys: oldest first (ones sharing one: null)
+        read.c.record_id.desc(),  # one key: newest first
+    ]
+    ranked = select(
+        read.c.record_id,
+        func.row_number().over(order_by=order).label("rank"),
+        func.sum(case((multi, 1), else_=0)).over().label("multi"),
+        func.count().over().label("total"),
+    ).subquery("ranked")
+    limit = bindparam("limit", type_=Integer)
+    singles = bindparam("single_limit", type_=Integer)
+    rank, shared_records = ranked.c.rank, ranked.c.multi
+    taken = (rank <= shared_records) | (
+        (shared_records < limit) & (rank <= shared_records + singles)
+    )
+    return select(
+        ranked.c.record_id,
+        (limit + 1 - rank).label("preference"),
+        ranked.c.multi,
+        ranked.c.total,
+    ).where(taken & (rank <= limit))
 
 
-TOP_CANDIDATES = _top_candidates(BlockingKey.key_hash.in_(bindparam("hashes", expanding=True)))
-"""The candidates query: parameters ``hashes`` (:func:`key_hashes`) and ``limit``; columns
-``record_id``, ``shared`` (keys in common) and ``total`` (distinct candidates in all). Join it
-(as a subquery) to read the candidates' records in the same statement."""
-TOP_CANDIDATES_ARRAY = _top_candidates(
-    BlockingKey.key_hash == any_(bindparam("hashes", type_=ARRAY(BigInteger)))
+SELECTED_CANDIDATES = _selection(
+    func.json_each(bindparam("hashes", type_=JsonText()))
+    .table_valued("key", "value")
+    .alias("record_keys"),
+    "key",
 )
-""":data:`TOP_CANDIDATES` with ``hashes`` bound as one array (``= ANY(:hashes)``, PostgreSQL):
-one statement text whatever the number of keys, for the driver
-(:class:`~clientregistry.store.driver.DriverQuery`)."""
-_TOP_CANDIDATES = DriverQuery(TOP_CANDIDATES, postgresql=TOP_CANDIDATES_ARRAY)
+"""The candidates query: parameters ``hashes`` (the record's key hashes in its keys' order,
+distinct: :func:`ordered_key_hashes`), ``limit``, ``block_limit`` and ``single_limit``;
+columns ``record_id``, ``preference`` (higher first: ``limit + 1 -`` the candidate's rank),
+``multi`` and ``total`` (see the module's notes), in no order. Join it (as a subquery) to
+read the candidates' records in the same statement. SQLite: the hashes go as one JSON list."""
+SELECTED_CANDIDATES_ARRAY = _selection(
+    func.unnest(bindparam("hashes", type_=ARRAY(BigInteger)))
+    .table_valued("value", with_ordinality="key_place")
+    .render_derived(name="record_keys"),
+    "key_place",
+)
+""":data:`SELECTED_CANDIDATES` with ``hashes`` bound as one array (PostgreSQL,
+``unnest … WITH ORDINALITY``)."""
+_SELECTED_CANDIDATES = DriverQuery(SELECTED_CANDIDATES, postgresql=SELECTED_CANDIDATES_ARRAY)
+
+
+def selection_params(
+    hashes: Sequence[int],
+    limit: int,
+    *,
+    block_limit: int = DEFAULT_BLOCK_LIMIT,
+    single_limit: int = DEFAULT_SINGLE_LIMIT,
+) -> dict[str, Any]:
+    """The parameters of :data:`SELECTED_CANDIDATES` for a record's ``hashes``."""
+    return {
+        "hashes": list(hashes),
+        "limit": limit,
+        "block_limit": block_limit,
+        "single_limit": single_limit,
+    }
+
+
+def candidate_set(
+    rows: Sequence[tuple[Any, ...]], limit: int, single_limit: int = DEFAULT_SINGLE_LIMIT
+) -> CandidateSet:
+    """The :class:`CandidateSet` of :data:`SELECTED_CANDIDATES`' rows (``record_id``,
+    ``preference``, ``multi``, ``total``)."""
+    if not rows:
+        return CandidateSet([], False, 0)
+    multi, total = int(rows[0][2]), int(rows[0][3])
+    chosen = multi + (min(total - multi, single_limit) if multi < limit else 0)
+    ordered = sorted(rows, key=lambda row: -int(row[1]))
+    return CandidateSet([row[0] for row in ordered], chosen > limit, total)
 
 
 def json_values(name: str) -> Select[Any]:
@@ -79,15 +173,31 @@ def json_values(name: str) -> Select[Any]:
     )
 
 
-_POSTINGS = DriverQuery(
-    select(BlockingKey.key_hash, BlockingKey.record_id).where(
-        BlockingKey.key_hash.in_(json_values("hashes"))
-    ),
-    postgresql=select(BlockingKey.key_hash, BlockingKey.record_id).where(
+def _newest_postings(keys: ColumnElement[bool]) -> Select[int, str, int]:
+    posted = (
+        select(
+            BlockingKey.key_hash,
+            BlockingKey.record_id,
+            func.row_number()
+            .over(partition_by=BlockingKey.key_hash, order_by=BlockingKey.record_id.desc())
+            .label("age"),
+            func.count().over(partition_by=BlockingKey.key_hash).label("size"),
+        )
+        .where(keys)
+        .subquery("posted")
+    )
+    return select(posted.c.key_hash, posted.c.record_id, posted.c.size).where(
+        posted.c.age <= bindparam("block_limit", type_=Integer)
+    )
+
+
+_NEWEST_POSTINGS = DriverQuery(
+    _newest_postings(BlockingKey.key_hash.in_(json_values("hashes"))),
+    postgresql=_newest_postings(
         BlockingKey.key_hash == any_(bindparam("hashes", type_=ARRAY(BigInteger)))
     ),
 )
-"""Every posting of some keys: parameter ``hashes``."""
+"""The newest ``block_limit`` postings of some keys (``hashes``), with their blocks' sizes."""
 _HASHES_PER_QUERY = 50_000
 """Keys per postings query."""
 _DELETE_RECORD = DriverStatement(
@@ -109,6 +219,20 @@ def key_hash(key: str) -> int:
 def key_hashes(keys: Iterable[str]) -> list[int]:
     """The distinct hashes of ``keys``, sorted."""
     return sorted({key_hash(key) for key in keys})
+
+
+def ordered_key_hashes(keys: Iterable[str]) -> list[int]:
+    """The distinct hashes of ``keys``, in their order (the first of equal ones)."""
+    return list(dict.fromkeys(key_hash(key) for key in keys))
+
+
+@dataclass(slots=True)
+class Block:
+    """The records under one key as the candidate choice reads them: how many there are in
+    all, and the newest of them, oldest first."""
+
+    size: int
+    records: list[str]
 
 
 def _record_id(record: Hashable) -> str:
@@ -157,18 +281,22 @@ class DatabaseBlockingIndex:
             self._session.flush()
             _INSERT.execute_tuples(self._session.connection(), _COLUMNS, rows)
 
-    def postings(self, hashes: Sequence[int]) -> dict[int, list[str]]:
-        """The records under each of ``hashes`` (those that have any), in no order."""
-        found: dict[int, list[str]] = {}
+    def newest_postings(self, hashes: Sequence[int], block_limit: int) -> dict[int, Block]:
+        """The blocks of ``hashes`` (those that have records), each with its newest
+        ``block_limit`` records."""
+        found: dict[int, Block] = {}
         connection = self._session.connection()
         for start in range(0, len(hashes), _HASHES_PER_QUERY):
             chunk = list(hashes[start : start + _HASHES_PER_QUERY])
-            for key, record_id in _POSTINGS.send(connection, {"hashes": chunk}).all():
-                records = found.get(key)
-                if records is None:
-                    found[key] = [record_id]
+            params = {"hashes": chunk, "block_limit": block_limit}
+            for key, record_id, size in _NEWEST_POSTINGS.send(connection, params).all():
+                block = found.get(key)
+                if block is None:
+                    found[key] = Block(size, [record_id])
                 else:
-                    records.append(record_id)
+                    block.records.append(record_id)
+        for block in found.values():
+            block.records.sort()
         return found
 
     def remove(self, record: Hashable, keys: Sequence[str]) -> None:
@@ -188,16 +316,60 @@ class DatabaseBlockingIndex:
         the driver, so it may go in a :func:`~clientregistry.store.driver.pipelined` batch."""
         _DELETE_RECORD.execute(self._session.connection(), {"record": _record_id(record)})
 
-    def candidates(self, keys: Sequence[str], limit: int) -> CandidateSet:
-        """Records sharing most of ``keys`` first, at most ``limit`` of them."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
-        hashes = key_hashes(keys)
+    def candidates(
+        self,
+        keys: Sequence[str],
+        limit: int,
+        *,
+        block_limit: int = DEFAULT_BLOCK_LIMIT,
+        single_limit: int = DEFAULT_SINGLE_LIMIT,
+    ) -> CandidateSet:
+        """The records chosen as candidates for a record with ``keys`` (see the module's
+        notes), best first, at most ``limit`` of them."""
+        if min(limit, block_limit, single_limit) < 1:  # no rows must mean no records
+            raise ValueError(
+                f"limit, block_limit and single_limit must be at least 1, "
+                f"not {limit}, {block_limit} and {single_limit}"
+            )
+        hashes = ordered_key_hashes(keys)
         if not hashes:
             return CandidateSet([], False, 0)
-        connection = self._session.connection()
-        rows = _TOP_CANDIDATES.send(connection, {"hashes": hashes, "limit": limit}).all()
-        if not rows:
-            return CandidateSet([], False, 0)
-        considered = int(rows[0][2])
-        return CandidateSet([record_id for record_id, _, _ in rows], considered > limit, considered)
+        params = selection_params(hashes, limit, block_limit=block_limit, single_limit=single_limit)
+        rows = _SELECTED_CANDIDATES.send(self._session.connection(), params).all()
+        return candidate_set(rows, limit, single_limit)
+
+
+def rank_new_records(
+    blocks: dict[int, Block],
+    record_ids: Sequence[str],
+    hashes: Sequence[Sequence[int]],
+    limit: int,
+    *,
+    block_limit: int = DEFAULT_BLOCK_LIMIT,
+    single_limit: int = DEFAULT_SINGLE_LIMIT,
+) -> list[list[str]]:
+    """For each new record, in order (``record_ids``, above every stored id, with their key
+    hashes in key order), the records chosen as its candidates among the stored ones
+    (``blocks``: :meth:`DatabaseBlockingIndex.newest_postings` of every key, to which the new
+    records are added as they come) and the new ones before it, best first, at most
+    ``limit``: what :meth:`DatabaseBlockingIndex.candidates` (:data:`SELECTED_CANDIDATES`)
+    would answer once the records before it were stored. A batch's candidates from one
+    read of the postings."""
+    ranked = []
+    for record_id, keys in zip(record_ids, hashes, strict=True):
+        read: list[list[str]] = []
+        sizes: list[int] = []
+        for key in keys:
+            block = blocks.get(key)
+            if block is None:
+                blocks[key] = Block(1, [record_id])
+                continue
+            records = block.records
+            if len(records) > 2 * block_limit:
+                del records[:-block_limit]
+            read.append(records[-block_limit:])
+            sizes.append(block.size)
+            records.append(record_id)
+            block.size += 1
+        ranked.append(select_candidates(read, sizes, limit, single_limit).ids)
+    return ranked
