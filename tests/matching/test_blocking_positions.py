@@ -18,7 +18,11 @@ def _reference(
     """What PositionIndex promises, written plainly: records sharing two or more keys most
     shared first (ties first seen), then at most ``single_limit`` sharing one key, smallest
     blocks first and each newest first; a block read as far as its newest ``block_limit``."""
-    blocks = [(len(postings[k]), postings[k][-block_limit:]) for k in keys if k in postings]
+    blocks = [
+        (min(len(postings[k]), block_limit + 1), postings[k][-block_limit:])
+        for k in keys
+        if k in postings
+    ]
     counts: dict[int, int] = {}
     for _, block in blocks:
         for record in block:

@@ -132,7 +132,7 @@ def _reference(
         block = sorted(record for record, keys in postings.items() if key in keys)
         if block:
             blocks.append(block[-block_limit:])
-            sizes.append(len(block))
+            sizes.append(min(len(block), block_limit + 1))
     return select_candidates(blocks, sizes, limit, single_limit)
 
 
@@ -209,7 +209,7 @@ def test_newest_postings(session: Session, make_record: MakeRecord) -> None:
     index.add("r002", ["b"])
     found = index.newest_postings(key_hashes(["a", "b", "c"]), 4)
     assert found == {
-        key_hash("a"): Block(6, ["r002", "r003", "r004", "r005"]),
+        key_hash("a"): Block(5, ["r002", "r003", "r004", "r005"]),  # read as far as 5
         key_hash("b"): Block(1, ["r002"]),
     }
 

@@ -175,7 +175,9 @@ class PositionIndex:
     each block newest first. The whole is cut at ``limit`` (then ``capped``). A block is read
     only as far as its newest ``block_limit`` records: a key shared by more (a common name with
     a birth month and day) counts only for those, so the work per record stays bounded however
-    large the file.
+    large the file; and a block of more than ``block_limit`` records counts as
+    ``block_limit + 1`` records in the "smallest first" order, since the registry, which makes
+    the same choice in SQL, reads no further to count it.
 
     **Memory.** A key is kept as its 64-bit hash (two different keys sharing a hash only add a
     candidate, at odds of about 1e-5 for ten million keys) in an open-addressing table of
@@ -280,7 +282,7 @@ class PositionIndex:
             i, _ = self._slot(key)
             if self._heads[i]:
                 blocks.append(self._block(self._heads[i]))
-                sizes.append(self._sizes[i])
+                sizes.append(min(self._sizes[i], self.block_limit + 1))
         return select_candidates(blocks, sizes, limit, self.single_limit)
 
     def find_then_add(self, record: int, keys: Sequence[str], limit: int) -> CandidateSet:
@@ -295,7 +297,7 @@ class PositionIndex:
             slots.append(where)
             if heads[where[0]]:
                 blocks.append(self._block(heads[where[0]]))
-                sizes.append(self._sizes[where[0]])
+                sizes.append(min(self._sizes[where[0]], self.block_limit + 1))
         result = select_candidates(blocks, sizes, limit, self.single_limit)
         for where in slots:
             self._append(where, record)
@@ -307,7 +309,8 @@ def select_candidates(
 ) -> CandidateSet:
     """The selective choice of candidates among the records of ``blocks`` (one per key of the
     record, in its keys' order; each the block's newest records as read, oldest first;
-    ``sizes``: how many records each block holds in all): :class:`PositionIndex`'s, and the
+    ``sizes``: how many records each block holds in all, counted as far as its newest
+    ``block_limit + 1``): :class:`PositionIndex`'s, and the
     registry's (:mod:`clientregistry.store.blocking_index` makes the same choice in SQL, with
     record ids for positions). See :class:`PositionIndex`."""
     if not blocks:

@@ -123,7 +123,8 @@ def _whole_blocks(keys: DataFrame) -> DataFrame:
 
 def _newest_of_blocks(keys: DataFrame, block_limit: int) -> DataFrame:
     """(i, k, j, size): the at most ``block_limit`` records just before ``i`` in the block of
-    its ``k``-th key, which holds ``size`` records before ``i``. Each record's place in its
+    its ``k``-th key, which holds ``size`` records before ``i`` (counted as far as
+    ``block_limit + 1``, as the registry reads a block). Each record's place in its
     block (``r``, in input order) puts it in a bucket of ``block_limit`` places; the records
     wanted lie in ``i``'s bucket or the one before, so the join is on (key, bucket) and each
     right-hand record is offered to its own bucket and the next: at most ``2 × block_limit``
@@ -145,5 +146,5 @@ def _newest_of_blocks(keys: DataFrame, block_limit: int) -> DataFrame:
     return (
         left.join(right, ["key", "bucket"])
         .where(near)
-        .select("i", "k", "j", (F.col("ri") - 1).alias("size"))
+        .select("i", "k", "j", F.least(F.col("ri") - 1, F.lit(block_limit + 1)).alias("size"))
     )

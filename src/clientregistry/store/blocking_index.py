@@ -14,7 +14,8 @@ positions (ids made one after another sort in creation order,
 * the records those share two or more keys with the record come first: most keys in common,
   then the first of the record's keys they share, then oldest first;
 * then at most ``single_limit`` records that share just one key, from the smallest blocks
-  first (ties in key order), each block newest first;
+  first (a block of more than ``block_limit`` records counts as ``block_limit + 1``, since
+  only that many are read; ties in key order), each block newest first;
 * cut at ``limit``; ``total`` is the number of distinct records read, ``multi`` of those
   sharing two or more keys, so that ``capped`` is exact.
 
@@ -34,7 +35,6 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    any_,
     bindparam,
     case,
     delete,
@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import TableValuedAlias
 
 from clientregistry.matching import blocking
@@ -56,6 +56,25 @@ from clientregistry.store.models import BlockingKey
 
 DEFAULT_SINGLE_LIMIT = blocking.DEFAULT_SINGLE_LIMIT
 DEFAULT_BLOCK_LIMIT = blocking.DEFAULT_BLOCK_LIMIT
+
+
+_OLDER = aliased(BlockingKey)
+
+
+def _newest_of(key: ColumnElement[int]) -> ColumnElement[bool]:
+    """The join condition that reads the block of ``key`` (a column of the outer query) only
+    as far as its newest ``block_limit + 1`` records: an index range scan of that many entries
+    however large the block (the record one further back is found first, by a scan of the
+    same length)."""
+    floor = (
+        select(_OLDER.record_id)
+        .where(_OLDER.key_hash == key)
+        .order_by(_OLDER.record_id.desc())
+        .limit(1)
+        .offset(bindparam("block_limit", type_=Integer))
+        .scalar_subquery()
+    )
+    return (BlockingKey.key_hash == key) & (BlockingKey.record_id >= func.coalesce(floor, ""))
 
 
 def _selection(keys: TableValuedAlias, place_column: str) -> Select[str, int, int, int]:
@@ -72,7 +91,7 @@ def _selection(keys: TableValuedAlias, place_column: str) -> Select[str, int, in
             .label("age"),
             func.count().over(partition_by=place).label("size"),
         )
-        .join_from(keys, BlockingKey, BlockingKey.key_hash == keys.c.value)
+        .join_from(keys, BlockingKey, _newest_of(keys.c.value))
         .subquery("posted")
     )
     read = (
@@ -173,7 +192,7 @@ def json_values(name: str) -> Select[Any]:
     )
 
 
-def _newest_postings(keys: ColumnElement[bool]) -> Select[int, str, int]:
+def _newest_postings(keys: TableValuedAlias, value_column: str) -> Select[int, str, int]:
     posted = (
         select(
             BlockingKey.key_hash,
@@ -183,7 +202,7 @@ def _newest_postings(keys: ColumnElement[bool]) -> Select[int, str, int]:
             .label("age"),
             func.count().over(partition_by=BlockingKey.key_hash).label("size"),
         )
-        .where(keys)
+        .join_from(keys, BlockingKey, _newest_of(keys.c[value_column]))
         .subquery("posted")
     )
     return select(posted.c.key_hash, posted.c.record_id, posted.c.size).where(
@@ -192,12 +211,21 @@ def _newest_postings(keys: ColumnElement[bool]) -> Select[int, str, int]:
 
 
 _NEWEST_POSTINGS = DriverQuery(
-    _newest_postings(BlockingKey.key_hash.in_(json_values("hashes"))),
+    _newest_postings(
+        func.json_each(bindparam("hashes", type_=JsonText()))
+        .table_valued("value")
+        .alias("batch_keys"),
+        "value",
+    ),
     postgresql=_newest_postings(
-        BlockingKey.key_hash == any_(bindparam("hashes", type_=ARRAY(BigInteger)))
+        func.unnest(bindparam("hashes", type_=ARRAY(BigInteger)))
+        .table_valued("value")
+        .render_derived(name="batch_keys"),
+        "value",
     ),
 )
-"""The newest ``block_limit`` postings of some keys (``hashes``), with their blocks' sizes."""
+"""The newest ``block_limit`` postings of some keys (``hashes``, distinct), with their
+blocks' sizes as far as read (at most ``block_limit + 1``)."""
 _HASHES_PER_QUERY = 50_000
 """Keys per postings query."""
 _DELETE_RECORD = DriverStatement(
@@ -368,7 +396,7 @@ def rank_new_records(
             if len(records) > 2 * block_limit:
                 del records[:-block_limit]
             read.append(records[-block_limit:])
-            sizes.append(block.size)
+            sizes.append(min(block.size, block_limit + 1))
             records.append(record_id)
             block.size += 1
         ranked.append(select_candidates(read, sizes, limit, single_limit).ids)
