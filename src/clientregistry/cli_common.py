@@ -54,7 +54,8 @@ BlockLimitOption = Annotated[
         min=1,
         help="With --engine spark: pair a record, in each block, only with the N records "
         "just before it (bounds the blocking join for tens of millions of records; "
-        "default: every record of the block, as the registry chooses).",
+        "default: dedupe, every record of the block; rematch, the newest 100, as the "
+        "registry chooses).",
     ),
 ]
 """``dedupe`` and ``rematch``: the Spark engine's bound on its blocking join."""

@@ -210,7 +210,8 @@ def start_rematch(
     ``engine`` ``spark`` matches the records on Apache Spark (local mode, or the cluster at
     ``spark_master``): a dry run only (:mod:`clientregistry.registry.rematch_spark`), whose
     blocking join ``block_limit`` bounds (:func:`~clientregistry.spark.candidates.candidate_pairs`;
-    None: the registry's unbounded choice)."""
+    None: the newest 100 records of each block, as the registry and the local replay read
+    them)."""
     if engine not in (ENGINE_LOCAL, ENGINE_SPARK):
         raise JobError(400, f"unknown engine {engine!r} (local or spark)")
     if block_limit is not None and (engine != ENGINE_SPARK or block_limit < 1):

@@ -42,10 +42,11 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.expression import TableValuedAlias
+from sqlalchemy.sql.expression import Subquery, TableValuedAlias
 
 from clientregistry.matching import blocking
 from clientregistry.matching.blocking import CandidateSet, select_candidates
@@ -77,23 +78,41 @@ def _newest_of(key: ColumnElement[int]) -> ColumnElement[bool]:
     return (BlockingKey.key_hash == key) & (BlockingKey.record_id >= func.coalesce(floor, ""))
 
 
-def _selection(keys: TableValuedAlias, place_column: str) -> Select[str, int, int, int]:
+def _read_blocks(keys: TableValuedAlias, place: ColumnElement[Any], lateral: bool) -> Subquery:
+    """``(key_place, record_id, age, size)``: the newest ``block_limit + 1`` records of the
+    block of each of ``keys`` (hash column ``value``; ``place`` tells the keys apart), each
+    with its place from the newest (``age``, from 1) and the block's size as far as read.
+    ``lateral`` (PostgreSQL): one index scan a key, stopped after that many; otherwise
+    (SQLite, which has no ``LATERAL``) the range scan of :func:`_newest_of`."""
+    record: ColumnElement[Any]
+    if lateral:
+        newest = (
+            select(BlockingKey.record_id)
+            .where(BlockingKey.key_hash == keys.c.value)
+            .order_by(BlockingKey.record_id.desc())
+            .limit(bindparam("block_limit", type_=Integer) + 1)
+            .lateral("newest")
+        )
+        record = newest.c.record_id
+        blocks = select().select_from(keys).join(newest, true())
+    else:
+        record = BlockingKey.__table__.c.record_id
+        blocks = select().select_from(keys).join(BlockingKey, _newest_of(keys.c.value))
+    return blocks.add_columns(
+        place.label("key_place"),
+        record.label("record_id"),
+        func.row_number().over(partition_by=place, order_by=record.desc()).label("age"),
+        func.count().over(partition_by=place).label("size"),
+    ).subquery("posted")
+
+
+def _selection(
+    keys: TableValuedAlias, place_column: str, *, lateral: bool = False
+) -> Select[str, int, int, int]:
     """The selective choice (see the module's notes) among the records under ``keys``
     (columns ``place_column``, the key's place in the record's keys, and ``value``, its
     hash)."""
-    place = keys.c[place_column]
-    posted = (
-        select(
-            place.label("key_place"),
-            BlockingKey.record_id,
-            func.row_number()
-            .over(partition_by=place, order_by=BlockingKey.record_id.desc())
-            .label("age"),
-            func.count().over(partition_by=place).label("size"),
-        )
-        .join_from(keys, BlockingKey, _newest_of(keys.c.value))
-        .subquery("posted")
-    )
+    posted = _read_blocks(keys, keys.c[place_column], lateral)
     read = (
         select(
             posted.c.record_id,
@@ -149,6 +168,7 @@ SELECTED_CANDIDATES_ARRAY = _selection(
     .table_valued("value", with_ordinality="key_place")
     .render_derived(name="record_keys"),
     "key_place",
+    lateral=True,
 )
 """:data:`SELECTED_CANDIDATES` with ``hashes`` bound as one array (PostgreSQL,
 ``unnest … WITH ORDINALITY``)."""
@@ -192,20 +212,9 @@ def json_values(name: str) -> Select[Any]:
     )
 
 
-def _newest_postings(keys: TableValuedAlias, value_column: str) -> Select[int, str, int]:
-    posted = (
-        select(
-            BlockingKey.key_hash,
-            BlockingKey.record_id,
-            func.row_number()
-            .over(partition_by=BlockingKey.key_hash, order_by=BlockingKey.record_id.desc())
-            .label("age"),
-            func.count().over(partition_by=BlockingKey.key_hash).label("size"),
-        )
-        .join_from(keys, BlockingKey, _newest_of(keys.c[value_column]))
-        .subquery("posted")
-    )
-    return select(posted.c.key_hash, posted.c.record_id, posted.c.size).where(
+def _newest_postings(keys: TableValuedAlias, *, lateral: bool = False) -> Select[int, str, int]:
+    posted = _read_blocks(keys, keys.c.value, lateral)
+    return select(posted.c.key_place, posted.c.record_id, posted.c.size).where(
         posted.c.age <= bindparam("block_limit", type_=Integer)
     )
 
@@ -214,14 +223,13 @@ _NEWEST_POSTINGS = DriverQuery(
     _newest_postings(
         func.json_each(bindparam("hashes", type_=JsonText()))
         .table_valued("value")
-        .alias("batch_keys"),
-        "value",
+        .alias("batch_keys")
     ),
     postgresql=_newest_postings(
         func.unnest(bindparam("hashes", type_=ARRAY(BigInteger)))
         .table_valued("value")
         .render_derived(name="batch_keys"),
-        "value",
+        lateral=True,
     ),
 )
 """The newest ``block_limit`` postings of some keys (``hashes``, distinct), with their
