@@ -9,8 +9,9 @@ positions (ids made one after another sort in creation order,
 :func:`~clientregistry.store.models.new_id`), in one statement (:data:`SELECTED_CANDIDATES`):
 
 * of each of the record's keys (in the record's key order) only the block's newest
-  ``block_limit`` records (highest ids) count, so that the work per record stays bounded
-  however large the registry grows;
+  ``block_limit`` records (highest ids: ids the registry makes sort in creation order; a
+  record created with an id its client chose sorts by that id) count, so that the work per
+  record stays bounded however large the registry grows;
 * the records those share two or more keys with the record come first: most keys in common,
   then the first of the record's keys they share, then oldest first;
 * then at most ``single_limit`` records that share just one key, from the smallest blocks
@@ -25,6 +26,7 @@ would add a candidate, which scoring rejects, and make a record holding both key
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -384,10 +386,10 @@ def rank_new_records(
     block_limit: int = DEFAULT_BLOCK_LIMIT,
     single_limit: int = DEFAULT_SINGLE_LIMIT,
 ) -> list[list[str]]:
-    """For each new record, in order (``record_ids``, above every stored id, with their key
-    hashes in key order), the records chosen as its candidates among the stored ones
-    (``blocks``: :meth:`DatabaseBlockingIndex.newest_postings` of every key, to which the new
-    records are added as they come) and the new ones before it, best first, at most
+    """For each new record, in order (``record_ids``, with their key hashes in key order),
+    the records chosen as its candidates among the stored ones (``blocks``:
+    :meth:`DatabaseBlockingIndex.newest_postings` of every key, to which the new records are
+    added as they come, in id order) and the new ones before it, best first, at most
     ``limit``: what :meth:`DatabaseBlockingIndex.candidates` (:data:`SELECTED_CANDIDATES`)
     would answer once the records before it were stored. A batch's candidates from one
     read of the postings."""
@@ -405,7 +407,7 @@ def rank_new_records(
                 del records[:-block_limit]
             read.append(records[-block_limit:])
             sizes.append(min(block.size, block_limit + 1))
-            records.append(record_id)
+            bisect.insort(records, record_id)  # after the stored ones, unless a client chose one
             block.size += 1
         ranked.append(select_candidates(read, sizes, limit, single_limit).ids)
     return ranked
