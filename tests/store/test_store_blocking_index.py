@@ -178,6 +178,12 @@ def test_same_as_the_reference_choice(seed: int, session: Session, make_record: 
     assert checked > 20
 
 
+def _draw_keys(rng: random.Random, common: list[str], rare: list[str]) -> list[str]:
+    """One to four distinct keys, each common or rare as often."""
+    drawn = (rng.choice(common if rng.random() < 0.5 else rare) for _ in range(4))
+    return list(dict.fromkeys(drawn))[: rng.randint(1, 4)]
+
+
 def test_same_as_dedupes_index(session: Session, make_record: MakeRecord) -> None:
     """Records added in id order: the registry's choice is ``PositionIndex``'s, record ids
     for positions."""
@@ -188,8 +194,7 @@ def test_same_as_dedupes_index(session: Session, make_record: MakeRecord) -> Non
     positions = PositionIndex(block_limit=10)
     sizes: dict[str, int] = defaultdict(int)
     for position, record in enumerate(ids):
-        drawn = (rng.choice(common if rng.random() < 0.5 else rare) for _ in range(4))
-        chosen = list(dict.fromkeys(drawn))[: rng.randint(1, 4)]
+        chosen = _draw_keys(rng, common, rare)
         expected = positions.find_then_add(position, chosen, 12)
         got = database.candidates(chosen, 12, block_limit=10)
         assert got == CandidateSet(
@@ -225,10 +230,6 @@ def test_a_batch_ranks_its_records_as_the_query_would_one_by_one(
     rng = random.Random(seed)
     common, rare = [f"k{n}" for n in range(4)], [f"rare{n}" for n in range(40)]
 
-    def draw() -> list[str]:
-        drawn = (rng.choice(common if rng.random() < 0.5 else rare) for _ in range(4))
-        return list(dict.fromkeys(drawn))[: rng.randint(1, 4)]
-
     ids = _records(session, make_record, 260)
     stored, new = ids[:200], ids[200:]
     if seed == 2:  # ids that do not follow creation order (records a client named)
@@ -237,8 +238,8 @@ def test_a_batch_ranks_its_records_as_the_query_would_one_by_one(
         rng.shuffle(new)
     database = DatabaseBlockingIndex(session)
     for record in stored:
-        database.add(record, draw())
-    keys = [draw() for _ in new]
+        database.add(record, _draw_keys(rng, common, rare))
+    keys = [_draw_keys(rng, common, rare) for _ in new]
     hashes = [ordered_key_hashes(k) for k in keys]
     options = {"block_limit": 9, "single_limit": 3}
     blocks = database.newest_postings(sorted({h for hs in hashes for h in hs}), 9)
