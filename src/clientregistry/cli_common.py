@@ -53,9 +53,8 @@ BlockLimitOption = Annotated[
         "--block-limit",
         min=1,
         help="With --engine spark: pair a record, in each block, only with the N records "
-        "just before it (bounds the blocking join for tens of millions of records; "
-        "default: dedupe, every record of the block; rematch, the newest 100, as the "
-        "registry chooses).",
+        "just before it (bounds the blocking join; default: the newest 100, as dedupe "
+        "and the registry choose).",
     ),
 ]
 """``dedupe`` and ``rematch``: the Spark engine's bound on its blocking join."""

@@ -163,7 +163,9 @@ def _cluster(
     unjoined.unpersist()
     lap("term counts")
 
-    pairs = candidate_pairs(records, spec.candidate_limit, spec.block_limit).persist(_KEEP)
+    pairs = candidate_pairs(
+        records, spec.candidate_limit, spec.block_limit, spec.single_limit
+    ).persist(_KEEP)
     summary = pairs.agg(
         F.count(F.lit(1)), F.countDistinct(F.when(F.col("capped"), F.col("i")))
     ).first()

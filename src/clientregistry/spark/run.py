@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from clientregistry.batch.dedupe import DedupeStats, potential_path_for
 from clientregistry.batch.readers import CsvMapping
 from clientregistry.errors import InvalidRecord
+from clientregistry.matching.blocking import DEFAULT_BLOCK_LIMIT, DEFAULT_SINGLE_LIMIT
 from clientregistry.matching.matcher import Matcher
 from clientregistry.matching.rules import DecisionRules
 from clientregistry.spark.engine import SparkClusters, dedupe_source
@@ -56,8 +57,18 @@ def dedupe_on_spark(
 
     Raises :class:`InvalidRecord` for the first bad record with ``stop_on_error``, or when
     the input as a whole cannot be read (a CSV without its id column).
+
+    Candidates are chosen as ``dedupe`` chooses them (the newest ``block_limit`` records of
+    each block, default 100, and at most 8 sharing a single key), so the clusters are
+    ``dedupe``'s, record for record.
     """
-    spec = MatchSpec.of(rules, record_id_systems, candidate_limit, block_limit)
+    spec = MatchSpec.of(
+        rules,
+        record_id_systems,
+        candidate_limit,
+        DEFAULT_BLOCK_LIMIT if block_limit is None else block_limit,
+        DEFAULT_SINGLE_LIMIT,
+    )
     with tempfile.TemporaryDirectory(prefix="clientregistry-spark-") as scratch:
         ours = SparkSession.getActiveSession() is None  # else a caller's (a test's): kept
         spark = start_session(master, local_dir=scratch)

@@ -42,9 +42,12 @@ class MatchSpec:
         record_id_systems: Iterable[str] = (),
         candidate_limit: int = 200,
         block_limit: int | None = None,
+        single_limit: int | None = None,
     ) -> MatchSpec:
         text = json.dumps(rules.to_json(), sort_keys=True)
-        return cls(text, tuple(sorted(record_id_systems)), candidate_limit, block_limit)
+        return cls(
+            text, tuple(sorted(record_id_systems)), candidate_limit, block_limit, single_limit
+        )
 
     def matcher(self) -> Matcher:
         """This process's matcher for these rules (built once)."""
